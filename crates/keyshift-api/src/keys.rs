@@ -1,0 +1,447 @@
+//! Keys API models (SPEC `definitions`).
+
+use crate::b64;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Tags: string to string.
+pub type Tags = BTreeMap<String, String>;
+
+/// A JSON Web Key as Azure carries it. Responses carry public members only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JsonWebKey {
+    /// Key identifier (versioned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// `RSA`, `RSA-HSM`, `EC`, `EC-HSM`, `oct`, `oct-HSM`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kty: Option<String>,
+    /// Permitted operations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_ops: Option<Vec<String>>,
+    /// RSA modulus.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub n: Option<Vec<u8>>,
+    /// RSA public exponent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub e: Option<Vec<u8>>,
+    /// Private exponent or EC private scalar (import only).
+    #[serde(default, skip_serializing, with = "b64::opt_bytes")]
+    pub d: Option<Vec<u8>>,
+    /// RSA CRT member (import only).
+    #[serde(default, skip_serializing, with = "b64::opt_bytes")]
+    pub dp: Option<Vec<u8>>,
+    /// RSA CRT member (import only).
+    #[serde(default, skip_serializing, with = "b64::opt_bytes")]
+    pub dq: Option<Vec<u8>>,
+    /// RSA CRT member (import only).
+    #[serde(default, skip_serializing, with = "b64::opt_bytes")]
+    pub qi: Option<Vec<u8>>,
+    /// RSA prime (import only).
+    #[serde(default, skip_serializing, with = "b64::opt_bytes")]
+    pub p: Option<Vec<u8>>,
+    /// RSA prime (import only).
+    #[serde(default, skip_serializing, with = "b64::opt_bytes")]
+    pub q: Option<Vec<u8>>,
+    /// Symmetric key (import only).
+    #[serde(default, skip_serializing, with = "b64::opt_bytes")]
+    pub k: Option<Vec<u8>>,
+    /// BYOK transfer blob (import only).
+    #[serde(default, skip_serializing, with = "b64::opt_bytes")]
+    pub key_hsm: Option<Vec<u8>>,
+    /// Curve name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// EC x coordinate.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub x: Option<Vec<u8>>,
+    /// EC y coordinate.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub y: Option<Vec<u8>>,
+}
+
+/// Key attributes. Times are integer Unix seconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyAttributes {
+    /// Whether the key may be used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Not before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Creation time (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
+    /// Last update (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated: Option<i64>,
+    /// Soft-delete retention in days (read-only).
+    #[serde(rename = "recoverableDays", skip_serializing_if = "Option::is_none")]
+    pub recoverable_days: Option<u32>,
+    /// Deletion recovery level (read-only).
+    #[serde(rename = "recoveryLevel", skip_serializing_if = "Option::is_none")]
+    pub recovery_level: Option<String>,
+    /// Whether the private key may be released.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exportable: Option<bool>,
+    /// HSM platform (read-only).
+    #[serde(rename = "hsmPlatform", skip_serializing_if = "Option::is_none")]
+    pub hsm_platform: Option<String>,
+}
+
+/// A key release policy. `data` is kept as sent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyReleasePolicy {
+    /// Content type of `data`.
+    #[serde(rename = "contentType", skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Whether the policy can no longer change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub immutable: Option<bool>,
+    /// The policy document, base64url.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub data: Option<Vec<u8>>,
+}
+
+/// A key with its attributes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyBundle {
+    /// The public key.
+    pub key: JsonWebKey,
+    /// Attributes.
+    pub attributes: KeyAttributes,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// Whether the key backs a certificate (never, here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed: Option<bool>,
+    /// Release policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release_policy: Option<KeyReleasePolicy>,
+}
+
+/// A deleted key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeletedKeyBundle {
+    /// The key as it was.
+    #[serde(flatten)]
+    pub bundle: KeyBundle,
+    /// `https://{vault}/deletedkeys/{name}`.
+    #[serde(rename = "recoveryId")]
+    pub recovery_id: String,
+    /// When it will be purged.
+    #[serde(rename = "scheduledPurgeDate")]
+    pub scheduled_purge_date: i64,
+    /// When it was deleted.
+    #[serde(rename = "deletedDate")]
+    pub deleted_date: i64,
+}
+
+/// A key in a listing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyItem {
+    /// Key identifier: base kid for list keys, versioned for list versions.
+    pub kid: String,
+    /// Attributes.
+    pub attributes: KeyAttributes,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// Managed flag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed: Option<bool>,
+}
+
+/// A deleted key in a listing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeletedKeyItem {
+    /// The key item.
+    #[serde(flatten)]
+    pub item: KeyItem,
+    /// Recovery id.
+    #[serde(rename = "recoveryId")]
+    pub recovery_id: String,
+    /// When it will be purged.
+    #[serde(rename = "scheduledPurgeDate")]
+    pub scheduled_purge_date: i64,
+    /// When it was deleted.
+    #[serde(rename = "deletedDate")]
+    pub deleted_date: i64,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListResult<T> {
+    /// Items.
+    pub value: Vec<T>,
+    /// Absolute link to the next page, absent on the last one.
+    #[serde(rename = "nextLink", skip_serializing_if = "Option::is_none")]
+    pub next_link: Option<String>,
+}
+
+/// Body of create.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KeyCreateParameters {
+    /// Key type.
+    pub kty: Option<String>,
+    /// RSA or oct size in bits.
+    pub key_size: Option<u32>,
+    /// RSA public exponent.
+    pub public_exponent: Option<u64>,
+    /// Permitted operations.
+    pub key_ops: Option<Vec<String>>,
+    /// Attributes.
+    pub attributes: Option<KeyAttributes>,
+    /// Tags.
+    pub tags: Option<Tags>,
+    /// Curve.
+    pub crv: Option<String>,
+    /// Release policy.
+    pub release_policy: Option<KeyReleasePolicy>,
+}
+
+/// Body of import. `Hsm` is matched case-insensitively by the server before decoding.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KeyImportParameters {
+    /// Whether to import as an HSM key.
+    #[serde(rename = "Hsm", alias = "hsm")]
+    pub hsm: Option<bool>,
+    /// The key with private members.
+    pub key: Option<JsonWebKey>,
+    /// Attributes.
+    pub attributes: Option<KeyAttributes>,
+    /// Tags.
+    pub tags: Option<Tags>,
+    /// Release policy.
+    pub release_policy: Option<KeyReleasePolicy>,
+}
+
+/// Body of update; omitted members stay unchanged.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KeyUpdateParameters {
+    /// Permitted operations.
+    pub key_ops: Option<Vec<String>>,
+    /// Attributes.
+    pub attributes: Option<KeyAttributes>,
+    /// Tags.
+    pub tags: Option<Tags>,
+    /// Release policy.
+    pub release_policy: Option<KeyReleasePolicy>,
+}
+
+/// Body of encrypt, decrypt, wrapkey, unwrapkey.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyOperationsParameters {
+    /// Algorithm.
+    pub alg: String,
+    /// Input.
+    #[serde(with = "b64::bytes")]
+    pub value: Vec<u8>,
+    /// IV (CBC, GCM decrypt).
+    #[serde(default, with = "b64::opt_bytes")]
+    pub iv: Option<Vec<u8>>,
+    /// Additional authenticated data (GCM).
+    #[serde(default, with = "b64::opt_bytes")]
+    pub aad: Option<Vec<u8>>,
+    /// Authentication tag (GCM decrypt).
+    #[serde(default, with = "b64::opt_bytes")]
+    pub tag: Option<Vec<u8>>,
+}
+
+/// Result of a key operation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyOperationResult {
+    /// Versioned kid of the key used.
+    pub kid: String,
+    /// Algorithm used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    /// Output.
+    #[serde(with = "b64::bytes")]
+    pub value: Vec<u8>,
+    /// IV.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub iv: Option<Vec<u8>>,
+    /// Tag.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub tag: Option<Vec<u8>>,
+    /// AAD echoed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub aad: Option<Vec<u8>>,
+}
+
+/// Body of sign.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeySignParameters {
+    /// Algorithm.
+    pub alg: String,
+    /// The digest to sign.
+    #[serde(with = "b64::bytes")]
+    pub value: Vec<u8>,
+}
+
+/// Body of verify.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyVerifyParameters {
+    /// Algorithm.
+    pub alg: String,
+    /// The digest.
+    #[serde(with = "b64::bytes")]
+    pub digest: Vec<u8>,
+    /// The signature.
+    #[serde(with = "b64::bytes")]
+    pub value: Vec<u8>,
+}
+
+/// Result of verify.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyVerifyResult {
+    /// Whether the signature verifies.
+    pub value: bool,
+}
+
+/// A backup blob (response of backup, body of restore).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupBlob {
+    /// The opaque blob.
+    #[serde(with = "b64::bytes")]
+    pub value: Vec<u8>,
+}
+
+/// Body of get random bytes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GetRandomBytesRequest {
+    /// 1 to 128.
+    pub count: i64,
+}
+
+/// Random bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RandomBytes {
+    /// The bytes.
+    #[serde(with = "b64::bytes")]
+    pub value: Vec<u8>,
+}
+
+/// A rotation policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyRotationPolicy {
+    /// `https://{vault}/keys/{name}/rotationpolicy` (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Actions and their triggers.
+    #[serde(rename = "lifetimeActions", skip_serializing_if = "Option::is_none")]
+    pub lifetime_actions: Option<Vec<LifetimeAction>>,
+    /// Policy attributes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<KeyRotationPolicyAttributes>,
+}
+
+/// One lifetime action.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LifetimeAction {
+    /// When.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<LifetimeTrigger>,
+    /// What.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<LifetimeActionType>,
+}
+
+/// A trigger: ISO 8601 durations.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LifetimeTrigger {
+    /// Time after the version's creation.
+    #[serde(rename = "timeAfterCreate", skip_serializing_if = "Option::is_none")]
+    pub time_after_create: Option<String>,
+    /// Time before the version's expiry.
+    #[serde(rename = "timeBeforeExpiry", skip_serializing_if = "Option::is_none")]
+    pub time_before_expiry: Option<String>,
+}
+
+/// The action type: `Rotate` or `Notify`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LifetimeActionType {
+    /// Type name.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// Rotation policy attributes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyRotationPolicyAttributes {
+    /// Expiry applied to new versions, ISO 8601 duration.
+    #[serde(rename = "expiryTime", skip_serializing_if = "Option::is_none")]
+    pub expiry_time: Option<String>,
+    /// Created (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
+    /// Updated (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_members_never_serialize() {
+        let jwk: JsonWebKey = serde_json::from_str(
+            r#"{"kty":"oct","k":"AAECAwQFBgcICQoLDA0ODw","d":"AQ","p":"AQ","q":"AQ"}"#,
+        )
+        .unwrap();
+        assert!(jwk.k.is_some());
+        let out = serde_json::to_string(&jwk).unwrap();
+        assert_eq!(out, r#"{"kty":"oct"}"#);
+    }
+
+    #[test]
+    fn deleted_bundle_flattens() {
+        let d = DeletedKeyBundle {
+            bundle: KeyBundle::default(),
+            recovery_id: "https://v/deletedkeys/k".into(),
+            scheduled_purge_date: 2,
+            deleted_date: 1,
+        };
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["recoveryId"], "https://v/deletedkeys/k");
+        assert!(v.get("key").is_some());
+    }
+}

@@ -1,0 +1,237 @@
+//! Settings: command-line flags, then `KEYSHIFT_*` environment variables, then `keyshift.toml`,
+//! then defaults. Every setting can come from any of the three.
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The settings file, every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Main listener address.
+    pub listen: Option<SocketAddr>,
+    /// Public URL of the main listener.
+    pub public_url: Option<String>,
+    /// Domain under which vaults answer.
+    pub vault_domain: Option<String>,
+    /// Token audience.
+    pub token_audience: Option<String>,
+    /// Token lifetime, seconds.
+    pub token_lifetime_seconds: Option<i64>,
+    /// More host names of the default vault.
+    pub extra_hosts: Option<Vec<String>>,
+    /// Root key file.
+    pub root_key_file: Option<PathBuf>,
+    /// Soft-delete retention of the default vault (first start only).
+    pub default_retention_days: Option<u32>,
+    /// Name of the default vault (first start only).
+    pub default_vault_name: Option<String>,
+    /// Seconds between purges of expired soft-deleted keys and scheduled rotations.
+    pub maintenance_interval_seconds: Option<u64>,
+    /// Log filter, e.g. `info` or `keyshift=debug`.
+    pub log: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads a TOML settings file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid settings in {}", path.display()))
+    }
+}
+
+/// Settings after merging.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Main listener address.
+    pub listen: SocketAddr,
+    /// Public URL of the main listener (derived when unset).
+    pub public_url: Option<String>,
+    /// Vault domain.
+    pub vault_domain: String,
+    /// Token audience.
+    pub token_audience: String,
+    /// Token lifetime.
+    pub token_lifetime_seconds: i64,
+    /// More host names.
+    pub extra_hosts: Vec<String>,
+    /// Root key file.
+    pub root_key_file: PathBuf,
+    /// Default vault retention.
+    pub default_retention_days: u32,
+    /// Default vault name.
+    pub default_vault_name: String,
+    /// Maintenance interval.
+    pub maintenance_interval_seconds: u64,
+    /// Log filter.
+    pub log: String,
+}
+
+/// Flags shared by every command that opens the data directory.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CommonArgs {
+    /// Settings file (TOML).
+    #[arg(long, env = "KEYSHIFT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ./keyshift-data].
+    #[arg(long, env = "KEYSHIFT_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Root key file [default: <data-dir>/root.key].
+    #[arg(long, env = "KEYSHIFT_ROOT_KEY_FILE", global = true)]
+    pub root_key_file: Option<PathBuf>,
+    /// Log filter [default: info].
+    #[arg(long, env = "KEYSHIFT_LOG", global = true)]
+    pub log: Option<String>,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the main listener [default: 127.0.0.1:8443].
+    #[arg(long, env = "KEYSHIFT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Public URL of the main listener [default: https://<vault-domain>:<port>].
+    #[arg(long, env = "KEYSHIFT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Vaults answer at <name>.<vault-domain> [default: localhost].
+    #[arg(long, env = "KEYSHIFT_VAULT_DOMAIN")]
+    pub vault_domain: Option<String>,
+    /// Audience of issued tokens [default: https://vault.azure.net].
+    #[arg(long, env = "KEYSHIFT_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
+    /// Token lifetime in seconds [default: 3600].
+    #[arg(long, env = "KEYSHIFT_TOKEN_LIFETIME_SECONDS")]
+    pub token_lifetime_seconds: Option<i64>,
+    /// More host names of the default vault, comma-separated.
+    #[arg(long, env = "KEYSHIFT_EXTRA_HOSTS", value_delimiter = ',')]
+    pub extra_hosts: Option<Vec<String>>,
+    /// Soft-delete retention in days of the default vault, fixed at first start [default: 90].
+    #[arg(long, env = "KEYSHIFT_DEFAULT_RETENTION_DAYS")]
+    pub default_retention_days: Option<u32>,
+    /// Name of the default vault, fixed at first start [default: default].
+    #[arg(long, env = "KEYSHIFT_DEFAULT_VAULT_NAME")]
+    pub default_vault_name: Option<String>,
+    /// Seconds between purges of expired deleted keys and scheduled rotations [default: 60].
+    #[arg(long, env = "KEYSHIFT_MAINTENANCE_INTERVAL_SECONDS")]
+    pub maintenance_interval_seconds: Option<u64>,
+}
+
+impl Settings {
+    /// Merges flags and environment (already folded together by clap) over the file and defaults.
+    pub fn resolve(common: &CommonArgs, serve: &ServeArgs) -> Result<Self> {
+        let file = match &common.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = common
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("keyshift-data"));
+        let root_key_file = common
+            .root_key_file
+            .clone()
+            .or(file.root_key_file)
+            .unwrap_or_else(|| data_dir.join("root.key"));
+        let listen = match serve.listen.or(file.listen) {
+            Some(l) => l,
+            None => "127.0.0.1:8443".parse().context("default listen address")?,
+        };
+        Ok(Settings {
+            data_dir,
+            listen,
+            public_url: serve.public_url.clone().or(file.public_url),
+            vault_domain: serve
+                .vault_domain
+                .clone()
+                .or(file.vault_domain)
+                .unwrap_or_else(|| "localhost".into()),
+            token_audience: serve
+                .token_audience
+                .clone()
+                .or(file.token_audience)
+                .unwrap_or_else(|| "https://vault.azure.net".into()),
+            token_lifetime_seconds: serve
+                .token_lifetime_seconds
+                .or(file.token_lifetime_seconds)
+                .unwrap_or(3600),
+            extra_hosts: serve
+                .extra_hosts
+                .clone()
+                .or(file.extra_hosts)
+                .unwrap_or_default(),
+            root_key_file,
+            default_retention_days: serve
+                .default_retention_days
+                .or(file.default_retention_days)
+                .unwrap_or(90),
+            default_vault_name: serve
+                .default_vault_name
+                .clone()
+                .or(file.default_vault_name)
+                .unwrap_or_else(|| "default".into()),
+            maintenance_interval_seconds: serve
+                .maintenance_interval_seconds
+                .or(file.maintenance_interval_seconds)
+                .unwrap_or(60),
+            log: common
+                .log
+                .clone()
+                .or(file.log)
+                .unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_flags_over_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyshift.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/from-file\"\nvault_domain = \"kv.test\"\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let common = CommonArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&common, &ServeArgs::default()).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/from-file"));
+        assert_eq!(s.vault_domain, "kv.test");
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.root_key_file, PathBuf::from("/from-file/root.key"));
+        assert_eq!(s.token_audience, "https://vault.azure.net");
+        let common = CommonArgs {
+            config: Some(path),
+            data_dir: Some("/flag".into()),
+            ..Default::default()
+        };
+        let serve = ServeArgs {
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&common, &serve).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/flag"));
+        assert_eq!(s.listen.port(), 1);
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyshift.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        assert!(FileConfig::load(&path).is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! The `keyshift` command line, as a library so that each command is testable in-process.
+
+pub mod config;
+pub mod datadir;
+pub mod serve;
+mod vault_cmd;
+
+use clap::{Parser, Subcommand};
+use config::{CommonArgs, ServeArgs};
+use std::process::ExitCode;
+
+/// Keyshift: a key vault that speaks the Azure Key Vault keys API, built for moving key workloads.
+#[derive(Debug, Parser)]
+#[command(name = "keyshift", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (creates the data directory on first start).
+    Serve(ServeArgs),
+    /// Manage vaults.
+    #[command(subcommand)]
+    Vault(vault_cmd::VaultCommand),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(&cli.common, &args).await,
+            Command::Vault(cmd) => vault_cmd::run(&cli.common, cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

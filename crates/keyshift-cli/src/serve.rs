@@ -1,0 +1,99 @@
+//! `keyshift serve`.
+
+use crate::config::{CommonArgs, ServeArgs, Settings};
+use crate::datadir::{self, AdminCredentials};
+use anyhow::Result;
+use keyshift_server::{RunningServer, ServerConfig};
+use std::time::Duration;
+
+/// A started server and what first start created.
+#[derive(Debug)]
+pub struct Started {
+    /// The server.
+    pub server: RunningServer,
+    /// Administrator credentials, when created by this start.
+    pub admin: Option<AdminCredentials>,
+    /// The data directory.
+    pub data_dir: datadir::DataDir,
+}
+
+/// Opens the data directory and starts the server.
+pub async fn start(settings: &Settings) -> Result<Started> {
+    let data_dir = datadir::open(settings).await?;
+    let config = ServerConfig {
+        listen: settings.listen,
+        public_url: settings.public_url.clone(),
+        vault_domain: settings.vault_domain.clone(),
+        audience: settings.token_audience.clone(),
+        token_lifetime: settings.token_lifetime_seconds,
+        extra_hosts: settings.extra_hosts.clone(),
+        ca: data_dir.ca.clone(),
+        maintenance_interval: Duration::from_secs(settings.maintenance_interval_seconds.max(1)),
+        refresh_interval: Duration::from_secs(2),
+    };
+    let server = keyshift_server::start(config, data_dir.deployment.clone()).await?;
+    let admin = datadir::ensure_defaults(&data_dir, settings, &server.public_url).await?;
+    Ok(Started {
+        server,
+        admin,
+        data_dir,
+    })
+}
+
+pub(crate) fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs until interrupted.
+pub async fn run(common: &CommonArgs, args: &ServeArgs) -> Result<()> {
+    let settings = Settings::resolve(common, args)?;
+    init_logging(&settings.log);
+    let started = start(&settings).await?;
+    let admin_path = started.data_dir.path.join("admin.json");
+    println!(
+        "Keyshift is serving the default vault at {}",
+        started.server.public_url
+    );
+    println!(
+        "Trust the CA at {}",
+        started.data_dir.ca_cert_path.display()
+    );
+    if let Some(admin) = &started.admin {
+        println!(
+            "Administrator created: client_id {} (secret and token URL in {}, shown once; keep it safe)",
+            admin.client_id,
+            admin_path.display()
+        );
+    }
+    shutdown_signal().await;
+    println!("Keyshift stopped.");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

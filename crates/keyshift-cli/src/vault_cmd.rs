@@ -1,0 +1,147 @@
+//! `keyshift vault create|list|delete`: works on the data directory directly; a running server
+//! picks the change up within two seconds (host name in its certificate, port bound).
+
+use crate::config::{CommonArgs, ServeArgs, Settings};
+use crate::datadir;
+use anyhow::{anyhow, Result};
+use keyshift_vault::{VaultKind, VaultSpec};
+
+/// Vault commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum VaultCommand {
+    /// Create a vault, reachable at https://<name>.<vault-domain>:<port> and, with --port, at a port of its own.
+    Create {
+        /// Vault name (3-24 letters, digits, hyphens).
+        name: String,
+        /// A port of its own, for clients that cannot resolve <name>.localhost.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Soft-delete retention in days, 7 to 90, fixed at creation.
+        #[arg(long, default_value_t = 90)]
+        retention_days: u32,
+        /// Turn purge protection on (it can never be turned off).
+        #[arg(long)]
+        purge_protection: bool,
+        /// vault or managed-hsm.
+        #[arg(long, default_value = "vault")]
+        kind: String,
+        /// Give the vault a security domain of its own: backups of other vaults will not restore into it.
+        #[arg(long)]
+        new_security_domain: bool,
+    },
+    /// List vaults.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an empty vault.
+    Delete {
+        /// Vault name.
+        name: String,
+    },
+    /// Turn purge protection on for a vault (it can never be turned off).
+    EnablePurgeProtection {
+        /// Vault name.
+        name: String,
+    },
+}
+
+/// Runs a vault command.
+pub async fn run(common: &CommonArgs, cmd: VaultCommand) -> Result<()> {
+    let settings = Settings::resolve(common, &ServeArgs::default())?;
+    let dir = datadir::open(&settings).await?;
+    let d = &dir.deployment;
+    let msg = |e: keyshift_vault::ApiError| anyhow!("{}", e.message);
+    match cmd {
+        VaultCommand::Create {
+            name,
+            port,
+            retention_days,
+            purge_protection,
+            kind,
+            new_security_domain,
+        } => {
+            let kind = match kind.as_str() {
+                "vault" => VaultKind::Vault,
+                "managed-hsm" => VaultKind::ManagedHsm,
+                other => {
+                    return Err(anyhow!(
+                        "unknown vault kind '{other}': use vault or managed-hsm"
+                    ))
+                }
+            };
+            let v = d
+                .create_vault(VaultSpec {
+                    name,
+                    kind,
+                    retention_days,
+                    purge_protection,
+                    port,
+                    new_security_domain,
+                    default: false,
+                })
+                .await
+                .map_err(msg)?;
+            println!(
+                "created vault {} (retention {} days)",
+                v.name, v.retention_days
+            );
+            println!(
+                "  https://{}.{}:{}",
+                v.name,
+                settings.vault_domain,
+                settings.listen.port()
+            );
+            if let Some(port) = v.port {
+                println!("  https://localhost:{port}");
+            }
+        }
+        VaultCommand::List { json } => {
+            let vaults = d.refresh_vaults().await.map_err(msg)?;
+            if json {
+                let list: Vec<_> = vaults.iter().map(|v| v.as_ref().clone()).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<24} {:<12} {:>9} {:>7} {:>6}  url",
+                    "name", "kind", "retention", "purge-p", "port"
+                );
+                for v in vaults {
+                    let kind = match v.kind {
+                        VaultKind::Vault => "vault",
+                        VaultKind::ManagedHsm => "managed-hsm",
+                    };
+                    let url = if v.default {
+                        format!(
+                            "https://{}:{}",
+                            settings.vault_domain,
+                            settings.listen.port()
+                        )
+                    } else {
+                        format!(
+                            "https://{}.{}:{}",
+                            v.name,
+                            settings.vault_domain,
+                            settings.listen.port()
+                        )
+                    };
+                    let port = v.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<24} {:<12} {:>9} {:>7} {:>6}  {url}",
+                        v.name, kind, v.retention_days, v.purge_protection, port
+                    );
+                }
+            }
+        }
+        VaultCommand::Delete { name } => {
+            d.delete_vault(&name).await.map_err(msg)?;
+            println!("deleted vault {name}");
+        }
+        VaultCommand::EnablePurgeProtection { name } => {
+            d.enable_purge_protection(&name).await.map_err(msg)?;
+            println!("purge protection is on for vault {name}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Keyshift's cryptography: the only crate that names aws-lc-rs.
+//!
+//! The rest of Keyshift speaks in this crate's types: [`KeyMaterial`] holds a key
+//! version's private material and performs the JWA operations of the Azure Key
+//! Vault keys API (encrypt/decrypt, wrap/unwrap, sign/verify); [`seal`] protects
+//! records under a security-domain key; [`token`] signs the vault's access
+//! tokens; [`secret`] hashes client secrets.
+//!
+//! Secrets live in zeroizing buffers (or inside aws-lc, which clears key memory
+//! when it frees it) and never appear in `Debug` output or error messages.
+//! Every bad input is an `Err`, never a panic.
+
+mod aes;
+mod algorithm;
+pub mod digest;
+pub mod error;
+mod jwk;
+mod key;
+pub mod seal;
+pub mod secret;
+mod signature;
+pub mod token;
+
+pub use algorithm::{Curve, EncryptionAlgorithm, KeyFamily, SignatureAlgorithm};
+pub use error::{CryptoError, Result};
+pub use jwk::{JwkParts, PublicKey};
+pub use key::{EncryptOutput, KeyMaterial};
+pub use signature::verify_with_public;
+
+/// `len` bytes from the system's cryptographically secure generator.
+pub fn random_bytes(len: usize) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; len];
+    aws_lc_rs::rand::fill(&mut out).map_err(|_| CryptoError::Internal)?;
+    Ok(out)
+}
+
+// Key material is shared between request handlers and caches.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<KeyMaterial>();
+    assert_send_sync::<seal::SealingKey>();
+    assert_send_sync::<token::TokenSigningKey>();
+};

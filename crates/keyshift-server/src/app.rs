@@ -1,0 +1,486 @@
+//! The HTTP application: the keys API behind authentication, and the token issuer's endpoints.
+
+use crate::auth::TokenAuthority;
+use crate::query::{parse_form, Query};
+use crate::routes::{self, Method, Route};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use http_body_util::BodyExt;
+use keyshift_api::{ApiError, ErrorCode};
+use keyshift_vault::{Deployment, RequestContext, VaultRecord};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long a client may take to send its body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shared state of every listener.
+#[derive(Debug)]
+pub struct App {
+    /// The deployment.
+    pub deployment: Arc<Deployment>,
+    /// Token issuer and validator.
+    pub tokens: TokenAuthority,
+    /// `https://host:port` of the token issuer and the challenge's resource.
+    pub public_url: String,
+    /// Vaults answer at `<name>.<vault_domain>`.
+    pub vault_domain: String,
+    /// Other host names of the default vault.
+    pub extra_hosts: Vec<String>,
+}
+
+/// Which listener a request came through.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    /// The vault this listener's port belongs to, if it is a vault's own port.
+    pub vault: Option<String>,
+}
+
+/// The router of one listener.
+pub fn router(app: Arc<App>, listener: ListenerInfo) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(jwks))
+        .fallback(api)
+        .layer(Extension(listener))
+        .with_state(app)
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+/// The Azure error envelope with its status.
+pub fn error_response(e: &ApiError) -> Response {
+    let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status, e.to_json())
+}
+
+fn ok_json<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(_) => error_response(&ApiError::internal()),
+    }
+}
+
+async fn health() -> Response {
+    ok_json(&serde_json::json!({"status": "ok"}))
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    json_response(
+        status,
+        serde_json::to_vec(&serde_json::json!({"error": error, "error_description": description}))
+            .unwrap_or_default(),
+    )
+}
+
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
+    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Err(_) => Err(ApiError::new(
+            ErrorCode::RequestTimeout,
+            "The request body was not received in time.",
+        )),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::new(
+                ErrorCode::RequestEntityTooLarge,
+                format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
+            ))
+        }
+        Ok(Err(_)) => Err(ApiError::bad_parameter(
+            "The request body could not be read.",
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+async fn token(State(app): State<Arc<App>>, Path(tenant): Path<String>, req: Request) -> Response {
+    if tenant != app.deployment.tenant_id() {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Tenant not found in this deployment.",
+        );
+    }
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    let form = parse_form(&body);
+    let field = |name: &str| {
+        form.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if field("grant_type") != Some("client_credentials") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Only the client_credentials grant is supported.",
+        );
+    }
+    let (Some(client_id), Some(secret)) = (field("client_id"), field("client_secret")) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_id and client_secret are required.",
+        );
+    };
+    match app.deployment.authenticate_client(client_id, secret).await {
+        Ok(Some(principal)) => match app.tokens.issue(&principal.id, &principal.client_id) {
+            Ok((token, lifetime)) => ok_json(&serde_json::json!({
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
+                "access_token": token,
+            })),
+            Err(_) => error_response(&ApiError::internal()),
+        },
+        Ok(None) => oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Invalid client credentials.",
+        ),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn openid_configuration(State(app): State<Arc<App>>, Path(tenant): Path<String>) -> Response {
+    if tenant != app.deployment.tenant_id() {
+        return oauth_error(
+            StatusCode::NOT_FOUND,
+            "invalid_tenant",
+            "Tenant not found in this deployment.",
+        );
+    }
+    let base = format!("{}/{tenant}", app.public_url);
+    ok_json(&serde_json::json!({
+        "issuer": app.tokens.issuer(),
+        "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+        "jwks_uri": format!("{base}/discovery/v2.0/keys"),
+        "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
+        "response_types_supported": ["token"],
+        "grant_types_supported": ["client_credentials"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post"],
+        "tenant_region_scope": "NA",
+    }))
+}
+
+async fn jwks(State(app): State<Arc<App>>, Path(tenant): Path<String>) -> Response {
+    if tenant != app.deployment.tenant_id() {
+        return oauth_error(
+            StatusCode::NOT_FOUND,
+            "invalid_tenant",
+            "Tenant not found in this deployment.",
+        );
+    }
+    ok_json(&app.tokens.jwks())
+}
+
+/// The authority the client used: HTTP/2 `:authority` or the Host header.
+fn authority(req: &Request) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+}
+
+fn valid_authority(a: &str) -> bool {
+    !a.is_empty()
+        && a.len() <= 255
+        && a.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+}
+
+fn challenge(app: &App) -> Response {
+    let e = ApiError::new(
+        ErrorCode::Unauthorized,
+        "AKV10000: Request is missing a Bearer or PoP token.",
+    );
+    let mut response = error_response(&e);
+    let value = format!(
+        "Bearer authorization=\"{}/{}\", resource=\"{}\"",
+        app.public_url,
+        app.deployment.tenant_id(),
+        app.public_url
+    );
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+impl App {
+    fn vault_for(
+        &self,
+        listener: &ListenerInfo,
+        authority: &str,
+    ) -> Result<Arc<VaultRecord>, ApiError> {
+        let no_vault = || {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("No vault answers at {authority}."),
+            )
+        };
+        if let Some(name) = &listener.vault {
+            return self.deployment.vault(name).ok_or_else(no_vault);
+        }
+        let host = match authority.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+            _ => authority,
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let is_default = host == self.vault_domain
+            || host.parse::<std::net::IpAddr>().is_ok()
+            || self
+                .extra_hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(&host));
+        if is_default {
+            return self.deployment.default_vault().ok_or_else(no_vault);
+        }
+        match host.strip_suffix(&format!(".{}", self.vault_domain)) {
+            Some(label) if !label.contains('.') => {
+                self.deployment.vault(label).ok_or_else(no_vault)
+            }
+            _ => Err(no_vault()),
+        }
+    }
+}
+
+/// Every keys API request: authentication first (so the SDKs' bodiless first request gets its
+/// challenge), then route, api-version, vault, body, and the call.
+async fn api(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    req: Request,
+) -> Response {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .map(str::to_owned);
+    let Some(bearer) = bearer else {
+        return challenge(&app);
+    };
+    let caller = match app.tokens.validate(&bearer).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(reason = %e, "token refused");
+            return challenge(&app);
+        }
+    };
+    let method = Method::from(req.method());
+    let path = percent_encoding::percent_decode_str(req.uri().path())
+        .decode_utf8_lossy()
+        .into_owned();
+    let route = match routes::parse(method, &path) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    let query = Query::parse(req.uri().query().unwrap_or(""));
+    match query.get("api-version") {
+        None => return error_response(&ApiError::bad_parameter("The api-version query parameter is required.")),
+        Some(v) if !keyshift_api::version::is_supported(v) => {
+            return error_response(&ApiError::bad_parameter(format!(
+                "The specified version ({}) is not recognized. Consider using the latest supported version ({}).",
+                v.chars().take(40).collect::<String>(),
+                keyshift_api::version::LATEST
+            )))
+        }
+        Some(_) => {}
+    }
+    let Some(authority) = authority(&req).filter(|a| valid_authority(a)) else {
+        return error_response(&ApiError::bad_parameter("The request has no valid Host."));
+    };
+    let vault = match app.vault_for(&listener, &authority) {
+        Ok(v) => v,
+        Err(e) => return error_response(&e),
+    };
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    let ctx = RequestContext {
+        base_url: format!("https://{authority}"),
+        principal_id: caller.principal_id,
+    };
+    match dispatch(&app.deployment, &ctx, &vault, route, &query, &body).await {
+        Ok(response) => response,
+        Err(e) => {
+            if e.code == ErrorCode::InternalError {
+                tracing::error!(vault = %vault.name, "internal error answered");
+            }
+            error_response(&e)
+        }
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_parameter("The request body is required."));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_parameter(format!(
+            "The request body is invalid: {}",
+            e.to_string().chars().take(300).collect::<String>()
+        ))
+    })
+}
+
+/// Import bodies name `Hsm` in any case.
+fn parse_import(body: &[u8]) -> Result<keyshift_api::keys::KeyImportParameters, ApiError> {
+    let mut value: serde_json::Value = parse_json(body)?;
+    if let Some(map) = value.as_object_mut() {
+        if let Some(k) = map
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case("hsm") && k.as_str() != "Hsm")
+            .cloned()
+        {
+            if let Some(v) = map.remove(&k) {
+                map.insert("Hsm".into(), v);
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_parameter(format!(
+            "The request body is invalid: {}",
+            e.to_string().chars().take(300).collect::<String>()
+        ))
+    })
+}
+
+fn max_results(query: &Query) -> Result<Option<i64>, ApiError> {
+    query
+        .get("maxresults")
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| {
+                ApiError::bad_parameter("maxresults must be an integer between 1 and 25.")
+            })
+        })
+        .transpose()
+}
+
+async fn dispatch(
+    d: &Deployment,
+    ctx: &RequestContext,
+    vault: &VaultRecord,
+    route: Route,
+    query: &Query,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let skiptoken = query.get("$skiptoken");
+    Ok(match route {
+        Route::ListKeys => ok_json(
+            &d.list_keys(ctx, vault, max_results(query)?, skiptoken)
+                .await?,
+        ),
+        Route::RestoreKey => {
+            let blob: keyshift_api::keys::BackupBlob = parse_json(body)?;
+            ok_json(&d.restore_key(ctx, vault, &blob.value).await?)
+        }
+        Route::CreateKey { name } => {
+            ok_json(&d.create_key(ctx, vault, &name, parse_json(body)?).await?)
+        }
+        Route::ImportKey { name } => {
+            ok_json(&d.import_key(ctx, vault, &name, parse_import(body)?).await?)
+        }
+        Route::DeleteKey { name } => ok_json(&d.delete_key(ctx, vault, &name).await?),
+        Route::GetKey { name, version } => {
+            ok_json(&d.get_key(ctx, vault, &name, version.as_deref()).await?)
+        }
+        Route::UpdateKey { name, version } => ok_json(
+            &d.update_key(ctx, vault, &name, version.as_deref(), parse_json(body)?)
+                .await?,
+        ),
+        Route::ListVersions { name } => ok_json(
+            &d.list_versions(ctx, vault, &name, max_results(query)?, skiptoken)
+                .await?,
+        ),
+        Route::BackupKey { name } => ok_json(&d.backup_key(vault, &name).await?),
+        Route::RotateKey { name } => ok_json(&d.rotate_key(ctx, vault, &name).await?),
+        Route::GetRotationPolicy { name } => {
+            ok_json(&d.get_rotation_policy(ctx, vault, &name).await?)
+        }
+        Route::SetRotationPolicy { name } => ok_json(
+            &d.set_rotation_policy(ctx, vault, &name, parse_json(body)?)
+                .await?,
+        ),
+        Route::Operation { name, version, op } => ok_json(
+            &d.key_operation(ctx, vault, &name, version.as_deref(), op, parse_json(body)?)
+                .await?,
+        ),
+        Route::Sign { name, version } => ok_json(
+            &d.sign(ctx, vault, &name, version.as_deref(), parse_json(body)?)
+                .await?,
+        ),
+        Route::Verify { name, version } => ok_json(
+            &d.verify(vault, &name, version.as_deref(), parse_json(body)?)
+                .await?,
+        ),
+        Route::Release { name, version } => {
+            d.get_key(ctx, vault, &name, version.as_deref()).await?;
+            return Err(ApiError::bad_parameter(
+                "Secure key release needs a trusted attestation authority, and this deployment has none configured.",
+            ));
+        }
+        Route::Attestation { name, version } => {
+            d.get_key(ctx, vault, &name, version.as_deref()).await?;
+            return Err(ApiError::bad_parameter(
+                "Key attestation is available for keys held in an HSM, and this deployment has no HSM configured.",
+            ));
+        }
+        Route::ListDeletedKeys => ok_json(
+            &d.list_deleted_keys(ctx, vault, max_results(query)?, skiptoken)
+                .await?,
+        ),
+        Route::GetDeletedKey { name } => ok_json(&d.get_deleted_key(ctx, vault, &name).await?),
+        Route::PurgeDeletedKey { name } => {
+            d.purge_deleted_key(vault, &name).await?;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Route::RecoverDeletedKey { name } => {
+            ok_json(&d.recover_deleted_key(ctx, vault, &name).await?)
+        }
+        Route::GetRandomBytes => {
+            let req: keyshift_api::keys::GetRandomBytesRequest = parse_json(body)?;
+            ok_json(&keyshift_vault::random_bytes(req.count)?)
+        }
+    })
+}

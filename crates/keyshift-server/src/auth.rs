@@ -1,0 +1,308 @@
+//! Access tokens: ES256 JWTs issued by this deployment and validated on every API request.
+//!
+//! Validation is strict and small on purpose: the header must name ES256 and our key id (no `none`,
+//! no HMAC, no RSA, so no algorithm confusion), the signature must verify, and `iss`, `aud`, `tid`,
+//! `exp` and `nbf` must hold, with 60 seconds of clock skew. The principal must still exist and be
+//! enabled. Validated tokens are remembered until they expire so the hot path skips the signature.
+
+use keyshift_api::b64;
+use keyshift_crypto::token::{verify_es256, TokenSigningKey};
+use keyshift_vault::Deployment;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Allowed clock skew for `nbf` and `exp`, seconds.
+pub const SKEW_SECONDS: i64 = 60;
+const TOKEN_CACHE_CAPACITY: usize = 50_000;
+/// How long a principal's existence and state are trusted without a store read.
+const PRINCIPAL_RECHECK_SECONDS: i64 = 1;
+
+/// Why a token was refused. Never shown in detail to the client beyond this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not three base64url parts of JSON.
+    #[error("the token is malformed")]
+    Malformed,
+    /// Header algorithm other than ES256.
+    #[error("the token's algorithm is not accepted")]
+    Algorithm,
+    /// Unknown key id.
+    #[error("the token was signed by an unknown key")]
+    UnknownKey,
+    /// Bad signature.
+    #[error("the token's signature does not verify")]
+    Signature,
+    /// Wrong issuer.
+    #[error("the token's issuer is not this deployment")]
+    Issuer,
+    /// Wrong audience.
+    #[error("the token's audience is not this service")]
+    Audience,
+    /// Wrong tenant.
+    #[error("the token belongs to another tenant")]
+    Tenant,
+    /// Expired.
+    #[error("the token has expired")]
+    Expired,
+    /// Not yet valid.
+    #[error("the token is not yet valid")]
+    NotYetValid,
+    /// The principal is gone or disabled.
+    #[error("the token's principal no longer exists or is disabled")]
+    Principal,
+}
+
+/// Claims of our access tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Subject: the principal's object id.
+    pub sub: String,
+    /// Object id.
+    pub oid: String,
+    /// Tenant id.
+    pub tid: String,
+    /// Client id.
+    pub appid: String,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Expiry.
+    pub exp: i64,
+    /// Token version, "2.0".
+    pub ver: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    typ: Option<String>,
+}
+
+/// The caller a token proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Principal object id.
+    pub principal_id: String,
+    /// Client id.
+    pub client_id: String,
+}
+
+/// Issues and validates this deployment's tokens.
+pub struct TokenAuthority {
+    deployment: Arc<Deployment>,
+    issuer: String,
+    audience: String,
+    lifetime: i64,
+    kid: String,
+    validated: RwLock<HashMap<[u8; 32], (i64, Caller)>>,
+    principals: RwLock<HashMap<String, i64>>,
+}
+
+impl std::fmt::Debug for TokenAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAuthority")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key id of a token signing key: a thumbprint of its public point.
+pub fn key_id(key: &TokenSigningKey) -> String {
+    let (x, y) = key.public_xy();
+    let mut both = x;
+    both.extend_from_slice(&y);
+    b64::encode(&keyshift_crypto::digest::sha256(&both)[..16])
+}
+
+impl TokenAuthority {
+    /// An authority issuing as `issuer` for `audience`, tokens living `lifetime` seconds.
+    pub fn new(
+        deployment: Arc<Deployment>,
+        issuer: String,
+        audience: String,
+        lifetime: i64,
+    ) -> Self {
+        let kid = key_id(deployment.token_signing_key());
+        TokenAuthority {
+            deployment,
+            issuer,
+            audience,
+            lifetime,
+            kid,
+            validated: RwLock::new(HashMap::new()),
+            principals: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The issuer URL.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The JWKS document.
+    pub fn jwks(&self) -> serde_json::Value {
+        let (x, y) = self.deployment.token_signing_key().public_xy();
+        serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
+            "kid": self.kid, "x": b64::encode(&x), "y": b64::encode(&y)
+        }]})
+    }
+
+    /// Issues a token for a principal. Returns the token and its lifetime.
+    pub fn issue(
+        &self,
+        principal_id: &str,
+        client_id: &str,
+    ) -> Result<(String, i64), keyshift_crypto::CryptoError> {
+        let now = self.deployment.clock().now();
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: principal_id.to_owned(),
+            oid: principal_id.to_owned(),
+            tid: self.deployment.tenant_id().to_owned(),
+            appid: client_id.to_owned(),
+            iat: now,
+            nbf: now,
+            exp: now + self.lifetime,
+            ver: "2.0".into(),
+        };
+        let header = Header {
+            alg: "ES256".into(),
+            kid: Some(self.kid.clone()),
+            typ: Some("JWT".into()),
+        };
+        let mut token = b64::encode(&serde_json::to_vec(&header).unwrap_or_default());
+        token.push('.');
+        token.push_str(&b64::encode(
+            &serde_json::to_vec(&claims).unwrap_or_default(),
+        ));
+        let signature = self
+            .deployment
+            .token_signing_key()
+            .sign_es256(token.as_bytes())?;
+        token.push('.');
+        token.push_str(&b64::encode(&signature));
+        Ok((token, self.lifetime))
+    }
+
+    /// Validates a bearer token.
+    pub async fn validate(&self, token: &str) -> Result<Caller, TokenError> {
+        let now = self.deployment.clock().now();
+        let digest = keyshift_crypto::digest::sha256(token.as_bytes());
+        let cached = self
+            .validated
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .cloned();
+        let caller = match cached {
+            Some((exp, caller)) if now < exp + SKEW_SECONDS => caller,
+            _ => {
+                let (claims, caller) = self.validate_uncached(token, now)?;
+                let mut cache = self.validated.write().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= TOKEN_CACHE_CAPACITY {
+                    cache.retain(|_, (exp, _)| now < *exp + SKEW_SECONDS);
+                    if cache.len() >= TOKEN_CACHE_CAPACITY {
+                        cache.clear();
+                    }
+                }
+                cache.insert(digest, (claims.exp, caller.clone()));
+                caller
+            }
+        };
+        self.check_principal(&caller, now).await?;
+        Ok(caller)
+    }
+
+    async fn check_principal(&self, caller: &Caller, now: i64) -> Result<(), TokenError> {
+        let checked = self
+            .principals
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&caller.client_id)
+            .copied();
+        if checked.is_some_and(|at| now - at < PRINCIPAL_RECHECK_SECONDS) {
+            return Ok(());
+        }
+        let principal = self
+            .deployment
+            .principal_by_client_id(&caller.client_id)
+            .await
+            .map_err(|_| TokenError::Principal)?;
+        match principal {
+            Some(p) if p.enabled && p.id == caller.principal_id => {
+                self.principals
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(caller.client_id.clone(), now);
+                Ok(())
+            }
+            _ => {
+                self.principals
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&caller.client_id);
+                Err(TokenError::Principal)
+            }
+        }
+    }
+
+    fn validate_uncached(&self, token: &str, now: i64) -> Result<(Claims, Caller), TokenError> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let header: Header = b64::decode(h)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(TokenError::Malformed)?;
+        if header.alg != "ES256" {
+            return Err(TokenError::Algorithm);
+        }
+        if header.kid.as_deref() != Some(self.kid.as_str()) {
+            return Err(TokenError::UnknownKey);
+        }
+        let signature = b64::decode(s).map_err(|_| TokenError::Malformed)?;
+        let (x, y) = self.deployment.token_signing_key().public_xy();
+        let signed = &token[..h.len() + 1 + p.len()];
+        if !verify_es256(&x, &y, signed.as_bytes(), &signature) {
+            return Err(TokenError::Signature);
+        }
+        let claims: Claims = b64::decode(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(TokenError::Malformed)?;
+        if claims.iss != self.issuer {
+            return Err(TokenError::Issuer);
+        }
+        if claims.aud != self.audience {
+            return Err(TokenError::Audience);
+        }
+        if claims.tid != self.deployment.tenant_id() {
+            return Err(TokenError::Tenant);
+        }
+        if now >= claims.exp + SKEW_SECONDS {
+            return Err(TokenError::Expired);
+        }
+        if now + SKEW_SECONDS < claims.nbf {
+            return Err(TokenError::NotYetValid);
+        }
+        let caller = Caller {
+            principal_id: claims.oid.clone(),
+            client_id: claims.appid.clone(),
+        };
+        Ok((claims, caller))
+    }
+}

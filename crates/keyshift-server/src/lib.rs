@@ -1,0 +1,290 @@
+//! Keyshift's HTTPS front end: the Azure Key Vault keys API, the OAuth2 token issuer, TLS with a
+//! local CA, one listener for the default vault and host-named vaults, and one per vault that has a
+//! port of its own. It never names a storage backend: it is handed a [`Deployment`].
+
+pub mod app;
+pub mod auth;
+mod listener;
+pub mod query;
+pub mod routes;
+pub mod tls;
+
+use app::{App, ListenerInfo};
+use auth::TokenAuthority;
+use keyshift_vault::Deployment;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tls::{CertResolver, LocalCa};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Everything the server needs besides the deployment.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address of the main listener (default vault, `<name>.<vault_domain>` vaults, tokens).
+    pub listen: SocketAddr,
+    /// `https://host:port` of the main listener as clients reach it; `None` derives it from
+    /// `vault_domain` and the bound port.
+    pub public_url: Option<String>,
+    /// Vaults answer at `<name>.<vault_domain>`; the default vault at `<vault_domain>` itself.
+    pub vault_domain: String,
+    /// Audience of issued tokens.
+    pub audience: String,
+    /// Token lifetime, seconds.
+    pub token_lifetime: i64,
+    /// Further host names of the default vault, also put in the certificate.
+    pub extra_hosts: Vec<String>,
+    /// The CA that issues the server certificate.
+    pub ca: LocalCa,
+    /// How often soft-deleted keys past retention are purged and due rotations run.
+    pub maintenance_interval: Duration,
+    /// How often the vault list is re-read (vaults added by `keyshift vault create`).
+    pub refresh_interval: Duration,
+}
+
+/// Server start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TLS set-up failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// A running server. Dropping it stops every listener and background task.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The main listener's bound address.
+    pub local_addr: SocketAddr,
+    /// `https://host:port` of the main listener.
+    pub public_url: String,
+    /// The shared application state.
+    pub app: Arc<App>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The URL of a vault on the main listener (`https://<name>.<domain>:port`, or the bare domain for the default vault).
+    pub fn vault_url(&self, name: &str) -> String {
+        let port = self.local_addr.port();
+        match self.app.deployment.vault(name) {
+            Some(v) if v.default => format!("https://{}:{port}", self.app.vault_domain),
+            _ => format!("https://{name}.{}:{port}", self.app.vault_domain),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn certificate_names(
+    config: &ServerConfig,
+    deployment: &Deployment,
+    public_url: &str,
+) -> Vec<String> {
+    let mut names = BTreeSet::new();
+    for fixed in ["localhost", "127.0.0.1", "::1"] {
+        names.insert(fixed.to_owned());
+    }
+    names.insert(config.vault_domain.clone());
+    for h in &config.extra_hosts {
+        names.insert(h.to_ascii_lowercase());
+    }
+    if let Some(host) = public_url
+        .strip_prefix("https://")
+        .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h))
+    {
+        names.insert(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase(),
+        );
+    }
+    for v in deployment.vaults() {
+        names.insert(format!(
+            "{}.{}",
+            v.name.to_ascii_lowercase(),
+            config.vault_domain
+        ));
+    }
+    // `localhost` first: it becomes the certificate's common name.
+    let mut out = vec!["localhost".to_owned()];
+    out.extend(names.into_iter().filter(|n| n != "localhost"));
+    out
+}
+
+/// Binds every listener and starts serving.
+pub async fn start(
+    config: ServerConfig,
+    deployment: Arc<Deployment>,
+) -> Result<RunningServer, ServerError> {
+    let main = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = main.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{}:{}", config.vault_domain, local_addr.port()));
+    let now = deployment.clock().now();
+    let names = certificate_names(&config, &deployment, &public_url);
+    let resolver = Arc::new(CertResolver::new(config.ca.issue_server_cert(&names, now)?));
+    let tls_config = tls::server_config(resolver.clone())?;
+    let issuer = format!("{public_url}/{}/v2.0", deployment.tenant_id());
+    let app = Arc::new(App {
+        tokens: TokenAuthority::new(
+            deployment.clone(),
+            issuer,
+            config.audience.clone(),
+            config.token_lifetime,
+        ),
+        deployment: deployment.clone(),
+        public_url: public_url.clone(),
+        vault_domain: config.vault_domain.clone(),
+        extra_hosts: config.extra_hosts.clone(),
+    });
+    let mut tasks = Vec::new();
+    let main_router = app::router(app.clone(), ListenerInfo { vault: None });
+    tasks.push(tokio::spawn(listener::serve(
+        main,
+        tls_config.clone(),
+        main_router,
+    )));
+    tracing::info!(%public_url, "listening");
+
+    let mut bound_ports = BTreeSet::new();
+    bound_ports.insert(local_addr.port());
+    let mut known_names = names;
+    let mut port_tasks = Vec::new();
+    bind_vault_ports(
+        &config,
+        &app,
+        &tls_config,
+        &mut bound_ports,
+        &mut port_tasks,
+    )
+    .await;
+    tasks.extend(port_tasks);
+
+    // Vaults added while we run (by `keyshift vault create`) get their host name in the
+    // certificate and their own port bound without a restart.
+    let refresh = {
+        let app = app.clone();
+        let config = config.clone();
+        let public_url = public_url.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(config.refresh_interval);
+            let mut extra_tasks: Vec<JoinHandle<()>> = Vec::new();
+            loop {
+                ticker.tick().await;
+                if let Err(e) = app.deployment.refresh_vaults().await {
+                    tracing::warn!(error = %e, "could not refresh the vault list");
+                    continue;
+                }
+                let names = certificate_names(&config, &app.deployment, &public_url);
+                if names != known_names {
+                    match config
+                        .ca
+                        .issue_server_cert(&names, app.deployment.clock().now())
+                    {
+                        Ok(cert) => {
+                            resolver.replace(cert);
+                            known_names = names;
+                            tracing::info!("server certificate reissued for new vault names");
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not reissue the server certificate")
+                        }
+                    }
+                }
+                bind_vault_ports(
+                    &config,
+                    &app,
+                    &tls_config,
+                    &mut bound_ports,
+                    &mut extra_tasks,
+                )
+                .await;
+            }
+        })
+    };
+    tasks.push(refresh);
+
+    let maintenance = {
+        let deployment = deployment.clone();
+        let interval = config.maintenance_interval;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                match deployment.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "purged soft-deleted keys past retention"),
+                    Err(e) => tracing::warn!(error = %e, "scheduled purge failed"),
+                }
+                if let Err(e) = deployment.rotate_due().await {
+                    tracing::warn!(error = %e, "scheduled rotation failed");
+                }
+            }
+        })
+    };
+    tasks.push(maintenance);
+    Ok(RunningServer {
+        local_addr,
+        public_url,
+        app,
+        tasks,
+    })
+}
+
+async fn bind_vault_ports(
+    config: &ServerConfig,
+    app: &Arc<App>,
+    tls_config: &Arc<rustls::ServerConfig>,
+    bound: &mut BTreeSet<u16>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) {
+    for vault in app.deployment.vaults() {
+        let Some(port) = vault.port else { continue };
+        if bound.contains(&port) {
+            continue;
+        }
+        let addr = SocketAddr::new(config.listen.ip(), port);
+        match TcpListener::bind(addr).await {
+            Ok(l) => {
+                bound.insert(port);
+                let router = app::router(
+                    app.clone(),
+                    ListenerInfo {
+                        vault: Some(vault.name.clone()),
+                    },
+                );
+                tasks.push(tokio::spawn(listener::serve(l, tls_config.clone(), router)));
+                tracing::info!(vault = %vault.name, %addr, "vault listening on its own port");
+            }
+            Err(e) => {
+                tracing::error!(vault = %vault.name, %addr, error = %e, "cannot bind the vault's port")
+            }
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The keys API's routes, parsed by hand: the SDKs send paths a generic router will not match
+//! (`/keys/k/`, `/keys/k//encrypt`, `/keys/k/release`), fixed segments are case-insensitive, and a
+//! key may be named like a reserved segment. This is a pure function of method and path.
+
+use keyshift_api::{ApiError, ErrorCode};
+use keyshift_vault::KeyOperation;
+
+/// The HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// POST
+    Post,
+    /// PUT
+    Put,
+    /// PATCH
+    Patch,
+    /// DELETE
+    Delete,
+    /// Anything else.
+    Other,
+}
+
+impl From<&axum::http::Method> for Method {
+    fn from(m: &axum::http::Method) -> Self {
+        match *m {
+            axum::http::Method::GET => Method::Get,
+            axum::http::Method::POST => Method::Post,
+            axum::http::Method::PUT => Method::Put,
+            axum::http::Method::PATCH => Method::Patch,
+            axum::http::Method::DELETE => Method::Delete,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// A recognised API call. `version` is `None` for the latest version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// GET /keys
+    ListKeys,
+    /// POST /keys/restore
+    RestoreKey,
+    /// POST /keys/{name}/create
+    CreateKey { name: String },
+    /// PUT /keys/{name}
+    ImportKey { name: String },
+    /// DELETE /keys/{name}
+    DeleteKey { name: String },
+    /// GET /keys/{name}/{version}
+    GetKey {
+        name: String,
+        version: Option<String>,
+    },
+    /// PATCH /keys/{name}/{version}
+    UpdateKey {
+        name: String,
+        version: Option<String>,
+    },
+    /// GET /keys/{name}/versions
+    ListVersions { name: String },
+    /// POST /keys/{name}/backup
+    BackupKey { name: String },
+    /// POST /keys/{name}/rotate
+    RotateKey { name: String },
+    /// GET /keys/{name}/rotationpolicy
+    GetRotationPolicy { name: String },
+    /// PUT /keys/{name}/rotationpolicy
+    SetRotationPolicy { name: String },
+    /// POST /keys/{name}/{version}/{encrypt|decrypt|wrapkey|unwrapkey}
+    Operation {
+        name: String,
+        version: Option<String>,
+        op: KeyOperation,
+    },
+    /// POST /keys/{name}/{version}/sign
+    Sign {
+        name: String,
+        version: Option<String>,
+    },
+    /// POST /keys/{name}/{version}/verify
+    Verify {
+        name: String,
+        version: Option<String>,
+    },
+    /// POST /keys/{name}/{version}/release
+    Release {
+        name: String,
+        version: Option<String>,
+    },
+    /// GET /keys/{name}/{version}/attestation
+    Attestation {
+        name: String,
+        version: Option<String>,
+    },
+    /// GET /deletedkeys
+    ListDeletedKeys,
+    /// GET /deletedkeys/{name}
+    GetDeletedKey { name: String },
+    /// DELETE /deletedkeys/{name}
+    PurgeDeletedKey { name: String },
+    /// POST /deletedkeys/{name}/recover
+    RecoverDeletedKey { name: String },
+    /// POST /rng
+    GetRandomBytes,
+}
+
+fn eq(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+fn version(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+fn not_found(path: &str) -> ApiError {
+    let shown: String = path.chars().take(200).collect();
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("The requested path {shown} does not exist."),
+    )
+}
+
+fn wrong_method() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "The HTTP method is not allowed on this path.",
+    )
+}
+
+/// Parses an already percent-decoded path.
+pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    let mut segs: Vec<&str> = trimmed.split('/').collect();
+    // A single trailing slash names the same resource (`/keys/k/` is the latest version of k).
+    if segs.len() > 1 && segs.last() == Some(&"") {
+        segs.pop();
+    }
+    use Method::*;
+    let route = match segs.as_slice() {
+        [k] if eq(k, "keys") => match method {
+            Get => Route::ListKeys,
+            _ => return Err(wrong_method()),
+        },
+        [k] if eq(k, "deletedkeys") => match method {
+            Get => Route::ListDeletedKeys,
+            _ => return Err(wrong_method()),
+        },
+        [k] if eq(k, "rng") => match method {
+            Post => Route::GetRandomBytes,
+            _ => return Err(wrong_method()),
+        },
+        [k, r] if eq(k, "keys") && eq(r, "restore") && method == Post => Route::RestoreKey,
+        [k, name] if eq(k, "keys") && !name.is_empty() => {
+            let name = name.to_string();
+            match method {
+                Put => Route::ImportKey { name },
+                Delete => Route::DeleteKey { name },
+                Get => Route::GetKey {
+                    name,
+                    version: None,
+                },
+                Patch => Route::UpdateKey {
+                    name,
+                    version: None,
+                },
+                _ => return Err(wrong_method()),
+            }
+        }
+        [k, name, second] if eq(k, "keys") && !name.is_empty() => {
+            let name = name.to_string();
+            let s = *second;
+            match method {
+                Post if eq(s, "create") => Route::CreateKey { name },
+                Post if eq(s, "rotate") => Route::RotateKey { name },
+                Post if eq(s, "backup") => Route::BackupKey { name },
+                Post if eq(s, "release") => Route::Release {
+                    name,
+                    version: None,
+                },
+                Get if eq(s, "versions") => Route::ListVersions { name },
+                Get if eq(s, "rotationpolicy") => Route::GetRotationPolicy { name },
+                Put if eq(s, "rotationpolicy") => Route::SetRotationPolicy { name },
+                Get if eq(s, "attestation") => Route::Attestation {
+                    name,
+                    version: None,
+                },
+                Get => Route::GetKey {
+                    name,
+                    version: version(s),
+                },
+                Patch => Route::UpdateKey {
+                    name,
+                    version: version(s),
+                },
+                _ => return Err(wrong_method()),
+            }
+        }
+        [k, name, ver, op] if eq(k, "keys") && !name.is_empty() => {
+            let name = name.to_string();
+            let version = version(ver);
+            let op = *op;
+            match method {
+                Post if eq(op, "encrypt") => Route::Operation {
+                    name,
+                    version,
+                    op: KeyOperation::Encrypt,
+                },
+                Post if eq(op, "decrypt") => Route::Operation {
+                    name,
+                    version,
+                    op: KeyOperation::Decrypt,
+                },
+                Post if eq(op, "wrapkey") => Route::Operation {
+                    name,
+                    version,
+                    op: KeyOperation::WrapKey,
+                },
+                Post if eq(op, "unwrapkey") => Route::Operation {
+                    name,
+                    version,
+                    op: KeyOperation::UnwrapKey,
+                },
+                Post if eq(op, "sign") => Route::Sign { name, version },
+                Post if eq(op, "verify") => Route::Verify { name, version },
+                Post if eq(op, "release") => Route::Release { name, version },
+                Get if eq(op, "attestation") => Route::Attestation { name, version },
+                _ if [
+                    "encrypt",
+                    "decrypt",
+                    "wrapkey",
+                    "unwrapkey",
+                    "sign",
+                    "verify",
+                    "release",
+                    "attestation",
+                ]
+                .iter()
+                .any(|o| eq(op, o)) =>
+                {
+                    return Err(wrong_method())
+                }
+                _ => return Err(not_found(path)),
+            }
+        }
+        [k, name] if eq(k, "deletedkeys") && !name.is_empty() => {
+            let name = name.to_string();
+            match method {
+                Get => Route::GetDeletedKey { name },
+                Delete => Route::PurgeDeletedKey { name },
+                _ => return Err(wrong_method()),
+            }
+        }
+        [k, name, r] if eq(k, "deletedkeys") && !name.is_empty() && eq(r, "recover") => {
+            match method {
+                Post => Route::RecoverDeletedKey {
+                    name: name.to_string(),
+                },
+                _ => return Err(wrong_method()),
+            }
+        }
+        _ => return Err(not_found(path)),
+    };
+    Ok(route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Method::*;
+
+    fn r(m: Method, p: &str) -> Route {
+        parse(m, p).unwrap()
+    }
+
+    #[test]
+    fn sdk_quirks() {
+        assert_eq!(
+            r(Get, "/keys/k1/"),
+            Route::GetKey {
+                name: "k1".into(),
+                version: None
+            }
+        );
+        assert_eq!(
+            r(Get, "/keys/k1"),
+            Route::GetKey {
+                name: "k1".into(),
+                version: None
+            }
+        );
+        assert_eq!(
+            r(Patch, "/keys/k1/"),
+            Route::UpdateKey {
+                name: "k1".into(),
+                version: None
+            }
+        );
+        assert_eq!(
+            r(Post, "/keys/k1//encrypt"),
+            Route::Operation {
+                name: "k1".into(),
+                version: None,
+                op: KeyOperation::Encrypt
+            }
+        );
+        assert_eq!(
+            r(Post, "/keys/k1/abc/wrapKey"),
+            Route::Operation {
+                name: "k1".into(),
+                version: Some("abc".into()),
+                op: KeyOperation::WrapKey
+            }
+        );
+        assert_eq!(
+            r(Post, "/keys/k1/release"),
+            Route::Release {
+                name: "k1".into(),
+                version: None
+            }
+        );
+        assert_eq!(
+            r(Post, "/keys/k1//release"),
+            Route::Release {
+                name: "k1".into(),
+                version: None
+            }
+        );
+        assert_eq!(
+            r(Get, "/keys/k1/attestation"),
+            Route::Attestation {
+                name: "k1".into(),
+                version: None
+            }
+        );
+        assert_eq!(
+            r(Get, "/KEYS/k1/Versions"),
+            Route::ListVersions { name: "k1".into() }
+        );
+        assert_eq!(r(Get, "/keys/"), Route::ListKeys);
+        assert_eq!(r(Post, "/keys/restore"), Route::RestoreKey);
+        // A key may be named like a reserved segment where the method tells them apart.
+        assert_eq!(
+            r(Get, "/keys/restore"),
+            Route::GetKey {
+                name: "restore".into(),
+                version: None
+            }
+        );
+        assert_eq!(
+            r(Get, "/keys/create/"),
+            Route::GetKey {
+                name: "create".into(),
+                version: None
+            }
+        );
+        assert_eq!(
+            r(Delete, "/deletedkeys/k1"),
+            Route::PurgeDeletedKey { name: "k1".into() }
+        );
+        assert_eq!(
+            r(Post, "/deletedkeys/k1/recover"),
+            Route::RecoverDeletedKey { name: "k1".into() }
+        );
+        assert_eq!(r(Post, "/rng"), Route::GetRandomBytes);
+    }
+
+    #[test]
+    fn unknown_routes_and_methods() {
+        for (m, p, code) in [
+            (Get, "/", ErrorCode::NotFound),
+            (Get, "/secrets/x", ErrorCode::NotFound),
+            (Post, "/keys/k/v/explode", ErrorCode::NotFound),
+            (Get, "/keys/k/v/encrypt", ErrorCode::MethodNotAllowed),
+            (Post, "/keys", ErrorCode::MethodNotAllowed),
+            (Get, "/keys//", ErrorCode::NotFound),
+            (Get, "/keys/a/b/c/d/e", ErrorCode::NotFound),
+            (Other, "/keys/k", ErrorCode::MethodNotAllowed),
+        ] {
+            assert_eq!(parse(m, p).unwrap_err().code, code, "{m:?} {p}");
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The behaviour every [`Store`] backend must show. Each backend's tests call [`run_all`].
+
+use crate::{Expect, Op, Store, StoreError};
+
+/// A failed expectation, with what was expected.
+pub type Check = std::result::Result<(), String>;
+
+fn ensure(cond: bool, what: &str) -> Check {
+    if cond {
+        Ok(())
+    } else {
+        Err(what.to_owned())
+    }
+}
+
+fn put(ns: &'static str, key: &str, value: &[u8], expect: Expect) -> Op {
+    Op::Put {
+        ns,
+        key: key.to_owned(),
+        value: value.to_vec(),
+        expect,
+    }
+}
+
+/// Runs every conformance check against an empty store.
+pub async fn run_all(store: &dyn Store) -> Check {
+    put_get_and_revisions(store).await?;
+    compare_and_set(store).await?;
+    batches_are_atomic(store).await?;
+    listing_by_prefix_and_cursor(store).await?;
+    concurrent_writers_never_lose_an_update(store).await?;
+    Ok(())
+}
+
+async fn put_get_and_revisions(store: &dyn Store) -> Check {
+    let s = |e: StoreError| e.to_string();
+    ensure(
+        store.get("c1", "a").await.map_err(s)?.is_none(),
+        "absent key reads as None",
+    )?;
+    store
+        .commit(vec![put("c1", "a", b"one", Expect::Absent)])
+        .await
+        .map_err(s)?;
+    let r = store
+        .get("c1", "a")
+        .await
+        .map_err(s)?
+        .ok_or("written key missing")?;
+    ensure(
+        r.value == b"one" && r.revision == 1,
+        "first write has revision 1",
+    )?;
+    store
+        .commit(vec![put("c1", "a", b"two", Expect::Any)])
+        .await
+        .map_err(s)?;
+    let r = store
+        .get("c1", "a")
+        .await
+        .map_err(s)?
+        .ok_or("rewritten key missing")?;
+    ensure(
+        r.value == b"two" && r.revision == 2,
+        "second write has revision 2",
+    )?;
+    ensure(
+        store.get("c1b", "a").await.map_err(s)?.is_none(),
+        "namespaces are separate",
+    )?;
+    store
+        .commit(vec![Op::Delete {
+            ns: "c1",
+            key: "a".into(),
+            expect: Expect::Revision(2),
+        }])
+        .await
+        .map_err(s)?;
+    ensure(
+        store.get("c1", "a").await.map_err(s)?.is_none(),
+        "deleted key reads as None",
+    )?;
+    let bin: Vec<u8> = (0..=255).collect();
+    store
+        .commit(vec![put("c1", "bin", &bin, Expect::Absent)])
+        .await
+        .map_err(s)?;
+    let r = store
+        .get("c1", "bin")
+        .await
+        .map_err(s)?
+        .ok_or("binary value missing")?;
+    ensure(r.value == bin, "binary values round-trip")
+}
+
+async fn compare_and_set(store: &dyn Store) -> Check {
+    let s = |e: StoreError| e.to_string();
+    store
+        .commit(vec![put("c2", "k", b"v", Expect::Absent)])
+        .await
+        .map_err(s)?;
+    let conflict = store
+        .commit(vec![put("c2", "k", b"w", Expect::Absent)])
+        .await;
+    ensure(
+        matches!(conflict, Err(StoreError::Conflict { .. })),
+        "Absent on existing key conflicts",
+    )?;
+    let conflict = store
+        .commit(vec![put("c2", "k", b"w", Expect::Revision(7))])
+        .await;
+    ensure(
+        matches!(conflict, Err(StoreError::Conflict { .. })),
+        "wrong revision conflicts",
+    )?;
+    let conflict = store
+        .commit(vec![Op::Check {
+            ns: "c2",
+            key: "nope".into(),
+            expect: Expect::Revision(1),
+        }])
+        .await;
+    ensure(
+        matches!(conflict, Err(StoreError::Conflict { .. })),
+        "Check on a missing key conflicts",
+    )?;
+    store
+        .commit(vec![put("c2", "k", b"w", Expect::Revision(1))])
+        .await
+        .map_err(s)?;
+    let r = store.get("c2", "k").await.map_err(s)?.ok_or("missing")?;
+    ensure(r.value == b"w", "matching revision writes")
+}
+
+async fn batches_are_atomic(store: &dyn Store) -> Check {
+    let s = |e: StoreError| e.to_string();
+    store
+        .commit(vec![put("c3", "x", b"1", Expect::Absent)])
+        .await
+        .map_err(s)?;
+    let result = store
+        .commit(vec![
+            put("c3", "y", b"new", Expect::Absent),
+            Op::Delete {
+                ns: "c3",
+                key: "x".into(),
+                expect: Expect::Any,
+            },
+            Op::Check {
+                ns: "c3",
+                key: "x".into(),
+                expect: Expect::Revision(99),
+            },
+        ])
+        .await;
+    ensure(
+        matches!(result, Err(StoreError::Conflict { .. })),
+        "failing check fails the batch",
+    )?;
+    ensure(
+        store.get("c3", "y").await.map_err(s)?.is_none(),
+        "no op of a failed batch lands (put)",
+    )?;
+    ensure(
+        store.get("c3", "x").await.map_err(s)?.is_some(),
+        "no op of a failed batch lands (delete)",
+    )?;
+    store
+        .commit(vec![
+            put("c3", "y", b"new", Expect::Absent),
+            Op::Delete {
+                ns: "c3",
+                key: "x".into(),
+                expect: Expect::Revision(1),
+            },
+            Op::Check {
+                ns: "c3",
+                key: "z".into(),
+                expect: Expect::Absent,
+            },
+        ])
+        .await
+        .map_err(s)?;
+    ensure(
+        store.get("c3", "x").await.map_err(s)?.is_none(),
+        "batch delete landed",
+    )?;
+    ensure(
+        store.get("c3", "y").await.map_err(s)?.is_some(),
+        "batch put landed",
+    )
+}
+
+async fn listing_by_prefix_and_cursor(store: &dyn Store) -> Check {
+    let s = |e: StoreError| e.to_string();
+    let mut ops = Vec::new();
+    for i in 0..30 {
+        ops.push(put("c4", &format!("v1/k{i:02}"), b"x", Expect::Absent));
+    }
+    ops.push(put("c4", "v2/k00", b"x", Expect::Absent));
+    ops.push(put("c4", "v1_/odd", b"x", Expect::Absent));
+    ops.push(put("c4", "v1%/odd", b"x", Expect::Absent));
+    store.commit(ops).await.map_err(s)?;
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list("c4", "v1/", after.as_deref(), 7)
+            .await
+            .map_err(s)?;
+        if page.is_empty() {
+            break;
+        }
+        ensure(page.len() <= 7, "a page holds at most `limit` records")?;
+        after = page.last().map(|r| r.key.clone());
+        seen.extend(page.into_iter().map(|r| r.key));
+    }
+    ensure(
+        seen.len() == 30,
+        "paging visits every record of the prefix exactly once",
+    )?;
+    let mut sorted = seen.clone();
+    sorted.sort();
+    ensure(sorted == seen, "listing is in key order")?;
+    let odd = store.list("c4", "v1_", None, 10).await.map_err(s)?;
+    ensure(odd.len() == 1, "`_` in a prefix is literal")?;
+    let odd = store.list("c4", "v1%", None, 10).await.map_err(s)?;
+    ensure(odd.len() == 1, "`%` in a prefix is literal")
+}
+
+async fn concurrent_writers_never_lose_an_update(store: &dyn Store) -> Check {
+    let s = |e: StoreError| e.to_string();
+    store
+        .commit(vec![put("c5", "counter", b"0", Expect::Absent)])
+        .await
+        .map_err(s)?;
+    let increments = 40;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        tasks.push(async {
+            let mut done = 0;
+            while done < increments / 4 {
+                let r = store
+                    .get("c5", "counter")
+                    .await
+                    .map_err(s)?
+                    .ok_or("missing counter")?;
+                let n: u64 = std::str::from_utf8(&r.value)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .ok_or("bad counter")?;
+                let next = (n + 1).to_string();
+                match store
+                    .commit(vec![put(
+                        "c5",
+                        "counter",
+                        next.as_bytes(),
+                        Expect::Revision(r.revision),
+                    )])
+                    .await
+                {
+                    Ok(()) => done += 1,
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok::<(), String>(())
+        });
+    }
+    for result in futures_join(tasks).await {
+        result?;
+    }
+    let r = store
+        .get("c5", "counter")
+        .await
+        .map_err(s)?
+        .ok_or("missing counter")?;
+    ensure(
+        r.value == increments.to_string().as_bytes(),
+        "compare-and-set loses no increment",
+    )
+}
+
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    // A tiny join_all, to avoid a dependency for one call.
+    let mut out = Vec::with_capacity(futures.len());
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.extend(results.into_iter().flatten());
+    out
+}

@@ -1,0 +1,250 @@
+//! The embedded default backend: one SQLite file in WAL mode with `synchronous=FULL`, so a commit
+//! is on disk before it is acknowledged.
+
+use crate::{Expect, Op, Record, Result, Store, StoreError};
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::time::Duration;
+
+/// Numbered schema migrations, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_records.sql"))];
+
+/// A SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?
+            .try_get(0)
+            .map_err(backend)?;
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now'))")
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+}
+
+fn backend(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn like_prefix(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, ns: &'static str, key: &str) -> Result<Option<Record>> {
+        let row = sqlx::query("SELECT value, revision FROM records WHERE ns = ? AND key = ?")
+            .bind(ns)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|row| {
+            Ok(Record {
+                key: key.to_owned(),
+                value: row.try_get("value").map_err(backend)?,
+                revision: row.try_get("revision").map_err(backend)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn list(
+        &self,
+        ns: &'static str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT key, value, revision FROM records \
+             WHERE ns = ? AND key LIKE ? ESCAPE '\\' AND key > ? ORDER BY key LIMIT ?",
+        )
+        .bind(ns)
+        .bind(like_prefix(prefix))
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(Record {
+                    key: row.try_get("key").map_err(backend)?,
+                    value: row.try_get("value").map_err(backend)?,
+                    revision: row.try_get("revision").map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn commit(&self, ops: Vec<Op>) -> Result<()> {
+        // BEGIN IMMEDIATE takes the write lock up front, so the conditions read below cannot be
+        // invalidated by another writer (another connection or another process) before COMMIT.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        for op in &ops {
+            let (ns, key, expect) = match op {
+                Op::Put {
+                    ns, key, expect, ..
+                }
+                | Op::Delete { ns, key, expect }
+                | Op::Check { ns, key, expect } => (*ns, key.as_str(), *expect),
+            };
+            let current: Option<i64> =
+                sqlx::query("SELECT revision FROM records WHERE ns = ? AND key = ?")
+                    .bind(ns)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?
+                    .map(|row| row.try_get(0))
+                    .transpose()
+                    .map_err(backend)?;
+            let holds = match expect {
+                Expect::Any => true,
+                Expect::Absent => current.is_none(),
+                Expect::Revision(r) => current == Some(r),
+            };
+            if !holds {
+                return Err(StoreError::Conflict {
+                    ns: ns.to_owned(),
+                    key: key.to_owned(),
+                });
+            }
+            match op {
+                Op::Put { value, .. } => {
+                    sqlx::query(
+                        "INSERT INTO records (ns, key, revision, value) VALUES (?, ?, 1, ?) \
+                         ON CONFLICT (ns, key) DO UPDATE SET revision = records.revision + 1, value = excluded.value",
+                    )
+                    .bind(ns)
+                    .bind(key)
+                    .bind(value.as_slice())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                }
+                Op::Delete { .. } => {
+                    sqlx::query("DELETE FROM records WHERE ns = ? AND key = ?")
+                        .bind(ns)
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                }
+                Op::Check { .. } => {}
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("k.db")).await.unwrap();
+        crate::conformance::run_all(&store).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_data_and_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        {
+            let store = SqliteStore::open(&path).await.unwrap();
+            store
+                .commit(vec![Op::Put {
+                    ns: "t",
+                    key: "a".into(),
+                    value: b"1".to_vec(),
+                    expect: Expect::Absent,
+                }])
+                .await
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.get("t", "a").await.unwrap().unwrap().value, b"1");
+        let mode: String = sqlx::query("PRAGMA journal_mode")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(mode, "wal");
+        let sync: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(sync, 2, "synchronous must be FULL");
+    }
+}

@@ -1,0 +1,501 @@
+//! A deployment: its root of trust, security domains, vaults, principals and token signing key.
+
+use crate::clock::Clock;
+use crate::keys::KeyCache;
+use crate::naming::{check_vault_name, new_id};
+use crate::records::{
+    ns, DeploymentRecord, PrincipalRecord, SecurityDomainRecord, VaultKind, VaultRecord,
+};
+use crate::sealing::{security_domain_aad, TOKEN_KEY_AAD};
+use crate::Result;
+use keyshift_api::{ApiError, ErrorCode};
+use keyshift_crypto::seal::SealingKey;
+use keyshift_crypto::token::TokenSigningKey;
+use keyshift_store::{Expect, Op, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+const DEPLOYMENT_KEY: &str = "deployment";
+
+/// What `vault create` asks for.
+#[derive(Debug, Clone)]
+pub struct VaultSpec {
+    /// Name (DNS label).
+    pub name: String,
+    /// Kind.
+    pub kind: VaultKind,
+    /// Soft-delete retention in days, 7 to 90.
+    pub retention_days: u32,
+    /// Purge protection.
+    pub purge_protection: bool,
+    /// A port of its own.
+    pub port: Option<u16>,
+    /// A new security domain of its own, instead of the deployment's default one. Backups of its
+    /// keys then restore only into it (and vaults later given the same domain).
+    pub new_security_domain: bool,
+    /// Whether this is the default vault.
+    pub default: bool,
+}
+
+/// A principal just created, with its one-time secret.
+#[derive(Debug)]
+pub struct NewPrincipal {
+    /// The record.
+    pub principal: PrincipalRecord,
+    /// The client secret, shown once.
+    pub client_secret: String,
+}
+
+/// The deployment: everything a server or CLI works on.
+pub struct Deployment {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    root: SealingKey,
+    record: DeploymentRecord,
+    token_key: TokenSigningKey,
+    vaults: RwLock<HashMap<String, Arc<VaultRecord>>>,
+    sd_keys: RwLock<HashMap<String, Arc<SealingKey>>>,
+    pub(crate) cache: KeyCache,
+}
+
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployment")
+            .field("tenant_id", &self.record.tenant_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict { .. } => {
+            ApiError::conflict("A concurrent change conflicts with this request; retry it.")
+        }
+        StoreError::Backend(detail) => {
+            tracing::error!(%detail, "store failure");
+            ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The key store is unavailable; retry later.",
+            )
+        }
+    }
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| {
+        tracing::error!(error = %e, "serialization failed");
+        ApiError::internal()
+    })
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        tracing::error!(error = %e, "a stored record does not parse");
+        ApiError::internal()
+    })
+}
+
+fn crypto_internal(e: keyshift_crypto::CryptoError) -> ApiError {
+    tracing::error!(error = %e, "crypto failure");
+    ApiError::internal()
+}
+
+impl Deployment {
+    /// Opens the deployment in `store`, initialising it on first use. Returns whether it was new.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        root: SealingKey,
+    ) -> Result<(Self, bool)> {
+        let (record, fresh) = match store
+            .get(ns::META, DEPLOYMENT_KEY)
+            .await
+            .map_err(store_error)?
+        {
+            Some(r) => (from_json::<DeploymentRecord>(&r.value)?, false),
+            None => {
+                let now = clock.now();
+                let sd_id = new_id()?;
+                let sd_key = SealingKey::generate().map_err(crypto_internal)?;
+                let sd = SecurityDomainRecord {
+                    id: sd_id.clone(),
+                    sealed_key: root
+                        .seal(&security_domain_aad(&sd_id), &sd_key.to_bytes())
+                        .map_err(crypto_internal)?,
+                    created: now,
+                };
+                let token_key = TokenSigningKey::generate().map_err(crypto_internal)?;
+                let record = DeploymentRecord {
+                    tenant_id: uuid_like()?,
+                    default_security_domain: sd_id.clone(),
+                    token_signing_key: root
+                        .seal(TOKEN_KEY_AAD, &token_key.to_bytes())
+                        .map_err(crypto_internal)?,
+                    created: now,
+                };
+                store
+                    .commit(vec![
+                        Op::Put {
+                            ns: ns::SECURITY_DOMAIN,
+                            key: sd_id,
+                            value: to_json(&sd)?,
+                            expect: Expect::Absent,
+                        },
+                        Op::Put {
+                            ns: ns::META,
+                            key: DEPLOYMENT_KEY.into(),
+                            value: to_json(&record)?,
+                            expect: Expect::Absent,
+                        },
+                    ])
+                    .await
+                    .map_err(store_error)?;
+                (record, true)
+            }
+        };
+        let token_bytes = root.open(TOKEN_KEY_AAD, &record.token_signing_key).map_err(|_| {
+            ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The root key does not open this deployment's secrets: wrong root key for this data directory?",
+            )
+        })?;
+        let token_key = TokenSigningKey::from_bytes(&token_bytes).map_err(crypto_internal)?;
+        let deployment = Deployment {
+            store,
+            clock,
+            root,
+            record,
+            token_key,
+            vaults: RwLock::new(HashMap::new()),
+            sd_keys: RwLock::new(HashMap::new()),
+            cache: KeyCache::default(),
+        };
+        deployment.refresh_vaults().await?;
+        Ok((deployment, fresh))
+    }
+
+    /// This deployment's tenant id.
+    pub fn tenant_id(&self) -> &str {
+        &self.record.tenant_id
+    }
+
+    /// The key that signs access tokens.
+    pub fn token_signing_key(&self) -> &TokenSigningKey {
+        &self.token_key
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Reloads the vault list from the store (another process may have changed it).
+    pub async fn refresh_vaults(&self) -> Result<Vec<Arc<VaultRecord>>> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(ns::VAULT, "", after.as_deref(), 200)
+                .await
+                .map_err(store_error)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for r in &page {
+                all.push(Arc::new(from_json::<VaultRecord>(&r.value)?));
+            }
+        }
+        let map = all
+            .iter()
+            .map(|v| (v.name.to_ascii_lowercase(), v.clone()))
+            .collect();
+        *self.vaults.write().unwrap_or_else(|p| p.into_inner()) = map;
+        Ok(all)
+    }
+
+    /// The vaults known to this process, by name.
+    pub fn vaults(&self) -> Vec<Arc<VaultRecord>> {
+        let mut v: Vec<_> = self
+            .vaults
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// A vault by name (case-insensitive).
+    pub fn vault(&self, name: &str) -> Option<Arc<VaultRecord>> {
+        self.vaults
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+    }
+
+    /// The default vault, if one exists.
+    pub fn default_vault(&self) -> Option<Arc<VaultRecord>> {
+        self.vaults().into_iter().find(|v| v.default)
+    }
+
+    /// Creates a vault.
+    pub async fn create_vault(&self, spec: VaultSpec) -> Result<Arc<VaultRecord>> {
+        check_vault_name(&spec.name)?;
+        if !(7..=90).contains(&spec.retention_days) {
+            return Err(ApiError::bad_parameter(
+                "Soft-delete retention must be between 7 and 90 days.",
+            ));
+        }
+        let now = self.clock.now();
+        let mut ops = Vec::new();
+        let security_domain = if spec.new_security_domain {
+            let sd_id = new_id()?;
+            let sd_key = SealingKey::generate().map_err(crypto_internal)?;
+            let sd = SecurityDomainRecord {
+                id: sd_id.clone(),
+                sealed_key: self
+                    .root
+                    .seal(&security_domain_aad(&sd_id), &sd_key.to_bytes())
+                    .map_err(crypto_internal)?,
+                created: now,
+            };
+            ops.push(Op::Put {
+                ns: ns::SECURITY_DOMAIN,
+                key: sd_id.clone(),
+                value: to_json(&sd)?,
+                expect: Expect::Absent,
+            });
+            sd_id
+        } else {
+            self.record.default_security_domain.clone()
+        };
+        let existing = self.refresh_vaults().await?;
+        if let Some(port) = spec.port {
+            if let Some(other) = existing.iter().find(|v| v.port == Some(port)) {
+                return Err(ApiError::conflict(format!(
+                    "Port {port} already serves vault '{}'.",
+                    other.name
+                )));
+            }
+        }
+        if spec.default && existing.iter().any(|v| v.default) {
+            return Err(ApiError::conflict("A default vault exists already."));
+        }
+        let vault = VaultRecord {
+            id: new_id()?,
+            name: spec.name.clone(),
+            kind: spec.kind,
+            security_domain,
+            retention_days: spec.retention_days,
+            purge_protection: spec.purge_protection,
+            port: spec.port,
+            default: spec.default,
+            created: now,
+        };
+        ops.push(Op::Put {
+            ns: ns::VAULT,
+            key: spec.name.to_ascii_lowercase(),
+            value: to_json(&vault)?,
+            expect: Expect::Absent,
+        });
+        self.store.commit(ops).await.map_err(|e| match e {
+            StoreError::Conflict { .. } => {
+                ApiError::conflict(format!("A vault named '{}' exists already.", spec.name))
+            }
+            other => store_error(other),
+        })?;
+        self.refresh_vaults().await?;
+        Ok(Arc::new(vault))
+    }
+
+    /// Switches purge protection on. It can never be switched off.
+    pub async fn enable_purge_protection(&self, name: &str) -> Result<Arc<VaultRecord>> {
+        let key = name.to_ascii_lowercase();
+        let record = self
+            .store
+            .get(ns::VAULT, &key)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("No vault named '{name}'."))
+            })?;
+        let mut vault: VaultRecord = from_json(&record.value)?;
+        vault.purge_protection = true;
+        self.store
+            .commit(vec![Op::Put {
+                ns: ns::VAULT,
+                key,
+                value: to_json(&vault)?,
+                expect: Expect::Revision(record.revision),
+            }])
+            .await
+            .map_err(store_error)?;
+        self.refresh_vaults().await?;
+        Ok(Arc::new(vault))
+    }
+
+    /// Deletes an empty vault. A vault that still holds keys, live or soft-deleted, is refused:
+    /// deleting it would destroy key material something may still need.
+    pub async fn delete_vault(&self, name: &str) -> Result<()> {
+        let key = name.to_ascii_lowercase();
+        let record = self
+            .store
+            .get(ns::VAULT, &key)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("No vault named '{name}'."))
+            })?;
+        let vault: VaultRecord = from_json(&record.value)?;
+        if vault.default {
+            return Err(ApiError::bad_parameter(
+                "The default vault cannot be deleted.",
+            ));
+        }
+        let prefix = format!("{}/", vault.id);
+        for namespace in [ns::KEY, ns::DELETED_KEY] {
+            if !self
+                .store
+                .list(namespace, &prefix, None, 1)
+                .await
+                .map_err(store_error)?
+                .is_empty()
+            {
+                return Err(ApiError::conflict(format!(
+                    "Vault '{name}' still holds keys (live or soft-deleted); delete and purge them first."
+                )));
+            }
+        }
+        self.store
+            .commit(vec![Op::Delete {
+                ns: ns::VAULT,
+                key,
+                expect: Expect::Revision(record.revision),
+            }])
+            .await
+            .map_err(store_error)?;
+        self.refresh_vaults().await?;
+        Ok(())
+    }
+
+    /// The security-domain key of a vault.
+    pub(crate) async fn security_domain_key(&self, sd_id: &str) -> Result<Arc<SealingKey>> {
+        if let Some(k) = self
+            .sd_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sd_id)
+        {
+            return Ok(k.clone());
+        }
+        let record = self
+            .store
+            .get(ns::SECURITY_DOMAIN, sd_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                tracing::error!(sd_id, "security domain missing");
+                ApiError::internal()
+            })?;
+        let sd: SecurityDomainRecord = from_json(&record.value)?;
+        let bytes = self
+            .root
+            .open(&security_domain_aad(sd_id), &sd.sealed_key)
+            .map_err(crypto_internal)?;
+        let key = Arc::new(SealingKey::from_bytes(&bytes).map_err(crypto_internal)?);
+        self.sd_keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sd_id.to_owned(), key.clone());
+        Ok(key)
+    }
+
+    /// Creates a service principal with a client secret.
+    pub async fn create_principal(&self, display_name: &str) -> Result<NewPrincipal> {
+        let secret_bytes = keyshift_crypto::random_bytes(32).map_err(crypto_internal)?;
+        let client_secret = keyshift_api::b64::encode(&secret_bytes);
+        let principal = PrincipalRecord {
+            id: uuid_like()?,
+            client_id: uuid_like()?,
+            display_name: display_name.to_owned(),
+            secret_hashes: vec![
+                keyshift_crypto::secret::hash_secret(client_secret.as_bytes())
+                    .map_err(crypto_internal)?,
+            ],
+            enabled: true,
+            created: self.clock.now(),
+        };
+        self.store
+            .commit(vec![Op::Put {
+                ns: ns::PRINCIPAL,
+                key: principal.client_id.clone(),
+                value: to_json(&principal)?,
+                expect: Expect::Absent,
+            }])
+            .await
+            .map_err(store_error)?;
+        Ok(NewPrincipal {
+            principal,
+            client_secret,
+        })
+    }
+
+    /// Whether any principal exists.
+    pub async fn principal_count(&self) -> Result<usize> {
+        Ok(self
+            .store
+            .list(ns::PRINCIPAL, "", None, 1)
+            .await
+            .map_err(store_error)?
+            .len())
+    }
+
+    /// The principal with this client id.
+    pub async fn principal_by_client_id(&self, client_id: &str) -> Result<Option<PrincipalRecord>> {
+        match self
+            .store
+            .get(ns::PRINCIPAL, client_id)
+            .await
+            .map_err(store_error)?
+        {
+            Some(r) => Ok(Some(from_json(&r.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks a client secret; `None` when the client is unknown, disabled or the secret is wrong.
+    pub async fn authenticate_client(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<Option<PrincipalRecord>> {
+        let Some(p) = self.principal_by_client_id(client_id).await? else {
+            // Spend the same effort as a real check, so timing does not reveal which ids exist.
+            let _ = keyshift_crypto::secret::verify_secret(secret.as_bytes(), DUMMY_PHC);
+            return Ok(None);
+        };
+        let ok = p.enabled
+            && p.secret_hashes
+                .iter()
+                .any(|h| keyshift_crypto::secret::verify_secret(secret.as_bytes(), h));
+        Ok(ok.then_some(p))
+    }
+}
+
+/// A valid Argon2id hash of a random secret, used to equalise timing for unknown client ids.
+const DUMMY_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$w3Vn4VvV1qS4bL8m1qY8o8m1G8oW8T3z0m3a3M3b3c0";
+
+/// A random UUID in its usual 8-4-4-4-12 form.
+fn uuid_like() -> Result<String> {
+    let hex = new_id()?;
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
+}

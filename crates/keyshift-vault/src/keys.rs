@@ -1,0 +1,1834 @@
+//! Key operations: the keys data plane of one vault.
+
+use crate::deployment::{from_json, store_error, to_json, Deployment};
+use crate::duration::parse_seconds;
+use crate::naming::{check_key_name, key_key, new_id, printable, version_key};
+use crate::records::{ns, Deletion, KeyRecord, VaultKind, VaultRecord, VersionRecord};
+use crate::sealing::{open_version, seal_version};
+use crate::{RequestContext, Result};
+use keyshift_api::keys::*;
+use keyshift_api::{ApiError, ErrorCode};
+use keyshift_crypto::{
+    CryptoError, Curve, EncryptionAlgorithm, JwkParts, KeyFamily, KeyMaterial, PublicKey,
+    SignatureAlgorithm,
+};
+use keyshift_store::{Expect, Op, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use zeroize::Zeroizing;
+
+/// How often a write is retried when it loses a compare-and-set race.
+const MAX_CAS_RETRIES: usize = 16;
+/// Azure's cap on versions kept in a backup blob, and ours on versions per key.
+const MAX_VERSIONS: u32 = 500;
+/// Page size bounds (SPEC: maxresults 1..25).
+const MAX_PAGE: u32 = 25;
+/// Entries kept in the unsealed-key cache before it is emptied.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// A key version with its material unsealed, for the hot path.
+pub(crate) struct CachedVersion {
+    /// The key's name with its stored casing.
+    name: String,
+    record: VersionRecord,
+    material: KeyMaterial,
+}
+
+/// Unsealed key versions and latest-version pointers of this process. Every write to a key through
+/// this process invalidates that key's entries.
+#[derive(Default)]
+pub(crate) struct KeyCache {
+    latest: RwLock<HashMap<String, String>>,
+    versions: RwLock<HashMap<String, Arc<CachedVersion>>>,
+}
+
+impl KeyCache {
+    fn latest(&self, key: &str) -> Option<String> {
+        self.latest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn version(&self, key: &str) -> Option<Arc<CachedVersion>> {
+        self.versions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn insert(
+        &self,
+        key_key: &str,
+        version_key: String,
+        entry: Arc<CachedVersion>,
+        is_latest: bool,
+    ) {
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        if versions.len() >= CACHE_CAPACITY {
+            versions.clear();
+            self.latest
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+        if is_latest {
+            self.latest
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key_key.to_owned(), entry.record.version.clone());
+        }
+        versions.insert(version_key, entry);
+    }
+
+    fn invalidate(&self, key_key: &str) {
+        self.latest
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key_key);
+        let prefix = format!("{key_key}/");
+        self.versions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| !k.starts_with(&prefix));
+    }
+}
+
+/// The crypto operations of the keys API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOperation {
+    /// encrypt
+    Encrypt,
+    /// decrypt
+    Decrypt,
+    /// wrapkey
+    WrapKey,
+    /// unwrapkey
+    UnwrapKey,
+}
+
+impl KeyOperation {
+    fn key_op(self) -> &'static str {
+        match self {
+            KeyOperation::Encrypt => "encrypt",
+            KeyOperation::Decrypt => "decrypt",
+            KeyOperation::WrapKey => "wrapKey",
+            KeyOperation::UnwrapKey => "unwrapKey",
+        }
+    }
+}
+
+const ALL_KEY_OPS: &[&str] = &[
+    "encrypt",
+    "decrypt",
+    "sign",
+    "verify",
+    "wrapKey",
+    "unwrapKey",
+    "import",
+    "export",
+];
+
+/// Key type as requested, with whether it is an HSM type.
+#[derive(Debug, Clone, Copy)]
+struct KeyType {
+    family: KeyFamily,
+    hsm: bool,
+}
+
+impl KeyType {
+    fn parse(kty: &str) -> Result<Self> {
+        let (base, hsm) = match kty.len().checked_sub(4).map(|i| kty.split_at(i)) {
+            Some((base, suffix)) if suffix.eq_ignore_ascii_case("-HSM") => (base, true),
+            _ => (kty, false),
+        };
+        let family = if base.eq_ignore_ascii_case("RSA") {
+            KeyFamily::Rsa
+        } else if base.eq_ignore_ascii_case("EC") {
+            KeyFamily::Ec
+        } else if base.eq_ignore_ascii_case("oct") {
+            KeyFamily::Oct
+        } else {
+            return Err(ApiError::bad_parameter(format!(
+                "The key type '{}' is not supported: use RSA, RSA-HSM, EC, EC-HSM, oct or oct-HSM.",
+                printable(kty)
+            )));
+        };
+        Ok(KeyType { family, hsm })
+    }
+
+    fn name(self) -> &'static str {
+        match (self.family, self.hsm) {
+            (KeyFamily::Rsa, false) => "RSA",
+            (KeyFamily::Rsa, true) => "RSA-HSM",
+            (KeyFamily::Ec, false) => "EC",
+            (KeyFamily::Ec, true) => "EC-HSM",
+            (KeyFamily::Oct, false) => "oct",
+            (KeyFamily::Oct, true) => "oct-HSM",
+        }
+    }
+
+    fn check_vault(self, vault: &VaultRecord) -> Result<()> {
+        if vault.kind == VaultKind::ManagedHsm && !self.hsm {
+            return Err(ApiError::bad_parameter(format!(
+                "Managed HSM '{}' holds HSM-protected keys only: use {}-HSM.",
+                vault.name,
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
+    fn default_ops(self) -> Vec<String> {
+        let ops: &[&str] = match self.family {
+            KeyFamily::Rsa => &[
+                "encrypt",
+                "decrypt",
+                "sign",
+                "verify",
+                "wrapKey",
+                "unwrapKey",
+            ],
+            KeyFamily::Ec => &["sign", "verify"],
+            KeyFamily::Oct => &["encrypt", "decrypt", "wrapKey", "unwrapKey"],
+        };
+        ops.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn allows_op(self, op: &str) -> bool {
+        match self.family {
+            KeyFamily::Rsa => true,
+            KeyFamily::Ec => matches!(op, "sign" | "verify" | "export"),
+            KeyFamily::Oct => matches!(
+                op,
+                "encrypt" | "decrypt" | "wrapKey" | "unwrapKey" | "export"
+            ),
+        }
+    }
+}
+
+fn canonical_key_ops(kty: KeyType, ops: Option<&[String]>) -> Result<Vec<String>> {
+    let Some(ops) = ops else {
+        return Ok(kty.default_ops());
+    };
+    let mut out: Vec<String> = Vec::new();
+    for op in ops {
+        let canonical = ALL_KEY_OPS
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(op))
+            .ok_or_else(|| {
+                ApiError::bad_parameter(format!(
+                    "The key operation '{}' is not valid.",
+                    printable(op)
+                ))
+            })?;
+        if !kty.allows_op(canonical) {
+            return Err(ApiError::bad_parameter(format!(
+                "The key operation '{canonical}' is not supported by key type {}.",
+                kty.name()
+            )));
+        }
+        if !out.iter().any(|o| o == canonical) {
+            out.push(canonical.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn crypto_error(e: CryptoError) -> ApiError {
+    match e {
+        CryptoError::Internal => {
+            tracing::error!("crypto backend failure");
+            ApiError::internal()
+        }
+        CryptoError::DecryptionFailed => {
+            ApiError::bad_parameter("The ciphertext or its authentication data is invalid.")
+        }
+        other => ApiError::bad_parameter(other.to_string()),
+    }
+}
+
+fn public_jwk(public: &PublicKey) -> JsonWebKey {
+    match public {
+        PublicKey::Rsa { n, e } => JsonWebKey {
+            n: Some(n.clone()),
+            e: Some(e.clone()),
+            ..Default::default()
+        },
+        PublicKey::Ec { crv, x, y } => JsonWebKey {
+            crv: Some(crv.jwk_name().to_owned()),
+            x: Some(x.clone()),
+            y: Some(y.clone()),
+            ..Default::default()
+        },
+        PublicKey::Oct { .. } => JsonWebKey::default(),
+    }
+}
+
+fn recovery_level(vault: &VaultRecord) -> String {
+    let base = if vault.retention_days < 90 {
+        "CustomizedRecoverable"
+    } else {
+        "Recoverable"
+    };
+    if vault.purge_protection {
+        base.to_owned()
+    } else {
+        format!("{base}+Purgeable")
+    }
+}
+
+fn check_window(nbf: Option<i64>, exp: Option<i64>) -> Result<()> {
+    if let (Some(nbf), Some(exp)) = (nbf, exp) {
+        if nbf > exp {
+            return Err(ApiError::bad_parameter(
+                "The key's 'nbf' must not be later than its 'exp'.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_release_policy(exportable: Option<bool>, policy: Option<&KeyReleasePolicy>) -> Result<()> {
+    match (exportable.unwrap_or(false), policy.is_some()) {
+        (true, false) => Err(ApiError::bad_parameter(
+            "AKV.SKR.1004: Exportable keys must have release policy.",
+        )),
+        (false, true) => Err(ApiError::bad_parameter(
+            "Non-exportable keys must not have release policy",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn max_results(value: Option<i64>) -> Result<u32> {
+    match value {
+        None => Ok(MAX_PAGE),
+        Some(n) if (1..=i64::from(MAX_PAGE)).contains(&n) => Ok(n as u32),
+        Some(_) => Err(ApiError::bad_parameter(
+            "maxresults must be between 1 and 25.",
+        )),
+    }
+}
+
+fn decode_skiptoken(token: Option<&str>) -> Result<Option<String>> {
+    token
+        .map(|t| {
+            keyshift_api::b64::decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| ApiError::bad_parameter("The $skiptoken is invalid."))
+        })
+        .transpose()
+}
+
+fn next_link(
+    ctx: &RequestContext,
+    path: &str,
+    max: Option<i64>,
+    last: Option<&str>,
+) -> Option<String> {
+    let last = last?;
+    let mut link = format!(
+        "{}{path}?api-version={}",
+        ctx.base_url,
+        keyshift_api::version::LATEST
+    );
+    if let Some(max) = max {
+        link.push_str(&format!("&maxresults={max}"));
+    }
+    link.push_str("&$skiptoken=");
+    link.push_str(&keyshift_api::b64::encode(last.as_bytes()));
+    Some(link)
+}
+
+/// The payload of a backup blob; sealed as a whole under the security-domain key.
+#[derive(Serialize, Deserialize)]
+struct BackupPayload {
+    name: String,
+    created: i64,
+    rotation_policy: Option<KeyRotationPolicy>,
+    versions: Vec<BackupVersion>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BackupVersion {
+    record: VersionRecord,
+    #[serde(with = "keyshift_api::b64::bytes")]
+    material: Vec<u8>,
+}
+
+impl Drop for BackupVersion {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.material);
+    }
+}
+
+const BACKUP_MAGIC: &[u8] = b"KEYSHIFT-KEY-BACKUP\x01";
+
+fn backup_aad(sd_id: &str) -> Vec<u8> {
+    let mut aad = BACKUP_MAGIC.to_vec();
+    aad.extend_from_slice(sd_id.as_bytes());
+    aad
+}
+
+/// What a new version is made of.
+struct NewVersion {
+    kty: KeyType,
+    material: KeyMaterial,
+    key_ops: Vec<String>,
+    attributes: KeyAttributes,
+    tags: Option<Tags>,
+    release_policy: Option<KeyReleasePolicy>,
+}
+
+impl Deployment {
+    fn version_record(&self, version: &str, new: &NewVersion, sealed: Vec<u8>) -> VersionRecord {
+        let now = self.clock.now();
+        VersionRecord {
+            version: version.to_owned(),
+            kty: new.kty.name().to_owned(),
+            key_ops: new.key_ops.clone(),
+            public: public_jwk(&new.material.public_key()),
+            size_bits: new.material.size_bits(),
+            enabled: new.attributes.enabled.unwrap_or(true),
+            nbf: new.attributes.nbf,
+            exp: new.attributes.exp,
+            exportable: new.attributes.exportable,
+            created: now,
+            updated: now,
+            tags: new.tags.clone(),
+            release_policy: new.release_policy.clone(),
+            sealed,
+        }
+    }
+
+    /// Builds the wire bundle of a version.
+    fn bundle(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        v: &VersionRecord,
+    ) -> KeyBundle {
+        let mut key = v.public.clone();
+        key.kid = Some(format!("{}/keys/{name}/{}", ctx.base_url, v.version));
+        key.kty = Some(v.kty.clone());
+        key.key_ops = Some(v.key_ops.clone());
+        KeyBundle {
+            key,
+            attributes: self.attributes(vault, v),
+            tags: v.tags.clone(),
+            managed: None,
+            release_policy: v.release_policy.clone(),
+        }
+    }
+
+    fn attributes(&self, vault: &VaultRecord, v: &VersionRecord) -> KeyAttributes {
+        KeyAttributes {
+            enabled: Some(v.enabled),
+            nbf: v.nbf,
+            exp: v.exp,
+            created: Some(v.created),
+            updated: Some(v.updated),
+            recoverable_days: Some(vault.retention_days),
+            recovery_level: Some(recovery_level(vault)),
+            exportable: v.exportable,
+            hsm_platform: None,
+        }
+    }
+
+    async fn load_key(&self, vault: &VaultRecord, name: &str) -> Result<Option<(KeyRecord, i64)>> {
+        match self
+            .store
+            .get(ns::KEY, &key_key(&vault.id, name))
+            .await
+            .map_err(store_error)?
+        {
+            Some(r) => Ok(Some((from_json(&r.value)?, r.revision))),
+            None => Ok(None),
+        }
+    }
+
+    async fn require_key(&self, vault: &VaultRecord, name: &str) -> Result<(KeyRecord, i64)> {
+        check_key_name(name).map_err(|_| ApiError::key_not_found(&printable(name)))?;
+        self.load_key(vault, name)
+            .await?
+            .ok_or_else(|| ApiError::key_not_found(name))
+    }
+
+    async fn load_version(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<(VersionRecord, i64)>> {
+        if version.len() != 32 || !version.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let key = version_key(&vault.id, name, &version.to_ascii_lowercase());
+        match self
+            .store
+            .get(ns::KEY_VERSION, &key)
+            .await
+            .map_err(store_error)?
+        {
+            Some(r) => Ok(Some((from_json(&r.value)?, r.revision))),
+            None => Ok(None),
+        }
+    }
+
+    /// The key record and the requested (or latest) version.
+    async fn resolve(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(KeyRecord, VersionRecord, i64)> {
+        let (key, _) = self.require_key(vault, name).await?;
+        let version = match version {
+            Some(v) if !v.is_empty() => v.to_owned(),
+            _ => key.latest.clone(),
+        };
+        let (record, revision) = self
+            .load_version(vault, &key.name, &version)
+            .await?
+            .ok_or_else(|| {
+                ApiError::key_not_found(&format!("{}/{}", key.name, printable(&version)))
+            })?;
+        Ok((key, record, revision))
+    }
+
+    /// The version to use for a crypto operation, unsealed, from the cache when possible.
+    async fn usable(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(String, Arc<CachedVersion>)> {
+        let kk = key_key(&vault.id, name);
+        let wanted = version
+            .filter(|v| !v.is_empty())
+            .map(str::to_ascii_lowercase)
+            .or_else(|| self.cache.latest(&kk));
+        if let Some(v) = &wanted {
+            if let Some(hit) = self.cache.version(&format!("{kk}/{v}")) {
+                return Ok((hit.name.clone(), hit));
+            }
+        }
+        let (key, record, _) = self.resolve(vault, name, version).await?;
+        let sd = self.security_domain_key(&vault.security_domain).await?;
+        let material = open_version(&sd, &vault.id, &key.name, &record.version, &record.sealed)?;
+        let is_latest = record.version == key.latest;
+        let vk = version_key(&vault.id, &key.name, &record.version);
+        let entry = Arc::new(CachedVersion {
+            name: key.name.clone(),
+            record,
+            material,
+        });
+        self.cache.insert(&kk, vk, entry.clone(), is_latest);
+        Ok((key.name, entry))
+    }
+
+    /// Adds a version to a key, creating the key when it does not exist.
+    async fn add_version(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        new: NewVersion,
+    ) -> Result<KeyBundle> {
+        check_key_name(name)?;
+        new.kty.check_vault(vault)?;
+        check_window(new.attributes.nbf, new.attributes.exp)?;
+        check_release_policy(new.attributes.exportable, new.release_policy.as_ref())?;
+        let sd = self.security_domain_key(&vault.security_domain).await?;
+        let kk = key_key(&vault.id, name);
+        for _ in 0..MAX_CAS_RETRIES {
+            let version = new_id()?;
+            let existing = self.load_key(vault, name).await?;
+            let key_name = existing
+                .as_ref()
+                .map(|(k, _)| k.name.clone())
+                .unwrap_or_else(|| name.to_owned());
+            let sealed = seal_version(&sd, &vault.id, &key_name, &version, &new.material)?;
+            let record = self.version_record(&version, &new, sealed);
+            let mut ops = vec![Op::Put {
+                ns: ns::KEY_VERSION,
+                key: version_key(&vault.id, &key_name, &version),
+                value: to_json(&record)?,
+                expect: Expect::Absent,
+            }];
+            match existing {
+                Some((mut key, revision)) => {
+                    if key.version_count >= MAX_VERSIONS {
+                        return Err(ApiError::bad_parameter(format!(
+                            "Key '{key_name}' has {MAX_VERSIONS} versions, the most a key may have."
+                        )));
+                    }
+                    key.latest = version.clone();
+                    key.version_count += 1;
+                    ops.push(Op::Put {
+                        ns: ns::KEY,
+                        key: kk.clone(),
+                        value: to_json(&key)?,
+                        expect: Expect::Revision(revision),
+                    });
+                }
+                None => {
+                    let key = KeyRecord {
+                        name: key_name.clone(),
+                        latest: version.clone(),
+                        version_count: 1,
+                        created: record.created,
+                        rotation_policy: None,
+                        deleted: None,
+                    };
+                    ops.push(Op::Put {
+                        ns: ns::KEY,
+                        key: kk.clone(),
+                        value: to_json(&key)?,
+                        expect: Expect::Absent,
+                    });
+                    ops.push(Op::Check {
+                        ns: ns::DELETED_KEY,
+                        key: kk.clone(),
+                        expect: Expect::Absent,
+                    });
+                }
+            }
+            match self.store.commit(ops).await {
+                Ok(()) => {
+                    self.cache.invalidate(&kk);
+                    return Ok(self.bundle(ctx, vault, &key_name, &record));
+                }
+                Err(StoreError::Conflict { ns, .. }) if ns == ns::DELETED_KEY => {
+                    return Err(deleted_but_recoverable(name));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(ApiError::conflict(
+            "Too many concurrent changes to this key; retry.",
+        ))
+    }
+
+    /// `POST /keys/{name}/create`
+    pub async fn create_key(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        p: KeyCreateParameters,
+    ) -> Result<KeyBundle> {
+        check_key_name(name)?;
+        let kty = KeyType::parse(
+            p.kty
+                .as_deref()
+                .ok_or_else(|| ApiError::bad_parameter("The key type 'kty' is required."))?,
+        )?;
+        let material = match kty.family {
+            KeyFamily::Rsa => {
+                if let Some(e) = p.public_exponent {
+                    if e != 65537 {
+                        return Err(ApiError::bad_parameter(
+                            "Only the public exponent 65537 is supported.",
+                        ));
+                    }
+                }
+                let size = p.key_size.unwrap_or(2048);
+                if ![2048, 3072, 4096].contains(&size) {
+                    return Err(ApiError::bad_parameter(format!(
+                        "RSA key size {size} is not supported: use 2048, 3072 or 4096."
+                    )));
+                }
+                tokio::task::spawn_blocking(move || KeyMaterial::generate_rsa(size))
+                    .await
+                    .map_err(|_| ApiError::internal())?
+                    .map_err(crypto_error)?
+            }
+            KeyFamily::Ec => {
+                let crv = match p.crv.as_deref() {
+                    None => Curve::P256,
+                    Some(name) => Curve::from_jwk_name(name).ok_or_else(|| {
+                        ApiError::bad_parameter(format!(
+                            "The curve '{}' is not supported: use P-256, P-384, P-521 or P-256K.",
+                            printable(name)
+                        ))
+                    })?,
+                };
+                KeyMaterial::generate_ec(crv).map_err(crypto_error)?
+            }
+            KeyFamily::Oct => {
+                let size = p.key_size.unwrap_or(256);
+                if ![128, 192, 256].contains(&size) {
+                    return Err(ApiError::bad_parameter(format!(
+                        "AES key size {size} is not supported: use 128, 192 or 256."
+                    )));
+                }
+                KeyMaterial::generate_oct(size).map_err(crypto_error)?
+            }
+        };
+        let key_ops = canonical_key_ops(kty, p.key_ops.as_deref())?;
+        let new = NewVersion {
+            kty,
+            material,
+            key_ops,
+            attributes: p.attributes.unwrap_or_default(),
+            tags: p.tags,
+            release_policy: p.release_policy,
+        };
+        self.add_version(ctx, vault, name, new).await
+    }
+
+    /// `PUT /keys/{name}`
+    pub async fn import_key(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        p: KeyImportParameters,
+    ) -> Result<KeyBundle> {
+        check_key_name(name)?;
+        let jwk = p
+            .key
+            .ok_or_else(|| ApiError::bad_parameter("The 'key' to import is required."))?;
+        if jwk.key_hsm.is_some() {
+            return Err(ApiError::bad_parameter(
+                "Import of a BYOK transfer blob (key_hsm) is not supported by this version of Keyshift.",
+            ));
+        }
+        let mut kty = KeyType::parse(
+            jwk.kty
+                .as_deref()
+                .ok_or_else(|| ApiError::bad_parameter("The key's 'kty' is required."))?,
+        )?;
+        if p.hsm == Some(true) {
+            kty.hsm = true;
+        }
+        let crv = match (&jwk.crv, kty.family) {
+            (Some(name), KeyFamily::Ec) => Some(Curve::from_jwk_name(name).ok_or_else(|| {
+                ApiError::bad_parameter(format!(
+                    "The curve '{}' is not supported: use P-256, P-384, P-521 or P-256K.",
+                    printable(name)
+                ))
+            })?),
+            (None, KeyFamily::Ec) => {
+                return Err(ApiError::bad_parameter("An EC key needs its curve 'crv'."))
+            }
+            _ => None,
+        };
+        let parts = JwkParts {
+            family: Some(kty.family),
+            crv,
+            n: jwk.n.clone(),
+            e: jwk.e.clone(),
+            d: jwk.d.clone(),
+            p: jwk.p.clone(),
+            q: jwk.q.clone(),
+            dp: jwk.dp.clone(),
+            dq: jwk.dq.clone(),
+            qi: jwk.qi.clone(),
+            x: jwk.x.clone(),
+            y: jwk.y.clone(),
+            k: jwk.k.clone(),
+        };
+        drop(jwk_private_zeroized(jwk.clone()));
+        let material = KeyMaterial::from_jwk(&parts).map_err(|e| match e {
+            CryptoError::Internal => ApiError::internal(),
+            other => ApiError::bad_parameter(format!("The key to import is invalid: {other}")),
+        })?;
+        let key_ops = canonical_key_ops(kty, jwk.key_ops.as_deref())?;
+        let new = NewVersion {
+            kty,
+            material,
+            key_ops,
+            attributes: p.attributes.unwrap_or_default(),
+            tags: p.tags,
+            release_policy: p.release_policy,
+        };
+        self.add_version(ctx, vault, name, new).await
+    }
+
+    /// `GET /keys/{name}/{version}`
+    pub async fn get_key(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<KeyBundle> {
+        let (key, record, _) = self.resolve(vault, name, version).await?;
+        Ok(self.bundle(ctx, vault, &key.name, &record))
+    }
+
+    /// `PATCH /keys/{name}/{version}`
+    pub async fn update_key(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+        p: KeyUpdateParameters,
+    ) -> Result<KeyBundle> {
+        for _ in 0..MAX_CAS_RETRIES {
+            let (key, mut record, revision) = self.resolve(vault, name, version).await?;
+            let kty = KeyType::parse(&record.kty)?;
+            if let Some(ops) = &p.key_ops {
+                record.key_ops = canonical_key_ops(kty, Some(ops))?;
+            }
+            if let Some(a) = &p.attributes {
+                if let Some(enabled) = a.enabled {
+                    record.enabled = enabled;
+                }
+                if a.nbf.is_some() {
+                    record.nbf = a.nbf;
+                }
+                if a.exp.is_some() {
+                    record.exp = a.exp;
+                }
+                if let Some(exportable) = a.exportable {
+                    if record.exportable.unwrap_or(false) != exportable {
+                        return Err(ApiError::bad_parameter(
+                            "The 'exportable' attribute cannot be changed after creation.",
+                        ));
+                    }
+                }
+            }
+            check_window(record.nbf, record.exp)?;
+            if let Some(tags) = &p.tags {
+                record.tags = Some(tags.clone());
+            }
+            if let Some(policy) = &p.release_policy {
+                if record.release_policy.as_ref().and_then(|r| r.immutable) == Some(true) {
+                    return Err(ApiError::forbidden(
+                        "The key's release policy is immutable and cannot be changed.",
+                    ));
+                }
+                check_release_policy(record.exportable, Some(policy))?;
+                record.release_policy = Some(policy.clone());
+            }
+            record.updated = self.clock.now();
+            let op = Op::Put {
+                ns: ns::KEY_VERSION,
+                key: version_key(&vault.id, &key.name, &record.version),
+                value: to_json(&record)?,
+                expect: Expect::Revision(revision),
+            };
+            let kk = key_key(&vault.id, &key.name);
+            match self
+                .store
+                .commit(vec![
+                    op,
+                    Op::Check {
+                        ns: ns::KEY,
+                        key: kk.clone(),
+                        expect: Expect::Any,
+                    },
+                ])
+                .await
+            {
+                Ok(()) => {
+                    self.cache.invalidate(&kk);
+                    return Ok(self.bundle(ctx, vault, &key.name, &record));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(ApiError::conflict(
+            "Too many concurrent changes to this key; retry.",
+        ))
+    }
+
+    /// `GET /keys`
+    pub async fn list_keys(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        max: Option<i64>,
+        skiptoken: Option<&str>,
+    ) -> Result<ListResult<KeyItem>> {
+        let limit = max_results(max)?;
+        let after = decode_skiptoken(skiptoken)?;
+        let prefix = format!("{}/", vault.id);
+        let page = self
+            .store
+            .list(ns::KEY, &prefix, after.as_deref(), limit as usize + 1)
+            .await
+            .map_err(store_error)?;
+        let more = page.len() > limit as usize;
+        let mut value = Vec::new();
+        let mut last = None;
+        for r in page.into_iter().take(limit as usize) {
+            let key: KeyRecord = from_json(&r.value)?;
+            if let Some((v, _)) = self.load_version(vault, &key.name, &key.latest).await? {
+                value.push(KeyItem {
+                    kid: format!("{}/keys/{}", ctx.base_url, key.name),
+                    attributes: self.attributes(vault, &v),
+                    tags: v.tags.clone(),
+                    managed: None,
+                });
+            }
+            last = Some(r.key);
+        }
+        let next_link = if more {
+            next_link(ctx, "/keys", max, last.as_deref())
+        } else {
+            None
+        };
+        Ok(ListResult { value, next_link })
+    }
+
+    /// `GET /keys/{name}/versions`
+    pub async fn list_versions(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        max: Option<i64>,
+        skiptoken: Option<&str>,
+    ) -> Result<ListResult<KeyItem>> {
+        let limit = max_results(max)?;
+        let after = decode_skiptoken(skiptoken)?;
+        let (key, _) = self.require_key(vault, name).await?;
+        let prefix = format!("{}/", key_key(&vault.id, &key.name));
+        let page = self
+            .store
+            .list(
+                ns::KEY_VERSION,
+                &prefix,
+                after.as_deref(),
+                limit as usize + 1,
+            )
+            .await
+            .map_err(store_error)?;
+        let more = page.len() > limit as usize;
+        let mut value = Vec::new();
+        let mut last = None;
+        for r in page.into_iter().take(limit as usize) {
+            let v: VersionRecord = from_json(&r.value)?;
+            value.push(KeyItem {
+                kid: format!("{}/keys/{}/{}", ctx.base_url, key.name, v.version),
+                attributes: self.attributes(vault, &v),
+                tags: v.tags.clone(),
+                managed: None,
+            });
+            last = Some(r.key);
+        }
+        let path = format!("/keys/{}/versions", key.name);
+        let next_link = if more {
+            next_link(ctx, &path, max, last.as_deref())
+        } else {
+            None
+        };
+        Ok(ListResult { value, next_link })
+    }
+
+    fn deleted_bundle(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        key: &KeyRecord,
+        latest: &VersionRecord,
+    ) -> DeletedKeyBundle {
+        let deletion = key.deleted.unwrap_or(Deletion {
+            deleted_date: 0,
+            scheduled_purge_date: 0,
+        });
+        DeletedKeyBundle {
+            bundle: self.bundle(ctx, vault, &key.name, latest),
+            recovery_id: format!("{}/deletedkeys/{}", ctx.base_url, key.name),
+            scheduled_purge_date: deletion.scheduled_purge_date,
+            deleted_date: deletion.deleted_date,
+        }
+    }
+
+    /// `DELETE /keys/{name}`: soft delete of every version.
+    pub async fn delete_key(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<DeletedKeyBundle> {
+        for _ in 0..MAX_CAS_RETRIES {
+            let (mut key, revision) = self.require_key(vault, name).await?;
+            let (latest, _) = self
+                .load_version(vault, &key.name, &key.latest)
+                .await?
+                .ok_or_else(|| ApiError::key_not_found(name))?;
+            let now = self.clock.now();
+            key.deleted = Some(Deletion {
+                deleted_date: now,
+                scheduled_purge_date: now + i64::from(vault.retention_days) * 86_400,
+            });
+            let kk = key_key(&vault.id, &key.name);
+            let ops = vec![
+                Op::Delete {
+                    ns: ns::KEY,
+                    key: kk.clone(),
+                    expect: Expect::Revision(revision),
+                },
+                Op::Put {
+                    ns: ns::DELETED_KEY,
+                    key: kk.clone(),
+                    value: to_json(&key)?,
+                    expect: Expect::Absent,
+                },
+            ];
+            match self.store.commit(ops).await {
+                Ok(()) => {
+                    self.cache.invalidate(&kk);
+                    return Ok(self.deleted_bundle(ctx, vault, &key, &latest));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(ApiError::conflict(
+            "Too many concurrent changes to this key; retry.",
+        ))
+    }
+
+    async fn require_deleted(&self, vault: &VaultRecord, name: &str) -> Result<(KeyRecord, i64)> {
+        check_key_name(name).map_err(|_| deleted_not_found(name))?;
+        match self
+            .store
+            .get(ns::DELETED_KEY, &key_key(&vault.id, name))
+            .await
+            .map_err(store_error)?
+        {
+            Some(r) => Ok((from_json(&r.value)?, r.revision)),
+            None => Err(deleted_not_found(name)),
+        }
+    }
+
+    /// `GET /deletedkeys/{name}`
+    pub async fn get_deleted_key(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<DeletedKeyBundle> {
+        let (key, _) = self.require_deleted(vault, name).await?;
+        let (latest, _) = self
+            .load_version(vault, &key.name, &key.latest)
+            .await?
+            .ok_or_else(|| deleted_not_found(name))?;
+        Ok(self.deleted_bundle(ctx, vault, &key, &latest))
+    }
+
+    /// `GET /deletedkeys`
+    pub async fn list_deleted_keys(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        max: Option<i64>,
+        skiptoken: Option<&str>,
+    ) -> Result<ListResult<DeletedKeyItem>> {
+        let limit = max_results(max)?;
+        let after = decode_skiptoken(skiptoken)?;
+        let prefix = format!("{}/", vault.id);
+        let page = self
+            .store
+            .list(
+                ns::DELETED_KEY,
+                &prefix,
+                after.as_deref(),
+                limit as usize + 1,
+            )
+            .await
+            .map_err(store_error)?;
+        let more = page.len() > limit as usize;
+        let mut value = Vec::new();
+        let mut last = None;
+        for r in page.into_iter().take(limit as usize) {
+            let key: KeyRecord = from_json(&r.value)?;
+            if let Some((v, _)) = self.load_version(vault, &key.name, &key.latest).await? {
+                let d = self.deleted_bundle(ctx, vault, &key, &v);
+                value.push(DeletedKeyItem {
+                    item: KeyItem {
+                        kid: format!("{}/keys/{}", ctx.base_url, key.name),
+                        attributes: d.bundle.attributes,
+                        tags: d.bundle.tags,
+                        managed: None,
+                    },
+                    recovery_id: d.recovery_id,
+                    scheduled_purge_date: d.scheduled_purge_date,
+                    deleted_date: d.deleted_date,
+                });
+            }
+            last = Some(r.key);
+        }
+        let next_link = if more {
+            next_link(ctx, "/deletedkeys", max, last.as_deref())
+        } else {
+            None
+        };
+        Ok(ListResult { value, next_link })
+    }
+
+    /// `POST /deletedkeys/{name}/recover`
+    pub async fn recover_deleted_key(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<KeyBundle> {
+        let (mut key, revision) = self.require_deleted(vault, name).await?;
+        key.deleted = None;
+        let kk = key_key(&vault.id, &key.name);
+        let ops = vec![
+            Op::Delete {
+                ns: ns::DELETED_KEY,
+                key: kk.clone(),
+                expect: Expect::Revision(revision),
+            },
+            Op::Put {
+                ns: ns::KEY,
+                key: kk.clone(),
+                value: to_json(&key)?,
+                expect: Expect::Absent,
+            },
+        ];
+        self.store.commit(ops).await.map_err(|e| match e {
+            StoreError::Conflict { .. } => ApiError::conflict(format!(
+                "There was a conflict while recovering the soft-deleted key {}; retry.",
+                key.name
+            )),
+            other => store_error(other),
+        })?;
+        self.cache.invalidate(&kk);
+        self.get_key(ctx, vault, &key.name, None).await
+    }
+
+    /// `DELETE /deletedkeys/{name}`: permanent deletion.
+    pub async fn purge_deleted_key(&self, vault: &VaultRecord, name: &str) -> Result<()> {
+        let (key, revision) = self.require_deleted(vault, name).await?;
+        let now = self.clock.now();
+        let due = key
+            .deleted
+            .map(|d| d.scheduled_purge_date <= now)
+            .unwrap_or(false);
+        if vault.purge_protection && !due {
+            return Err(ApiError::forbidden(format!(
+                "Purge protection is on for vault '{}': key {} can only be purged after its scheduled purge date.",
+                vault.name, key.name
+            ))
+            .with_inner("PurgeProtectionEnabled"));
+        }
+        self.purge(vault, &key, revision).await
+    }
+
+    async fn purge(&self, vault: &VaultRecord, key: &KeyRecord, revision: i64) -> Result<()> {
+        let kk = key_key(&vault.id, &key.name);
+        let mut ops = vec![Op::Delete {
+            ns: ns::DELETED_KEY,
+            key: kk.clone(),
+            expect: Expect::Revision(revision),
+        }];
+        let prefix = format!("{kk}/");
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(ns::KEY_VERSION, &prefix, after.as_deref(), 200)
+                .await
+                .map_err(store_error)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            ops.extend(page.into_iter().map(|r| Op::Delete {
+                ns: ns::KEY_VERSION,
+                key: r.key,
+                expect: Expect::Any,
+            }));
+        }
+        self.store.commit(ops).await.map_err(|e| match e {
+            StoreError::Conflict { .. } => ApiError::conflict(format!(
+                "Key {} changed while it was being purged; retry.",
+                key.name
+            )),
+            other => store_error(other),
+        })?;
+        self.cache.invalidate(&kk);
+        tracing::info!(vault = %vault.name, key = %key.name, "purged");
+        Ok(())
+    }
+
+    /// Purges every soft-deleted key whose retention has ended. Returns how many.
+    pub async fn purge_expired(&self) -> Result<usize> {
+        let now = self.clock.now();
+        let mut purged = 0;
+        for vault in self.vaults() {
+            let prefix = format!("{}/", vault.id);
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .store
+                    .list(ns::DELETED_KEY, &prefix, after.as_deref(), 100)
+                    .await
+                    .map_err(store_error)?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.key.clone());
+                for r in page {
+                    let key: KeyRecord = from_json(&r.value)?;
+                    if key.deleted.is_some_and(|d| d.scheduled_purge_date <= now) {
+                        self.purge(&vault, &key, r.revision).await?;
+                        purged += 1;
+                    }
+                }
+            }
+        }
+        Ok(purged)
+    }
+
+    /// `POST /keys/{name}/backup`
+    pub async fn backup_key(&self, vault: &VaultRecord, name: &str) -> Result<BackupBlob> {
+        let (key, _) = self.require_key(vault, name).await?;
+        let sd = self.security_domain_key(&vault.security_domain).await?;
+        let prefix = format!("{}/", key_key(&vault.id, &key.name));
+        let mut versions = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(ns::KEY_VERSION, &prefix, after.as_deref(), 200)
+                .await
+                .map_err(store_error)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for r in page {
+                let mut record: VersionRecord = from_json(&r.value)?;
+                let material =
+                    open_version(&sd, &vault.id, &key.name, &record.version, &record.sealed)?;
+                record.sealed = Vec::new();
+                versions.push(BackupVersion {
+                    record,
+                    material: material.to_bytes().to_vec(),
+                });
+            }
+        }
+        let payload = BackupPayload {
+            name: key.name.clone(),
+            created: key.created,
+            rotation_policy: key.rotation_policy.clone(),
+            versions,
+        };
+        let json = Zeroizing::new(to_json(&payload)?);
+        let sealed = sd
+            .seal(&backup_aad(&vault.security_domain), &json)
+            .map_err(|_| ApiError::internal())?;
+        let mut blob = BACKUP_MAGIC.to_vec();
+        blob.extend_from_slice(vault.security_domain.as_bytes());
+        blob.extend_from_slice(&sealed);
+        Ok(BackupBlob { value: blob })
+    }
+
+    /// `POST /keys/restore`
+    pub async fn restore_key(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        blob: &[u8],
+    ) -> Result<KeyBundle> {
+        let rest = blob.strip_prefix(BACKUP_MAGIC).ok_or_else(|| {
+            ApiError::bad_parameter(
+                "The backup blob is not a Keyshift key backup, or it is corrupted.",
+            )
+        })?;
+        if rest.len() < 32 {
+            return Err(ApiError::bad_parameter("The backup blob is truncated."));
+        }
+        let (sd_id, sealed) = rest.split_at(32);
+        if sd_id != vault.security_domain.as_bytes() {
+            return Err(ApiError::bad_parameter(format!(
+                "The backup blob was made in another security domain; it can only be restored into a vault of that domain, not into '{}'.",
+                vault.name
+            ))
+            .with_inner("SecurityDomainMismatch"));
+        }
+        let sd = self.security_domain_key(&vault.security_domain).await?;
+        let json = sd
+            .open(&backup_aad(&vault.security_domain), sealed)
+            .map_err(|_| {
+                ApiError::bad_parameter("The backup blob is corrupted or was tampered with.")
+            })?;
+        let payload: BackupPayload = serde_json::from_slice(&json)
+            .map_err(|_| ApiError::bad_parameter("The backup blob is corrupted."))?;
+        check_key_name(&payload.name)?;
+        let latest = payload
+            .versions
+            .iter()
+            .max_by_key(|v| (v.record.created, v.record.version.clone()))
+            .ok_or_else(|| ApiError::bad_parameter("The backup blob holds no key version."))?
+            .record
+            .version
+            .clone();
+        let kk = key_key(&vault.id, &payload.name);
+        let key = KeyRecord {
+            name: payload.name.clone(),
+            latest: latest.clone(),
+            version_count: u32::try_from(payload.versions.len()).unwrap_or(u32::MAX),
+            created: payload.created,
+            rotation_policy: payload.rotation_policy.clone(),
+            deleted: None,
+        };
+        let mut ops = vec![
+            Op::Put {
+                ns: ns::KEY,
+                key: kk.clone(),
+                value: to_json(&key)?,
+                expect: Expect::Absent,
+            },
+            Op::Check {
+                ns: ns::DELETED_KEY,
+                key: kk.clone(),
+                expect: Expect::Absent,
+            },
+        ];
+        let mut latest_record = None;
+        for v in &payload.versions {
+            let material = KeyMaterial::from_bytes(&v.material)
+                .map_err(|_| ApiError::bad_parameter("The backup blob is corrupted."))?;
+            let mut record = v.record.clone();
+            record.sealed =
+                seal_version(&sd, &vault.id, &payload.name, &record.version, &material)?;
+            ops.push(Op::Put {
+                ns: ns::KEY_VERSION,
+                key: version_key(&vault.id, &payload.name, &record.version),
+                value: to_json(&record)?,
+                expect: Expect::Any,
+            });
+            if record.version == latest {
+                latest_record = Some(record);
+            }
+        }
+        self.store.commit(ops).await.map_err(|e| match e {
+            StoreError::Conflict { .. } => ApiError::conflict(format!(
+                "There was a conflict restoring the key {}: a key with this name exists, live or soft-deleted.",
+                payload.name
+            )),
+            other => store_error(other),
+        })?;
+        self.cache.invalidate(&kk);
+        let record = latest_record.ok_or_else(ApiError::internal)?;
+        Ok(self.bundle(ctx, vault, &payload.name, &record))
+    }
+
+    /// `POST /keys/{name}/rotate`: a new version with the same type, size, operations, tags and
+    /// release settings; `exp` from the rotation policy's `expiryTime` when it has one.
+    pub async fn rotate_key(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<KeyBundle> {
+        let (key, latest, _) = self.resolve(vault, name, None).await?;
+        let kty = KeyType::parse(&latest.kty)?;
+        let size = latest.size_bits;
+        let crv = latest.public.crv.as_deref().and_then(Curve::from_jwk_name);
+        let material = match kty.family {
+            KeyFamily::Rsa => tokio::task::spawn_blocking(move || KeyMaterial::generate_rsa(size))
+                .await
+                .map_err(|_| ApiError::internal())?
+                .map_err(crypto_error)?,
+            KeyFamily::Ec => KeyMaterial::generate_ec(crv.ok_or_else(ApiError::internal)?)
+                .map_err(crypto_error)?,
+            KeyFamily::Oct => KeyMaterial::generate_oct(size).map_err(crypto_error)?,
+        };
+        let expiry = key
+            .rotation_policy
+            .as_ref()
+            .and_then(|p| p.attributes.as_ref())
+            .and_then(|a| a.expiry_time.as_deref())
+            .and_then(parse_seconds);
+        let attributes = KeyAttributes {
+            enabled: Some(true),
+            exp: expiry.map(|s| self.clock.now() + s),
+            exportable: latest.exportable,
+            ..Default::default()
+        };
+        let new = NewVersion {
+            kty,
+            material,
+            key_ops: latest.key_ops.clone(),
+            attributes,
+            tags: latest.tags.clone(),
+            release_policy: latest.release_policy.clone(),
+        };
+        self.add_version(ctx, vault, &key.name, new).await
+    }
+
+    /// `GET /keys/{name}/rotationpolicy`: the stored policy, or the default one.
+    pub async fn get_rotation_policy(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<KeyRotationPolicy> {
+        let (key, _) = self.require_key(vault, name).await?;
+        let mut policy = key.rotation_policy.unwrap_or_else(|| KeyRotationPolicy {
+            id: None,
+            lifetime_actions: Some(vec![notify_action("P30D")]),
+            attributes: Some(KeyRotationPolicyAttributes::default()),
+        });
+        policy.id = Some(format!("{}/keys/{}/rotationpolicy", ctx.base_url, key.name));
+        Ok(policy)
+    }
+
+    /// `PUT /keys/{name}/rotationpolicy`
+    pub async fn set_rotation_policy(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        mut policy: KeyRotationPolicy,
+    ) -> Result<KeyRotationPolicy> {
+        validate_rotation_policy(&mut policy, vault.kind)?;
+        for _ in 0..MAX_CAS_RETRIES {
+            let (mut key, revision) = self.require_key(vault, name).await?;
+            let now = self.clock.now();
+            let created = key
+                .rotation_policy
+                .as_ref()
+                .and_then(|p| p.attributes.as_ref())
+                .and_then(|a| a.created)
+                .unwrap_or(now);
+            let mut stored = policy.clone();
+            stored.id = None;
+            let attrs = stored.attributes.get_or_insert_with(Default::default);
+            attrs.created = Some(created);
+            attrs.updated = Some(now);
+            key.rotation_policy = Some(stored.clone());
+            let kk = key_key(&vault.id, &key.name);
+            match self
+                .store
+                .commit(vec![Op::Put {
+                    ns: ns::KEY,
+                    key: kk,
+                    value: to_json(&key)?,
+                    expect: Expect::Revision(revision),
+                }])
+                .await
+            {
+                Ok(()) => {
+                    stored.id = Some(format!("{}/keys/{}/rotationpolicy", ctx.base_url, key.name));
+                    return Ok(stored);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(ApiError::conflict(
+            "Too many concurrent changes to this key; retry.",
+        ))
+    }
+
+    /// Rotates every key whose policy's `Rotate` trigger is due. Returns how many were rotated.
+    pub async fn rotate_due(&self) -> Result<usize> {
+        let now = self.clock.now();
+        let mut rotated = 0;
+        for vault in self.vaults() {
+            let ctx = RequestContext {
+                base_url: String::new(),
+                principal_id: "keyshift-rotation".into(),
+            };
+            let prefix = format!("{}/", vault.id);
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .store
+                    .list(ns::KEY, &prefix, after.as_deref(), 100)
+                    .await
+                    .map_err(store_error)?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.key.clone());
+                for r in page {
+                    let key: KeyRecord = from_json(&r.value)?;
+                    let Some(trigger) = key.rotation_policy.as_ref().and_then(rotate_trigger)
+                    else {
+                        continue;
+                    };
+                    let Some((latest, _)) =
+                        self.load_version(&vault, &key.name, &key.latest).await?
+                    else {
+                        continue;
+                    };
+                    let due = match trigger {
+                        Trigger::AfterCreate(s) => latest.created + s <= now,
+                        Trigger::BeforeExpiry(s) => latest.exp.is_some_and(|exp| exp - s <= now),
+                    };
+                    if due {
+                        self.rotate_key(&ctx, &vault, &key.name).await?;
+                        tracing::info!(vault = %vault.name, key = %key.name, "rotated by policy");
+                        rotated += 1;
+                    }
+                }
+            }
+        }
+        Ok(rotated)
+    }
+
+    /// encrypt, decrypt, wrapkey, unwrapkey.
+    pub async fn key_operation(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+        op: KeyOperation,
+        p: KeyOperationsParameters,
+    ) -> Result<KeyOperationResult> {
+        let (key_name, entry) = self.usable(vault, name, version).await?;
+        let checks_window = matches!(op, KeyOperation::Encrypt | KeyOperation::WrapKey);
+        self.check_usable(&entry.record, op.key_op(), checks_window)?;
+        let alg = EncryptionAlgorithm::from_name(&p.alg).ok_or_else(|| {
+            ApiError::bad_parameter(format!(
+                "The algorithm '{}' is not supported.",
+                printable(&p.alg)
+            ))
+        })?;
+        let kid = format!("{}/keys/{key_name}/{}", ctx.base_url, entry.record.version);
+        let material = &entry.material;
+        let result = match op {
+            KeyOperation::Encrypt => {
+                let out = material
+                    .encrypt(alg, &p.value, p.iv.as_deref(), p.aad.as_deref())
+                    .map_err(crypto_error)?;
+                KeyOperationResult {
+                    kid,
+                    alg: Some(alg.name().into()),
+                    value: out.ciphertext,
+                    iv: out.iv,
+                    tag: out.tag,
+                    aad: p.aad,
+                }
+            }
+            KeyOperation::Decrypt => {
+                let plain = material
+                    .decrypt(
+                        alg,
+                        &p.value,
+                        p.iv.as_deref(),
+                        p.aad.as_deref(),
+                        p.tag.as_deref(),
+                    )
+                    .map_err(crypto_error)?;
+                KeyOperationResult {
+                    kid,
+                    alg: Some(alg.name().into()),
+                    value: plain.to_vec(),
+                    iv: None,
+                    tag: None,
+                    aad: None,
+                }
+            }
+            KeyOperation::WrapKey => {
+                let wrapped = material.wrap_key(alg, &p.value).map_err(crypto_error)?;
+                KeyOperationResult {
+                    kid,
+                    alg: Some(alg.name().into()),
+                    value: wrapped,
+                    iv: None,
+                    tag: None,
+                    aad: None,
+                }
+            }
+            KeyOperation::UnwrapKey => {
+                let plain = material.unwrap_key(alg, &p.value).map_err(crypto_error)?;
+                KeyOperationResult {
+                    kid,
+                    alg: Some(alg.name().into()),
+                    value: plain.to_vec(),
+                    iv: None,
+                    tag: None,
+                    aad: None,
+                }
+            }
+        };
+        Ok(result)
+    }
+
+    /// `POST /keys/{name}/{version}/sign`
+    pub async fn sign(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+        p: KeySignParameters,
+    ) -> Result<KeyOperationResult> {
+        let (key_name, entry) = self.usable(vault, name, version).await?;
+        self.check_usable(&entry.record, "sign", true)?;
+        let alg = SignatureAlgorithm::from_name(&p.alg).ok_or_else(|| {
+            ApiError::bad_parameter(format!(
+                "The algorithm '{}' is not supported.",
+                printable(&p.alg)
+            ))
+        })?;
+        let signature = entry.material.sign(alg, &p.value).map_err(crypto_error)?;
+        Ok(KeyOperationResult {
+            kid: format!("{}/keys/{key_name}/{}", ctx.base_url, entry.record.version),
+            alg: Some(alg.name().into()),
+            value: signature,
+            iv: None,
+            tag: None,
+            aad: None,
+        })
+    }
+
+    /// `POST /keys/{name}/{version}/verify`
+    pub async fn verify(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+        p: KeyVerifyParameters,
+    ) -> Result<KeyVerifyResult> {
+        let (_, entry) = self.usable(vault, name, version).await?;
+        self.check_usable(&entry.record, "verify", false)?;
+        let alg = SignatureAlgorithm::from_name(&p.alg).ok_or_else(|| {
+            ApiError::bad_parameter(format!(
+                "The algorithm '{}' is not supported.",
+                printable(&p.alg)
+            ))
+        })?;
+        let ok = entry
+            .material
+            .verify(alg, &p.digest, &p.value)
+            .map_err(crypto_error)?;
+        Ok(KeyVerifyResult { value: ok })
+    }
+
+    fn check_usable(&self, record: &VersionRecord, op: &str, check_window: bool) -> Result<()> {
+        if !record.enabled {
+            return Err(ApiError::forbidden(format!(
+                "Operation {op} is not allowed on a disabled key."
+            ))
+            .with_inner("KeyDisabled"));
+        }
+        if check_window {
+            let now = self.clock.now();
+            if record.nbf.is_some_and(|nbf| now < nbf) {
+                return Err(ApiError::forbidden(format!(
+                    "Operation {op} is not allowed before the key's 'nbf' time."
+                ))
+                .with_inner("KeyNotYetValid"));
+            }
+            if record.exp.is_some_and(|exp| now >= exp) {
+                return Err(ApiError::forbidden(format!(
+                    "Operation {op} is not allowed on an expired key."
+                ))
+                .with_inner("KeyExpired"));
+            }
+        }
+        if !record.key_ops.iter().any(|o| o == op) {
+            return Err(ApiError::forbidden(format!(
+                "Operation {op} is not permitted on this key."
+            ))
+            .with_inner("KeyOperationForbidden"));
+        }
+        Ok(())
+    }
+}
+
+/// `POST /rng`
+pub fn random_bytes(count: i64) -> Result<RandomBytes> {
+    if !(1..=128).contains(&count) {
+        return Err(ApiError::bad_parameter(
+            "GetRandomBytesRequest: count cannot be greater than 128 or less than 1",
+        ));
+    }
+    let value = keyshift_crypto::random_bytes(count as usize).map_err(|_| ApiError::internal())?;
+    Ok(RandomBytes { value })
+}
+
+fn jwk_private_zeroized(mut jwk: JsonWebKey) -> JsonWebKey {
+    for field in [
+        &mut jwk.d,
+        &mut jwk.p,
+        &mut jwk.q,
+        &mut jwk.dp,
+        &mut jwk.dq,
+        &mut jwk.qi,
+        &mut jwk.k,
+    ] {
+        if let Some(v) = field.as_mut() {
+            zeroize::Zeroize::zeroize(v);
+        }
+    }
+    jwk
+}
+
+fn deleted_but_recoverable(name: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "Key {} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged.",
+        printable(name)
+    ))
+    .with_inner("ObjectIsDeletedButRecoverable")
+}
+
+fn deleted_not_found(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::KeyNotFound,
+        format!(
+            "Deleted key {} was not found in this key vault.",
+            printable(name)
+        ),
+    )
+}
+
+fn notify_action(before_expiry: &str) -> LifetimeAction {
+    LifetimeAction {
+        trigger: Some(LifetimeTrigger {
+            time_after_create: None,
+            time_before_expiry: Some(before_expiry.into()),
+        }),
+        action: Some(LifetimeActionType {
+            kind: Some("Notify".into()),
+        }),
+    }
+}
+
+enum Trigger {
+    AfterCreate(i64),
+    BeforeExpiry(i64),
+}
+
+fn rotate_trigger(policy: &KeyRotationPolicy) -> Option<Trigger> {
+    let action = policy.lifetime_actions.as_ref()?.iter().find(|a| {
+        a.action
+            .as_ref()
+            .and_then(|t| t.kind.as_deref())
+            .is_some_and(|k| k.eq_ignore_ascii_case("rotate"))
+    })?;
+    let trigger = action.trigger.as_ref()?;
+    if let Some(s) = trigger.time_after_create.as_deref().and_then(parse_seconds) {
+        return Some(Trigger::AfterCreate(s));
+    }
+    trigger
+        .time_before_expiry
+        .as_deref()
+        .and_then(parse_seconds)
+        .map(Trigger::BeforeExpiry)
+}
+
+fn validate_rotation_policy(policy: &mut KeyRotationPolicy, kind: VaultKind) -> Result<()> {
+    let min_days = if kind == VaultKind::ManagedHsm { 28 } else { 7 };
+    let expiry = match policy
+        .attributes
+        .as_ref()
+        .and_then(|a| a.expiry_time.as_deref())
+    {
+        Some(text) => {
+            let s = parse_seconds(text).ok_or_else(|| {
+                ApiError::bad_parameter(format!(
+                    "expiryTime '{}' is not an ISO 8601 duration.",
+                    printable(text)
+                ))
+            })?;
+            if s < 28 * 86_400 {
+                return Err(ApiError::bad_parameter(
+                    "expiryTime must be at least 28 days.",
+                ));
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let mut seen_rotate = false;
+    let mut seen_notify = false;
+    let actions = policy.lifetime_actions.get_or_insert_with(Vec::new);
+    for action in actions.iter_mut() {
+        let kind_name = action
+            .action
+            .as_ref()
+            .and_then(|a| a.kind.clone())
+            .ok_or_else(|| ApiError::bad_parameter("Each lifetime action needs an action type."))?;
+        let is_rotate = kind_name.eq_ignore_ascii_case("rotate");
+        let is_notify = kind_name.eq_ignore_ascii_case("notify");
+        if !is_rotate && !is_notify {
+            return Err(ApiError::bad_parameter(format!(
+                "Action type '{}' is not valid: use Rotate or Notify.",
+                printable(&kind_name)
+            )));
+        }
+        if (is_rotate && seen_rotate) || (is_notify && seen_notify) {
+            return Err(ApiError::bad_parameter(
+                "A policy may hold at most one action of each type.",
+            ));
+        }
+        seen_rotate |= is_rotate;
+        seen_notify |= is_notify;
+        if let Some(a) = action.action.as_mut() {
+            a.kind = Some(if is_rotate {
+                "Rotate".into()
+            } else {
+                "Notify".into()
+            });
+        }
+        let trigger = action
+            .trigger
+            .as_ref()
+            .ok_or_else(|| ApiError::bad_parameter("Each lifetime action needs a trigger."))?;
+        match (&trigger.time_after_create, &trigger.time_before_expiry) {
+            (Some(t), None) => {
+                if is_notify {
+                    return Err(ApiError::bad_parameter(
+                        "A Notify action takes timeBeforeExpiry only.",
+                    ));
+                }
+                let s = parse_seconds(t).ok_or_else(|| {
+                    ApiError::bad_parameter(format!(
+                        "'{}' is not an ISO 8601 duration.",
+                        printable(t)
+                    ))
+                })?;
+                if s < min_days * 86_400 {
+                    return Err(ApiError::bad_parameter(format!(
+                        "timeAfterCreate must be at least {min_days} days."
+                    )));
+                }
+            }
+            (None, Some(t)) => {
+                let s = parse_seconds(t).ok_or_else(|| {
+                    ApiError::bad_parameter(format!(
+                        "'{}' is not an ISO 8601 duration.",
+                        printable(t)
+                    ))
+                })?;
+                if s < 7 * 86_400 {
+                    return Err(ApiError::bad_parameter(
+                        "timeBeforeExpiry must be at least 7 days.",
+                    ));
+                }
+                match expiry {
+                    None if is_rotate => {
+                        return Err(ApiError::bad_parameter(
+                            "timeBeforeExpiry needs the policy's expiryTime.",
+                        ));
+                    }
+                    Some(e) if s > e - min_days * 86_400 => {
+                        return Err(ApiError::bad_parameter(
+                            "timeBeforeExpiry must leave room before expiryTime.",
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            _ => {
+                return Err(ApiError::bad_parameter(
+                    "Each trigger takes exactly one of timeAfterCreate and timeBeforeExpiry.",
+                ))
+            }
+        }
+    }
+    if !seen_notify && kind == VaultKind::Vault {
+        actions.push(notify_action("P30D"));
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! What the vault writes to the store. Values are JSON; key material inside them is sealed.
+
+use keyshift_api::keys::{JsonWebKey, KeyReleasePolicy, KeyRotationPolicy, Tags};
+use serde::{Deserialize, Serialize};
+
+/// Store namespaces.
+pub mod ns {
+    /// Deployment-wide settings and secrets (sealed).
+    pub const META: &str = "meta";
+    /// Security domains: id -> wrapped key.
+    pub const SECURITY_DOMAIN: &str = "security_domain";
+    /// Vaults by lowercase name.
+    pub const VAULT: &str = "vault";
+    /// Live keys: `{vault_id}/{name_lower}`.
+    pub const KEY: &str = "key";
+    /// Soft-deleted keys: `{vault_id}/{name_lower}`.
+    pub const DELETED_KEY: &str = "deleted_key";
+    /// Key versions: `{vault_id}/{name_lower}/{version}`.
+    pub const KEY_VERSION: &str = "key_version";
+    /// Principals by client id.
+    pub const PRINCIPAL: &str = "principal";
+}
+
+/// Kind of vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VaultKind {
+    /// A key vault: software and HSM key types.
+    Vault,
+    /// A managed HSM: HSM key types only.
+    ManagedHsm,
+}
+
+/// Deployment-wide record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// Tenant id of this deployment's token issuer.
+    pub tenant_id: String,
+    /// The default security domain.
+    pub default_security_domain: String,
+    /// Token signing key (PKCS#8), sealed under the root key.
+    #[serde(with = "keyshift_api::b64::bytes")]
+    pub token_signing_key: Vec<u8>,
+    /// When the deployment was initialised.
+    pub created: i64,
+}
+
+/// A security domain: the key that seals every key version of its vaults and every backup blob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecurityDomainRecord {
+    /// Id (32 hex).
+    pub id: String,
+    /// The domain key, sealed under the root key.
+    #[serde(with = "keyshift_api::b64::bytes")]
+    pub sealed_key: Vec<u8>,
+    /// Created.
+    pub created: i64,
+}
+
+/// A vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultRecord {
+    /// Stable id (32 hex), used in store keys and sealing AAD.
+    pub id: String,
+    /// Name as given (DNS label).
+    pub name: String,
+    /// Kind.
+    pub kind: VaultKind,
+    /// Security domain id.
+    pub security_domain: String,
+    /// Soft-delete retention, 7 to 90 days, fixed at creation.
+    pub retention_days: u32,
+    /// Purge protection: can be switched on, never off.
+    pub purge_protection: bool,
+    /// A port of its own, for clients that cannot resolve `<name>.localhost`.
+    pub port: Option<u16>,
+    /// Whether this is the default vault (served on the main listener without a host name).
+    pub default: bool,
+    /// Created.
+    pub created: i64,
+}
+
+/// Rotation policy as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredRotationPolicy {
+    /// The policy as the client sees it (without `id`).
+    pub policy: KeyRotationPolicy,
+}
+
+/// Soft-delete state.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Deletion {
+    /// When it was deleted.
+    pub deleted_date: i64,
+    /// When it will be purged.
+    pub scheduled_purge_date: i64,
+}
+
+/// A key (all versions share it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Name with the casing it was created with.
+    pub name: String,
+    /// The current version.
+    pub latest: String,
+    /// How many versions exist.
+    pub version_count: u32,
+    /// Created.
+    pub created: i64,
+    /// Rotation policy, if one was set.
+    #[serde(default)]
+    pub rotation_policy: Option<KeyRotationPolicy>,
+    /// Present while soft-deleted.
+    #[serde(default)]
+    pub deleted: Option<Deletion>,
+}
+
+/// A key version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Version id (32 lowercase hex).
+    pub version: String,
+    /// `RSA`, `RSA-HSM`, `EC`, `EC-HSM`, `oct`, `oct-HSM`.
+    pub kty: String,
+    /// Permitted operations, canonical spelling.
+    pub key_ops: Vec<String>,
+    /// Public members (n, e, crv, x, y).
+    pub public: JsonWebKey,
+    /// Size in bits (RSA, oct) or curve size.
+    pub size_bits: u32,
+    /// Enabled.
+    pub enabled: bool,
+    /// Not before.
+    pub nbf: Option<i64>,
+    /// Expiry.
+    pub exp: Option<i64>,
+    /// Exportable.
+    #[serde(default)]
+    pub exportable: Option<bool>,
+    /// Created.
+    pub created: i64,
+    /// Updated.
+    pub updated: i64,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Option<Tags>,
+    /// Release policy.
+    #[serde(default)]
+    pub release_policy: Option<KeyReleasePolicy>,
+    /// Private material sealed under the security-domain key, AAD = vault id, key name, version.
+    #[serde(with = "keyshift_api::b64::bytes")]
+    pub sealed: Vec<u8>,
+}
+
+/// A service principal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrincipalRecord {
+    /// Object id (the principal id roles are assigned to).
+    pub id: String,
+    /// Client (application) id.
+    pub client_id: String,
+    /// Display name.
+    pub display_name: String,
+    /// Argon2id PHC strings of its client secrets.
+    pub secret_hashes: Vec<String>,
+    /// Disabled principals get no tokens and their tokens stop working.
+    pub enabled: bool,
+    /// Created.
+    pub created: i64,
+}
