@@ -14,7 +14,7 @@ use aws_lc_rs::cipher::{
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::iv::FixedLength;
 use aws_lc_rs::key_wrap::{self, AesKek, KeyWrap, KeyWrapPadded};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{invalid_input, invalid_key, CryptoError, Result};
 
@@ -62,15 +62,38 @@ pub(crate) fn gcm_seal(
         return Err(invalid_input("plaintext too long for AES-GCM"));
     }
     let key = gcm_key(key)?;
-    let mut in_out = plaintext.to_vec();
-    let tag = key
-        .seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key(*nonce),
-            Aad::from(aad),
-            &mut in_out,
-        )
-        .map_err(|_| CryptoError::Internal)?;
-    Ok((in_out, tag.as_ref().to_vec()))
+    let mut tag = Vec::new();
+    let ciphertext = encrypt_in_place(plaintext, 0, |in_out| {
+        let t = key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                in_out,
+            )
+            .map_err(|_| CryptoError::Internal)?;
+        tag = t.as_ref().to_vec();
+        Ok(())
+    })?;
+    Ok((ciphertext, tag))
+}
+
+/// Copies `plaintext` into a buffer with `extra` spare capacity (so padding
+/// never reallocates and leaves a stray plaintext copy behind), runs `encrypt`
+/// on it, and wipes the buffer if encryption fails.
+fn encrypt_in_place(
+    plaintext: &[u8],
+    extra: usize,
+    encrypt: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(plaintext.len() + extra);
+    buf.extend_from_slice(plaintext);
+    match encrypt(&mut buf) {
+        Ok(()) => Ok(buf),
+        Err(err) => {
+            buf.zeroize();
+            Err(err)
+        }
+    }
 }
 
 /// AES-GCM decryption; `nonce` must be 12 bytes and `tag` 16 bytes.
@@ -107,24 +130,24 @@ fn unbound_cipher_key(key: &[u8]) -> Result<UnboundCipherKey> {
 /// AES-CBC encryption; with `pad` false the input must be a whole number of blocks.
 pub(crate) fn cbc_encrypt(key: &[u8], iv: &[u8], plaintext: &[u8], pad: bool) -> Result<Vec<u8>> {
     let context = EncryptionContext::Iv128(cbc_iv(iv)?);
-    let unbound = unbound_cipher_key(key)?;
-    let mut in_out = plaintext.to_vec();
-    if pad {
-        let key =
-            PaddedBlockEncryptingKey::cbc_pkcs7(unbound).map_err(|_| CryptoError::Internal)?;
-        key.less_safe_encrypt(&mut in_out, context)
-            .map_err(|_| CryptoError::Internal)?;
-    } else {
-        if !plaintext.len().is_multiple_of(BLOCK) {
-            return Err(invalid_input(
-                "AES-CBC without padding needs a multiple of 16 bytes",
-            ));
-        }
-        let key = EncryptingKey::cbc(unbound).map_err(|_| CryptoError::Internal)?;
-        key.less_safe_encrypt(&mut in_out, context)
-            .map_err(|_| CryptoError::Internal)?;
+    if !pad && !plaintext.len().is_multiple_of(BLOCK) {
+        return Err(invalid_input(
+            "AES-CBC without padding needs a multiple of 16 bytes",
+        ));
     }
-    Ok(in_out)
+    let unbound = unbound_cipher_key(key)?;
+    encrypt_in_place(plaintext, BLOCK, |in_out| {
+        if pad {
+            let key =
+                PaddedBlockEncryptingKey::cbc_pkcs7(unbound).map_err(|_| CryptoError::Internal)?;
+            key.less_safe_encrypt(in_out, context)
+        } else {
+            let key = EncryptingKey::cbc(unbound).map_err(|_| CryptoError::Internal)?;
+            key.less_safe_encrypt(in_out, context)
+        }
+        .map(|_| ())
+        .map_err(|_| CryptoError::Internal)
+    })
 }
 
 /// AES-CBC decryption; bad PKCS#7 padding is `DecryptionFailed`.

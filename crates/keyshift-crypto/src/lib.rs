@@ -10,6 +10,8 @@
 //! when it frees it) and never appear in `Debug` output or error messages.
 //! Every bad input is an `Err`, never a panic.
 
+#![warn(missing_docs)]
+
 mod aes;
 mod algorithm;
 pub mod digest;

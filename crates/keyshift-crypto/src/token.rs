@@ -14,6 +14,8 @@ const SIGNATURE_LEN: usize = 64;
 /// A P-256 key that signs access tokens with ES256. `Debug` is redacted.
 pub struct TokenSigningKey {
     pair: EcdsaKeyPair,
+    /// PKCS#8 form, kept so that [`TokenSigningKey::to_bytes`] cannot fail.
+    pkcs8: Zeroizing<Vec<u8>>,
 }
 
 impl fmt::Debug for TokenSigningKey {
@@ -27,23 +29,24 @@ impl TokenSigningKey {
     pub fn generate() -> Result<Self> {
         let pair = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
             .map_err(|_| CryptoError::Internal)?;
-        Ok(Self { pair })
+        let doc = pair.to_pkcs8v1().map_err(|_| CryptoError::Internal)?;
+        let pkcs8 = Zeroizing::new(doc.as_ref().to_vec());
+        Ok(Self { pair, pkcs8 })
     }
 
     /// A key from its PKCS#8 encoding (as written by [`TokenSigningKey::to_bytes`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let pair = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, bytes)
             .map_err(|_| invalid_key("not a P-256 PKCS#8 private key"))?;
-        Ok(Self { pair })
+        Ok(Self {
+            pair,
+            pkcs8: Zeroizing::new(bytes.to_vec()),
+        })
     }
 
     /// The PKCS#8 encoding of the key.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        match self.pair.to_pkcs8v1() {
-            Ok(doc) => Zeroizing::new(doc.as_ref().to_vec()),
-            // aws-lc fails to marshal a key it holds only on allocation failure.
-            Err(_) => Zeroizing::new(Vec::new()),
-        }
+        self.pkcs8.clone()
     }
 
     /// Signs `message` (hashed with SHA-256 here); returns raw `r || s`, 64 bytes.

@@ -1,1 +1,206 @@
-//! stub
+//! A real Keyshift for tests: `keyshift serve` started in-process on an ephemeral port, with its
+//! own data directory (a real SQLite file, a real root key file, a real local CA and TLS
+//! listener), and an HTTPS client that trusts that CA and holds an administrator token.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: failing loudly is the point
+
+use keyshift_cli::config::Settings;
+use keyshift_cli::datadir::AdminCredentials;
+use keyshift_cli::serve::Started;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A running test server.
+#[derive(Debug)]
+pub struct TestServer {
+    /// The started server and data directory.
+    pub started: Started,
+    /// Administrator credentials.
+    pub admin: AdminCredentials,
+    /// HTTPS client trusting the local CA, resolving `*.localhost` to the server.
+    pub http: reqwest::Client,
+    /// The data directory (kept alive by `_dir` when the kit created it).
+    pub data_dir: PathBuf,
+    token: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Settings for a test server on an ephemeral port.
+pub fn settings(data_dir: &Path) -> Settings {
+    Settings {
+        data_dir: data_dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
+        vault_domain: "localhost".into(),
+        token_audience: "https://vault.azure.net".into(),
+        token_lifetime_seconds: 3600,
+        extra_hosts: vec![],
+        root_key_file: data_dir.join("root.key"),
+        default_retention_days: 90,
+        default_vault_name: "default".into(),
+        maintenance_interval_seconds: 3600,
+        log: "warn".into(),
+    }
+}
+
+/// A rustls client configuration trusting `ca_pem` only.
+pub fn client_tls(ca_pem: &str) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    let der = rustls::pki_types::pem::PemObject::from_pem_slice(ca_pem.as_bytes()).unwrap();
+    roots.add(der).unwrap();
+    rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth()
+}
+
+/// An HTTPS client trusting `ca_pem`, with `hosts` resolved to `addr`.
+pub fn https_client(ca_pem: &str, addr: SocketAddr, hosts: &[&str]) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_preconfigured_tls(client_tls(ca_pem))
+        .timeout(Duration::from_secs(60))
+        .resolve("localhost", addr);
+    for h in hosts {
+        builder = builder.resolve(h, addr);
+    }
+    builder.build().unwrap()
+}
+
+impl TestServer {
+    /// Starts a server in a new temporary data directory.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let mut s = Self::start_in(&path).await;
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a server on `data_dir` (created if needed). The administrator credentials are read
+    /// from `<data_dir>/admin.json`, so a restart on the same directory works.
+    pub async fn start_in(data_dir: &Path) -> Self {
+        Self::start_with(settings(data_dir)).await
+    }
+
+    /// Starts a server with explicit settings.
+    pub async fn start_with(settings: Settings) -> Self {
+        let started = keyshift_cli::serve::start(&settings)
+            .await
+            .expect("server starts");
+        let admin: AdminCredentials = match &started.admin {
+            Some(a) => a.clone(),
+            None => serde_json::from_slice(
+                &std::fs::read(settings.data_dir.join("admin.json")).unwrap(),
+            )
+            .unwrap(),
+        };
+        let http = https_client(
+            &started.data_dir.ca.cert_pem,
+            started.server.local_addr,
+            &[],
+        );
+        let mut server = TestServer {
+            started,
+            admin,
+            http,
+            data_dir: settings.data_dir.clone(),
+            token: String::new(),
+            _dir: None,
+        };
+        server.token = server.fetch_token().await;
+        server
+    }
+
+    /// The main listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.started.server.local_addr
+    }
+
+    /// `https://localhost:<port>`: the default vault.
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr().port())
+    }
+
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.started.data_dir.ca.cert_pem
+    }
+
+    /// The deployment behind the server.
+    pub fn deployment(&self) -> &Arc<keyshift_vault::Deployment> {
+        &self.started.data_dir.deployment
+    }
+
+    /// An administrator access token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Gets a token with the administrator's client secret.
+    pub async fn fetch_token(&self) -> String {
+        let response = self
+            .http
+            .post(&self.admin.token_url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", self.admin.client_id.as_str()),
+                ("client_secret", self.admin.client_secret.as_str()),
+                ("scope", "https://vault.azure.net/.default"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "token endpoint");
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends a request to the default vault with the administrator token; `path` includes the query.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_at(&self.url(), method, path, body).await
+    }
+
+    /// Sends a request to `base` with the administrator token.
+    pub async fn call_at(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        (status, value)
+    }
+}
+
+/// Appends `api-version=2025-07-01` to a path.
+pub fn v(path: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}api-version=2025-07-01")
+}

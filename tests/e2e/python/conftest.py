@@ -1,0 +1,289 @@
+"""Fixtures for the Keyshift end-to-end suite driven by the official azure-keyvault-keys SDK.
+
+The harness (tests/e2e/harness.sh) starts a server and exports:
+  KEYSHIFT_E2E_ADMIN         path of the data dir's admin.json (vault_url, ca_cert, token_url, client id/secret)
+  KEYSHIFT_E2E_KV2_URL       https://localhost:<p2>, the second vault on a port of its own
+  KEYSHIFT_E2E_KV2_HOST_URL  https://kv2.localhost:<port>, the second vault by host name
+  KEYSHIFT_E2E_REQUIRE_HOSTS if set, the host-name test fails instead of skipping when kv2.localhost does not resolve
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import pytest
+import requests
+from azure.core.credentials import AccessToken
+from azure.keyvault.keys import JsonWebKey, KeyClient
+from azure.keyvault.keys.crypto import CryptographyClient
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+# --------------------------------------------------------------------------------------------------------------------
+# helpers (imported by the test modules)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def int_from_bytes(b: bytes) -> int:
+    return int.from_bytes(b, "big")
+
+
+def int_to_bytes(i: int, length: Optional[int] = None) -> bytes:
+    if length is None:
+        length = max(1, (i.bit_length() + 7) // 8)
+    return i.to_bytes(length, "big")
+
+
+CURVES = {
+    "P-256": (ec.SECP256R1, 32),
+    "P-384": (ec.SECP384R1, 48),
+    "P-521": (ec.SECP521R1, 66),
+    "P-256K": (ec.SECP256K1, 32),
+}
+
+
+def public_key_from_jwk(jwk: JsonWebKey):
+    """A `cryptography` public key built from the public JWK the server returned."""
+    if jwk.kty in ("RSA", "RSA-HSM"):
+        assert jwk.n and jwk.e, "RSA JWK without n/e"
+        assert jwk.n[0] != 0, "JWK n has a leading zero byte (RFC 7518 forbids it)"
+        return rsa.RSAPublicNumbers(int_from_bytes(jwk.e), int_from_bytes(jwk.n)).public_key()
+    if jwk.kty in ("EC", "EC-HSM"):
+        curve_cls, size = CURVES[jwk.crv]
+        assert len(jwk.x) == size and len(jwk.y) == size, f"EC x/y not {size} bytes wide"
+        return ec.EllipticCurvePublicNumbers(int_from_bytes(jwk.x), int_from_bytes(jwk.y), curve_cls()).public_key()
+    raise AssertionError(f"no public key for kty {jwk.kty}")
+
+
+def assert_no_private_material(jwk: JsonWebKey) -> None:
+    for attr in ("d", "p", "q", "dp", "dq", "qi", "k"):
+        assert getattr(jwk, attr, None) in (None, b""), f"server returned private JWK member {attr}"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def error_code(exc) -> Optional[str]:
+    """The `error.code` of a KeyVaultError envelope carried by an azure-core HttpResponseError."""
+    try:
+        return exc.response.json()["error"]["code"]
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def describe(exc) -> str:
+    resp = getattr(exc, "response", None)
+    if resp is None:
+        return repr(exc)
+    req = resp.request
+    return f"{req.method} {req.url} -> {resp.status_code} {resp.text()}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# credential
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class KeyshiftCredential:
+    """A minimal azure-core TokenCredential: client credentials against Keyshift's token endpoint."""
+
+    def __init__(self, admin: Dict[str, Any]):
+        self._admin = admin
+        self._lock = threading.Lock()
+        self._cache: Dict[str, AccessToken] = {}
+        self.requests: List[Dict[str, Any]] = []  # what the SDK asked for (scopes, tenant_id, ...)
+
+    def get_token(self, *scopes: str, claims: Optional[str] = None, tenant_id: Optional[str] = None,
+                  enable_cae: bool = False, **kwargs: Any) -> AccessToken:
+        scope = " ".join(scopes)
+        self.requests.append({"scopes": scopes, "tenant_id": tenant_id, "claims": claims, "enable_cae": enable_cae})
+        with self._lock:
+            cached = self._cache.get(scope)
+            if cached and cached.expires_on - 60 > time.time():
+                return cached
+            resp = requests.post(
+                self._admin["token_url"],
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": self._admin["client_id"],
+                    "client_secret": self._admin["client_secret"],
+                    "scope": scope,
+                },
+                verify=self._admin["ca_cert"],
+                timeout=30,
+            )
+            assert resp.status_code == 200, f"token request failed: {resp.status_code} {resp.text}"
+            body = resp.json()
+            assert body.get("token_type", "").lower() == "bearer", body
+            token = AccessToken(body["access_token"], int(time.time()) + int(body["expires_in"]))
+            self._cache[scope] = token
+            return token
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# wire log: every request/response the SDK pipeline sends, via azure-core's raw_response_hook
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    method: str
+    url: str
+    status: int
+    request_body: bytes
+    response_text: str
+
+
+@dataclass
+class WireLog:
+    exchanges: List[Exchange] = field(default_factory=list)
+
+    def __call__(self, pipeline_response) -> None:
+        req = pipeline_response.http_request
+        resp = pipeline_response.http_response
+        body = req.body if isinstance(req.body, (bytes, bytearray)) else (req.body or b"")
+        if isinstance(body, str):
+            body = body.encode()
+        try:
+            text = resp.text()
+        except Exception:  # noqa: BLE001
+            text = "<unreadable>"
+        self.exchanges.append(Exchange(req.method, req.url, resp.status_code, bytes(body), text))
+
+    def clear(self) -> None:
+        self.exchanges.clear()
+
+    def authorized(self) -> List[Exchange]:
+        """Exchanges other than the bodiless 401 challenge round-trips."""
+        return [e for e in self.exchanges if e.status != 401]
+
+    def find(self, method: str, path_suffix: str) -> List[Exchange]:
+        out = []
+        for e in self.authorized():
+            path = e.url.split("?", 1)[0]
+            if e.method == method and path.endswith(path_suffix):
+                out.append(e)
+        return out
+
+    def assert_called(self, method: str, path_suffix: str) -> Exchange:
+        found = self.find(method, path_suffix)
+        assert found, f"expected a {method} ...{path_suffix} request; saw " + "; ".join(
+            f"{e.method} {e.url} {e.status}" for e in self.exchanges
+        )
+        return found[-1]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise pytest.UsageError(f"{name} is not set: run the suite through tests/e2e/harness.sh")
+    return value
+
+
+@pytest.fixture(scope="session")
+def admin() -> Dict[str, Any]:
+    with open(_env("KEYSHIFT_E2E_ADMIN")) as f:
+        data = json.load(f)
+    for k in ("tenant_id", "client_id", "client_secret", "vault_url", "ca_cert", "token_url"):
+        assert data.get(k), f"admin.json lacks {k}"
+    return data
+
+
+@pytest.fixture(scope="session")
+def credential(admin) -> KeyshiftCredential:
+    return KeyshiftCredential(admin)
+
+
+@pytest.fixture(scope="session")
+def vault_url(admin) -> str:
+    return admin["vault_url"]
+
+
+@pytest.fixture(scope="session")
+def ca_cert(admin) -> str:
+    return admin["ca_cert"]
+
+
+@pytest.fixture
+def wire() -> WireLog:
+    return WireLog()
+
+
+@pytest.fixture
+def client_kwargs(ca_cert, wire) -> Dict[str, Any]:
+    """Keyword arguments for every SDK client aimed at https://localhost:<port> (challenge check off)."""
+    return {"connection_verify": ca_cert, "verify_challenge_resource": False, "raw_response_hook": wire}
+
+
+@pytest.fixture
+def key_client(vault_url, credential, client_kwargs) -> KeyClient:
+    return KeyClient(vault_url, credential, **client_kwargs)
+
+
+@pytest.fixture
+def crypto_client(credential, client_kwargs):
+    """CryptographyClient factory: `crypto_client(key_or_id, remote_only=False)`."""
+
+    def make(key, remote_only: bool = False) -> CryptographyClient:
+        client = CryptographyClient(key, credential, **client_kwargs)
+        if remote_only:
+            force_remote(client)
+        return client
+
+    return make
+
+
+def force_remote(client: CryptographyClient) -> CryptographyClient:
+    """Make a CryptographyClient send every operation to the server.
+
+    azure-keyvault-keys 4.11.3 (crypto/_client.py `_initialize`) downloads the key and then encrypts, wraps and
+    verifies locally with the public key (RSA, EC) -- and, for oct keys, whose `k` the server rightly never returns,
+    it even builds a local SymmetricKey with *random* bytes for AES-KW and AES-CBCPAD. A client built from a key id
+    string that is flagged as 'forbidden to get the key' (what the SDK itself does after a 403 on keys/get) keeps its
+    NoLocalCryptography provider, so every call goes over the wire.
+    """
+    assert client._key is None, "force_remote needs a client built from a key id string"  # pylint:disable=protected-access
+    client._keys_get_forbidden = True  # pylint:disable=protected-access
+    return client
+
+
+@pytest.fixture(scope="session")
+def session_key_client(vault_url, credential, ca_cert) -> KeyClient:
+    return KeyClient(vault_url, credential, connection_verify=ca_cert, verify_challenge_resource=False)
+
+
+@pytest.fixture(scope="session")
+def rsa2048(session_key_client):
+    """One shared RSA 2048 key (all six ops) for the many algorithm tests."""
+    return session_key_client.create_rsa_key(unique("shared-rsa"), size=2048)
+
+
+@pytest.fixture(scope="session")
+def ec_keys(session_key_client):
+    return {crv: session_key_client.create_ec_key(unique("shared-ec"), curve=crv) for crv in CURVES}
+
+
+@pytest.fixture(scope="session")
+def oct_keys(session_key_client):
+    return {size: session_key_client.create_oct_key(unique("shared-oct"), size=size, hardware_protected=True)
+            for size in (128, 192, 256)}
