@@ -147,7 +147,11 @@ impl TestServer {
     pub async fn fetch_token(&self) -> String {
         let response = self
             .http
-            .post(&self.admin.token_url)
+            .post(format!(
+                "{}/{}/oauth2/v2.0/token",
+                self.url(),
+                self.admin.tenant_id
+            ))
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("client_id", self.admin.client_id.as_str()),
