@@ -6,6 +6,7 @@
 //! every backend can be proved equivalent by one [`conformance`] suite.
 
 pub mod conformance;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use async_trait::async_trait;
