@@ -488,7 +488,19 @@ impl Deployment {
         name: &str,
         version: Option<&str>,
     ) -> Result<(KeyRecord, VersionRecord, i64)> {
-        let (key, _) = self.require_key(vault, name).await?;
+        let (key, record, revision, _) =
+            self.resolve_with_key_revision(vault, name, version).await?;
+        Ok((key, record, revision))
+    }
+
+    /// Like `resolve`, with the key record's revision too.
+    async fn resolve_with_key_revision(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(KeyRecord, VersionRecord, i64, i64)> {
+        let (key, key_revision) = self.require_key(vault, name).await?;
         let version = match version {
             Some(v) if !v.is_empty() => v.to_owned(),
             _ => key.latest.clone(),
@@ -499,7 +511,7 @@ impl Deployment {
             .ok_or_else(|| {
                 ApiError::key_not_found(&format!("{}/{}", key.name, printable(&version)))
             })?;
-        Ok((key, record, revision))
+        Ok((key, record, revision, key_revision))
     }
 
     /// The version to use for a crypto operation, unsealed, from the cache when possible.
@@ -776,7 +788,8 @@ impl Deployment {
         p: KeyUpdateParameters,
     ) -> Result<KeyBundle> {
         for _ in 0..MAX_CAS_RETRIES {
-            let (key, mut record, revision) = self.resolve(vault, name, version).await?;
+            let (key, mut record, revision, key_revision) =
+                self.resolve_with_key_revision(vault, name, version).await?;
             let kty = KeyType::parse(&record.kty)?;
             if let Some(ops) = &p.key_ops {
                 record.key_ops = canonical_key_ops(kty, Some(ops))?;
@@ -824,10 +837,11 @@ impl Deployment {
                 .store
                 .commit(vec![
                     op,
+                    // The key must still be live (not deleted meanwhile) when a version changes.
                     Op::Check {
                         ns: ns::KEY,
                         key: kk.clone(),
-                        expect: Expect::Any,
+                        expect: Expect::Revision(key_revision),
                     },
                 ])
                 .await

@@ -11,13 +11,18 @@ const DAY: i64 = 86_400;
 async fn deployment(clock: Arc<FakeClock>) -> (Deployment, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("k.db")).await.unwrap();
-    let (d, fresh) = Deployment::open(Arc::new(store), clock, SealingKey::generate().unwrap()).await.unwrap();
+    let (d, fresh) = Deployment::open(Arc::new(store), clock, SealingKey::generate().unwrap())
+        .await
+        .unwrap();
     assert!(fresh);
     (d, dir)
 }
 
 fn ctx() -> RequestContext {
-    RequestContext { base_url: "https://kv.test".into(), principal_id: "tester".into() }
+    RequestContext {
+        base_url: "https://kv.test".into(),
+        principal_id: "tester".into(),
+    }
 }
 
 fn spec(name: &str, retention_days: u32, purge_protection: bool) -> VaultSpec {
@@ -33,7 +38,10 @@ fn spec(name: &str, retention_days: u32, purge_protection: bool) -> VaultSpec {
 }
 
 fn oct() -> KeyCreateParameters {
-    KeyCreateParameters { kty: Some("oct".into()), ..Default::default() }
+    KeyCreateParameters {
+        kty: Some("oct".into()),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -50,11 +58,21 @@ async fn soft_deleted_keys_are_purged_when_retention_ends_and_not_before() {
     assert!(d.get_deleted_key(&ctx(), &vault, "k").await.is_ok());
     clock.advance(1);
     assert_eq!(d.purge_expired().await.unwrap(), 1);
-    assert_eq!(d.get_deleted_key(&ctx(), &vault, "k").await.unwrap_err().code.status(), 404);
+    assert_eq!(
+        d.get_deleted_key(&ctx(), &vault, "k")
+            .await
+            .unwrap_err()
+            .code
+            .status(),
+        404
+    );
     // The name is free again and nothing of the old key remains.
     let again = d.create_key(&ctx(), &vault, "k", oct()).await.unwrap();
     assert_ne!(again.key.kid, deleted.bundle.key.kid);
-    let versions = d.list_versions(&ctx(), &vault, "k", None, None).await.unwrap();
+    let versions = d
+        .list_versions(&ctx(), &vault, "k", None, None)
+        .await
+        .unwrap();
     assert_eq!(versions.value.len(), 1, "purge removed every old version");
 }
 
@@ -86,14 +104,33 @@ async fn retention_is_bounded_and_vaults_with_keys_are_not_deleted() {
     let clock = Arc::new(FakeClock::new(1_800_000_000));
     let (d, _dir) = deployment(clock).await;
     for days in [0, 6, 91] {
-        assert_eq!(d.create_vault(spec("bad", days, false)).await.unwrap_err().code.status(), 400, "{days}");
+        assert_eq!(
+            d.create_vault(spec("bad", days, false))
+                .await
+                .unwrap_err()
+                .code
+                .status(),
+            400,
+            "{days}"
+        );
     }
     let vault = d.create_vault(spec("busy", 7, false)).await.unwrap();
-    assert_eq!(d.create_vault(spec("busy", 7, false)).await.unwrap_err().code.status(), 409);
+    assert_eq!(
+        d.create_vault(spec("busy", 7, false))
+            .await
+            .unwrap_err()
+            .code
+            .status(),
+        409
+    );
     d.create_key(&ctx(), &vault, "k", oct()).await.unwrap();
     assert_eq!(d.delete_vault("busy").await.unwrap_err().code.status(), 409);
     d.delete_key(&ctx(), &vault, "k").await.unwrap();
-    assert_eq!(d.delete_vault("busy").await.unwrap_err().code.status(), 409, "soft-deleted keys still count");
+    assert_eq!(
+        d.delete_vault("busy").await.unwrap_err().code.status(),
+        409,
+        "soft-deleted keys still count"
+    );
     d.purge_deleted_key(&vault, "k").await.unwrap();
     d.delete_vault("busy").await.unwrap();
 }
@@ -103,24 +140,56 @@ async fn rotation_policy_rotates_when_due() {
     let clock = Arc::new(FakeClock::new(1_800_000_000));
     let (d, _dir) = deployment(clock.clone()).await;
     let vault = d.create_vault(spec("rot", 90, false)).await.unwrap();
-    let first = d.create_key(&ctx(), &vault, "k", KeyCreateParameters { kty: Some("EC".into()), ..Default::default() }).await.unwrap();
+    let first = d
+        .create_key(
+            &ctx(),
+            &vault,
+            "k",
+            KeyCreateParameters {
+                kty: Some("EC".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let policy: KeyRotationPolicy = serde_json::from_value(serde_json::json!({
         "lifetimeActions": [{"trigger": {"timeAfterCreate": "P30D"}, "action": {"type": "Rotate"}}],
         "attributes": {"expiryTime": "P60D"}
     }))
     .unwrap();
-    d.set_rotation_policy(&ctx(), &vault, "k", policy).await.unwrap();
+    d.set_rotation_policy(&ctx(), &vault, "k", policy)
+        .await
+        .unwrap();
     clock.advance(30 * DAY - 1);
     assert_eq!(d.rotate_due().await.unwrap(), 0);
     clock.advance(1);
     assert_eq!(d.rotate_due().await.unwrap(), 1);
     let latest = d.get_key(&ctx(), &vault, "k", None).await.unwrap();
     assert_ne!(latest.key.kid, first.key.kid);
-    assert_eq!(latest.attributes.exp, Some(clock.now() + 60 * DAY), "expiryTime applies to the new version");
-    assert_eq!(d.rotate_due().await.unwrap(), 0, "not again until the new version is 30 days old");
+    assert_eq!(
+        latest.attributes.exp,
+        Some(clock.now() + 60 * DAY),
+        "expiryTime applies to the new version"
+    );
+    assert_eq!(
+        d.rotate_due().await.unwrap(),
+        0,
+        "not again until the new version is 30 days old"
+    );
     // The old version stays usable for verification.
-    let old_version = first.key.kid.as_deref().unwrap().rsplit('/').next().unwrap().to_owned();
-    assert!(d.get_key(&ctx(), &vault, "k", Some(&old_version)).await.is_ok());
+    let old_version = first
+        .key
+        .kid
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(d
+        .get_key(&ctx(), &vault, "k", Some(&old_version))
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
@@ -130,10 +199,18 @@ async fn a_different_root_key_cannot_open_the_deployment() {
     let path = dir.path().join("k.db");
     {
         let store = SqliteStore::open(&path).await.unwrap();
-        Deployment::open(Arc::new(store), clock.clone(), SealingKey::generate().unwrap()).await.unwrap();
+        Deployment::open(
+            Arc::new(store),
+            clock.clone(),
+            SealingKey::generate().unwrap(),
+        )
+        .await
+        .unwrap();
     }
     let store = SqliteStore::open(&path).await.unwrap();
-    let err = Deployment::open(Arc::new(store), clock, SealingKey::generate().unwrap()).await.unwrap_err();
+    let err = Deployment::open(Arc::new(store), clock, SealingKey::generate().unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.code.status(), 503);
     assert!(err.message.contains("root key"));
 }
