@@ -6,6 +6,7 @@
 //! <data-dir>/tls/ca.pem     local CA certificate: trust this
 //! <data-dir>/tls/ca.key     local CA private key, mode 0600
 //! <data-dir>/admin.json     administrator credentials, written once, mode 0600
+//! <data-dir>/serving.json  where the server last started (for `keyshift vault`)
 //! ```
 
 use crate::config::Settings;

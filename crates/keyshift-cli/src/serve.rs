@@ -33,6 +33,13 @@ pub async fn start(settings: &Settings) -> Result<Started> {
     };
     let server = keyshift_server::start(config, data_dir.deployment.clone()).await?;
     let admin = datadir::ensure_defaults(&data_dir, settings, &server.public_url).await?;
+    // Tell `keyshift vault create` on this data directory where the server answers.
+    let serving =
+        serde_json::json!({"public_url": server.public_url, "port": server.local_addr.port()});
+    datadir::write_private_file(
+        &data_dir.path.join("serving.json"),
+        &serde_json::to_vec_pretty(&serving)?,
+    )?;
     Ok(Started {
         server,
         admin,

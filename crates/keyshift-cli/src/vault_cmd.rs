@@ -52,6 +52,13 @@ pub async fn run(common: &CommonArgs, cmd: VaultCommand) -> Result<()> {
     let settings = Settings::resolve(common, &ServeArgs::default())?;
     let dir = datadir::open(&settings).await?;
     let d = &dir.deployment;
+    // The port the server last started on, when it did; else the configured one.
+    let main_port = std::fs::read(dir.path.join("serving.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["port"].as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(settings.listen.port());
     let msg = |e: keyshift_vault::ApiError| anyhow!("{}", e.message);
     match cmd {
         VaultCommand::Create {
@@ -89,9 +96,7 @@ pub async fn run(common: &CommonArgs, cmd: VaultCommand) -> Result<()> {
             );
             println!(
                 "  https://{}.{}:{}",
-                v.name,
-                settings.vault_domain,
-                settings.listen.port()
+                v.name, settings.vault_domain, main_port
             );
             if let Some(port) = v.port {
                 println!("  https://localhost:{port}");
@@ -113,18 +118,9 @@ pub async fn run(common: &CommonArgs, cmd: VaultCommand) -> Result<()> {
                         VaultKind::ManagedHsm => "managed-hsm",
                     };
                     let url = if v.default {
-                        format!(
-                            "https://{}:{}",
-                            settings.vault_domain,
-                            settings.listen.port()
-                        )
+                        format!("https://{}:{}", settings.vault_domain, main_port)
                     } else {
-                        format!(
-                            "https://{}.{}:{}",
-                            v.name,
-                            settings.vault_domain,
-                            settings.listen.port()
-                        )
+                        format!("https://{}.{}:{}", v.name, settings.vault_domain, main_port)
                     };
                     let port = v.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
                     println!(

@@ -1,5 +1,7 @@
 //! The keys data plane over real HTTPS: lifecycle, routing quirks, errors.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use keyshift_testkit::{v, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

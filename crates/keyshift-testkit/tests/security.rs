@@ -1,5 +1,7 @@
 //! Sealing, authentication and hostile clients, over real HTTPS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use keyshift_api::b64;
 use keyshift_server::auth::TokenAuthority;
 use keyshift_testkit::{v, TestServer};
@@ -175,7 +177,7 @@ async fn requests_without_a_valid_token_get_the_challenge_first() {
             lifetime,
         )
         .issue(
-            &claims["oid"].as_str().unwrap().to_owned(),
+            claims["oid"].as_str().unwrap(),
             claims["appid"].as_str().unwrap(),
         )
         .unwrap()

@@ -349,6 +349,8 @@ fn next_link(
 #[derive(Serialize, Deserialize)]
 struct BackupPayload {
     name: String,
+    /// The version that was current when the backup was taken.
+    latest: String,
     created: i64,
     rotation_policy: Option<KeyRotationPolicy>,
     versions: Vec<BackupVersion>,
@@ -1228,6 +1230,7 @@ impl Deployment {
         }
         let payload = BackupPayload {
             name: key.name.clone(),
+            latest: key.latest.clone(),
             created: key.created,
             rotation_policy: key.rotation_policy.clone(),
             versions,
@@ -1274,14 +1277,16 @@ impl Deployment {
         let payload: BackupPayload = serde_json::from_slice(&json)
             .map_err(|_| ApiError::bad_parameter("The backup blob is corrupted."))?;
         check_key_name(&payload.name)?;
-        let latest = payload
+        if !payload
             .versions
             .iter()
-            .max_by_key(|v| (v.record.created, v.record.version.clone()))
-            .ok_or_else(|| ApiError::bad_parameter("The backup blob holds no key version."))?
-            .record
-            .version
-            .clone();
+            .any(|v| v.record.version == payload.latest)
+        {
+            return Err(ApiError::bad_parameter(
+                "The backup blob is corrupted: its current version is missing.",
+            ));
+        }
+        let latest = payload.latest.clone();
         let kk = key_key(&vault.id, &payload.name);
         let key = KeyRecord {
             name: payload.name.clone(),

@@ -1,5 +1,7 @@
 //! Retention, purge protection and scheduled rotation, with time under the test's control.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use keyshift_api::keys::{KeyCreateParameters, KeyRotationPolicy};
 use keyshift_crypto::seal::SealingKey;
 use keyshift_store::sqlite::SqliteStore;
@@ -213,4 +215,39 @@ async fn a_different_root_key_cannot_open_the_deployment() {
         .unwrap_err();
     assert_eq!(err.code.status(), 503);
     assert!(err.message.contains("root key"));
+}
+
+#[tokio::test]
+async fn restore_keeps_the_current_version_even_when_versions_share_a_second() {
+    let clock = Arc::new(FakeClock::new(1_800_000_000));
+    let (d, _dir) = deployment(clock).await;
+    let vault = d.create_vault(spec("backups", 7, false)).await.unwrap();
+    let mut current = None;
+    for _ in 0..6 {
+        current = Some(
+            d.create_key(&ctx(), &vault, "k", oct())
+                .await
+                .unwrap()
+                .key
+                .kid
+                .unwrap(),
+        );
+    }
+    let blob = d.backup_key(&vault, "k").await.unwrap();
+    d.delete_key(&ctx(), &vault, "k").await.unwrap();
+    d.purge_deleted_key(&vault, "k").await.unwrap();
+    let restored = d.restore_key(&ctx(), &vault, &blob.value).await.unwrap();
+    assert_eq!(restored.key.kid, current);
+    assert_eq!(
+        d.get_key(&ctx(), &vault, "k", None).await.unwrap().key.kid,
+        current
+    );
+    assert_eq!(
+        d.list_versions(&ctx(), &vault, "k", None, None)
+            .await
+            .unwrap()
+            .value
+            .len(),
+        6
+    );
 }
