@@ -17,6 +17,9 @@ script = ["set -euo pipefail"]
 for i, (lang, body) in enumerate(re.findall(r"```(bash|python)\n(.*?)```", tour, re.S)):
     if lang == "bash":
         script.append(body)
+        # Bookkeeping, not part of the tour: remember background jobs so a failed tour's
+        # server can be stopped without touching any other keyshift process.
+        script.append('jobs -p >> "$TOUR_DIR/jobs"')
     else:
         (out / f"tour_{i}.py").write_text(body)
         script.append(f'"$TOUR_PYTHON" "$TOUR_DIR/tour_{i}.py"')
@@ -31,9 +34,11 @@ if [ -e keyshift-data ]; then
 fi
 cleanup() {
   # If the tour failed before its last step, its server is still running.
-  pkill -f "target/release/keyshift serve" 2>/dev/null || true
+  if [ -f "$work/jobs" ]; then
+    xargs -r kill < "$work/jobs" 2>/dev/null || true
+  fi
   rm -rf "$root/keyshift-data" "$root/keyshift.log" "$work"
 }
 trap cleanup EXIT
-TOUR_PYTHON="$python" TOUR_DIR="$work" bash "$work/tour.sh"
+TOUR_PYTHON="$python" TOUR_DIR="$work" bash ${KEYSHIFT_TOUR_TRACE:+-x} "$work/tour.sh"
 echo "README tour: passed"
