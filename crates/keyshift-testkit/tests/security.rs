@@ -59,8 +59,32 @@ fn appears(hay: &[Vec<u8>], needle: &[u8]) -> bool {
     })
 }
 
+/// Everything the server logs, at every level, while this test binary runs.
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(|| Capture)
+        .with_ansi(false)
+        .try_init();
+}
+
 #[tokio::test]
 async fn imported_private_material_never_reaches_the_disk_or_the_wire() {
+    capture_logs();
     let s = TestServer::start().await;
     let jwk = rfc7515_rsa_jwk();
     let (st, bundle) = s
