@@ -185,12 +185,30 @@ pub async fn ensure_defaults(
             .map_err(|e| anyhow::anyhow!("{}", e.message))?
             > 0
     {
+        // Deployments made before roles existed: the administrator of admin.json gets its role.
+        if d.administrator().is_none() {
+            if let Ok(bytes) = std::fs::read(&admin_path) {
+                let creds: AdminCredentials = serde_json::from_slice(&bytes)?;
+                if let Some(p) = d
+                    .principal_by_client_id(&creds.client_id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))?
+                {
+                    d.set_administrator(&p.id)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                }
+            }
+        }
         return Ok(None);
     }
     let admin = d
         .create_principal("keyshift-admin")
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the administrator: {}", e.message))?;
+    d.set_administrator(&admin.principal.id)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot give the administrator its role: {}", e.message))?;
     let creds = AdminCredentials {
         tenant_id: d.tenant_id().to_owned(),
         client_id: admin.principal.client_id.clone(),

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod datadir;
+mod identity_cmd;
 pub mod serve;
 mod vault_cmd;
 
@@ -26,6 +27,12 @@ enum Command {
     /// Manage vaults.
     #[command(subcommand)]
     Vault(vault_cmd::VaultCommand),
+    /// Manage service principals.
+    #[command(subcommand)]
+    Principal(identity_cmd::PrincipalCommand),
+    /// Manage role assignments.
+    #[command(subcommand)]
+    Role(identity_cmd::RoleCommand),
 }
 
 /// Entry point of the binary.
@@ -45,6 +52,8 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(&cli.common, &args).await,
             Command::Vault(cmd) => vault_cmd::run(&cli.common, cmd).await,
+            Command::Principal(cmd) => identity_cmd::run_principal(&cli.common, cmd).await,
+            Command::Role(cmd) => identity_cmd::run_role(&cli.common, cmd).await,
         }
     });
     match result {

@@ -337,10 +337,7 @@ async fn api(
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
-    let ctx = RequestContext {
-        base_url: format!("https://{authority}"),
-        principal_id: caller.principal_id,
-    };
+    let ctx = RequestContext::principal(format!("https://{authority}"), caller.principal_id);
     match dispatch(&app.deployment, &ctx, &vault, route, &query, &body).await {
         Ok(response) => response,
         Err(e) => {
@@ -433,7 +430,7 @@ async fn dispatch(
             &d.list_versions(ctx, vault, &name, max_results(query)?, skiptoken)
                 .await?,
         ),
-        Route::BackupKey { name } => ok_json(&d.backup_key(vault, &name).await?),
+        Route::BackupKey { name } => ok_json(&d.backup_key(ctx, vault, &name).await?),
         Route::RotateKey { name } => ok_json(&d.rotate_key(ctx, vault, &name).await?),
         Route::GetRotationPolicy { name } => {
             ok_json(&d.get_rotation_policy(ctx, vault, &name).await?)
@@ -451,20 +448,17 @@ async fn dispatch(
                 .await?,
         ),
         Route::Verify { name, version } => ok_json(
-            &d.verify(vault, &name, version.as_deref(), parse_json(body)?)
+            &d.verify(ctx, vault, &name, version.as_deref(), parse_json(body)?)
                 .await?,
         ),
         Route::Release { name, version } => {
-            d.get_key(ctx, vault, &name, version.as_deref()).await?;
-            return Err(ApiError::bad_parameter(
-                "Secure key release needs a trusted attestation authority, and this deployment has none configured.",
-            ));
+            d.release_key(ctx, vault, &name, version.as_deref()).await?;
+            return Err(ApiError::internal());
         }
         Route::Attestation { name, version } => {
-            d.get_key(ctx, vault, &name, version.as_deref()).await?;
-            return Err(ApiError::bad_parameter(
-                "Key attestation is available for keys held in an HSM, and this deployment has no HSM configured.",
-            ));
+            d.key_attestation(ctx, vault, &name, version.as_deref())
+                .await?;
+            return Err(ApiError::internal());
         }
         Route::ListDeletedKeys => ok_json(
             &d.list_deleted_keys(ctx, vault, max_results(query)?, skiptoken)
@@ -472,7 +466,7 @@ async fn dispatch(
         ),
         Route::GetDeletedKey { name } => ok_json(&d.get_deleted_key(ctx, vault, &name).await?),
         Route::PurgeDeletedKey { name } => {
-            d.purge_deleted_key(vault, &name).await?;
+            d.purge_deleted_key(ctx, vault, &name).await?;
             StatusCode::NO_CONTENT.into_response()
         }
         Route::RecoverDeletedKey { name } => {
@@ -480,7 +474,7 @@ async fn dispatch(
         }
         Route::GetRandomBytes => {
             let req: keyshift_api::keys::GetRandomBytesRequest = parse_json(body)?;
-            ok_json(&keyshift_vault::random_bytes(req.count)?)
+            ok_json(&d.random_bytes(ctx, vault, req.count).await?)
         }
     })
 }

@@ -145,6 +145,12 @@ impl TestServer {
 
     /// Gets a token with the administrator's client secret.
     pub async fn fetch_token(&self) -> String {
+        self.token_for(&self.admin.client_id, &self.admin.client_secret)
+            .await
+    }
+
+    /// Gets a token for any client.
+    pub async fn token_for(&self, client_id: &str, client_secret: &str) -> String {
         let response = self
             .http
             .post(format!(
@@ -154,8 +160,8 @@ impl TestServer {
             ))
             .form(&[
                 ("grant_type", "client_credentials"),
-                ("client_id", self.admin.client_id.as_str()),
-                ("client_secret", self.admin.client_secret.as_str()),
+                ("client_id", client_id),
+                ("client_secret", client_secret),
                 ("scope", "https://vault.azure.net/.default"),
             ])
             .send()
@@ -184,10 +190,22 @@ impl TestServer {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.call_as(&self.token, base, method, path, body).await
+    }
+
+    /// Sends a request to `base` with `token`.
+    pub async fn call_as(
+        &self,
+        token: &str,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self
             .http
             .request(method, format!("{base}{path}"))
-            .bearer_auth(&self.token);
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request.json(&body);
         }

@@ -56,6 +56,8 @@ pub struct Deployment {
     vaults: RwLock<HashMap<String, Arc<VaultRecord>>>,
     sd_keys: RwLock<HashMap<String, Arc<SealingKey>>>,
     pub(crate) cache: KeyCache,
+    pub(crate) assignments: crate::access::AssignmentCache,
+    administrator: RwLock<Option<String>>,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -132,6 +134,7 @@ impl Deployment {
                         .seal(TOKEN_KEY_AAD, &token_key.to_bytes())
                         .map_err(crypto_internal)?,
                     created: now,
+                    administrator: None,
                 };
                 store
                     .commit(vec![
@@ -160,6 +163,7 @@ impl Deployment {
             )
         })?;
         let token_key = TokenSigningKey::from_bytes(&token_bytes).map_err(crypto_internal)?;
+        let administrator = record.administrator.clone();
         let deployment = Deployment {
             store,
             clock,
@@ -169,7 +173,13 @@ impl Deployment {
             vaults: RwLock::new(HashMap::new()),
             sd_keys: RwLock::new(HashMap::new()),
             cache: KeyCache::default(),
+            assignments: Default::default(),
+            administrator: RwLock::new(None),
         };
+        *deployment
+            .administrator
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = administrator;
         deployment.refresh_vaults().await?;
         Ok((deployment, fresh))
     }
@@ -307,7 +317,51 @@ impl Deployment {
             other => store_error(other),
         })?;
         self.refresh_vaults().await?;
+        self.grant_administrator(&vault).await?;
         Ok(Arc::new(vault))
+    }
+
+    /// The administrator's principal object id, once recorded.
+    pub fn administrator(&self) -> Option<String> {
+        self.administrator
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) async fn record_administrator(&self, principal_id: &str) -> Result<()> {
+        for _ in 0..8 {
+            let r = self
+                .store
+                .get(ns::META, DEPLOYMENT_KEY)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(ApiError::internal)?;
+            let mut record: DeploymentRecord = from_json(&r.value)?;
+            if record.administrator.as_deref() == Some(principal_id) {
+                break;
+            }
+            record.administrator = Some(principal_id.to_owned());
+            match self
+                .store
+                .commit(vec![Op::Put {
+                    ns: ns::META,
+                    key: DEPLOYMENT_KEY.into(),
+                    value: to_json(&record)?,
+                    expect: Expect::Revision(r.revision),
+                }])
+                .await
+            {
+                Ok(()) => break,
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        *self
+            .administrator
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(principal_id.to_owned());
+        Ok(())
     }
 
     /// Switches purge protection on. It can never be switched off.
@@ -463,6 +517,118 @@ impl Deployment {
             Some(r) => Ok(Some(from_json(&r.value)?)),
             None => Ok(None),
         }
+    }
+
+    /// Every principal.
+    pub async fn principals(&self) -> Result<Vec<PrincipalRecord>> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(ns::PRINCIPAL, "", after.as_deref(), 200)
+                .await
+                .map_err(store_error)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for r in page {
+                all.push(from_json(&r.value)?);
+            }
+        }
+        Ok(all)
+    }
+
+    /// Enables or disables a principal. A disabled principal gets no tokens, and the tokens it
+    /// holds stop working within a second.
+    pub async fn set_principal_enabled(
+        &self,
+        client_id: &str,
+        enabled: bool,
+    ) -> Result<PrincipalRecord> {
+        let r = self
+            .store
+            .get(ns::PRINCIPAL, client_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("No principal with client id {client_id}."),
+                )
+            })?;
+        let mut p: PrincipalRecord = from_json(&r.value)?;
+        p.enabled = enabled;
+        self.store
+            .commit(vec![Op::Put {
+                ns: ns::PRINCIPAL,
+                key: client_id.to_owned(),
+                value: to_json(&p)?,
+                expect: Expect::Revision(r.revision),
+            }])
+            .await
+            .map_err(store_error)?;
+        Ok(p)
+    }
+
+    /// Adds a client secret to a principal and returns it (shown once).
+    pub async fn add_principal_secret(&self, client_id: &str) -> Result<String> {
+        let r = self
+            .store
+            .get(ns::PRINCIPAL, client_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("No principal with client id {client_id}."),
+                )
+            })?;
+        let mut p: PrincipalRecord = from_json(&r.value)?;
+        let secret =
+            keyshift_api::b64::encode(&keyshift_crypto::random_bytes(32).map_err(crypto_internal)?);
+        p.secret_hashes.push(
+            keyshift_crypto::secret::hash_secret(secret.as_bytes()).map_err(crypto_internal)?,
+        );
+        self.store
+            .commit(vec![Op::Put {
+                ns: ns::PRINCIPAL,
+                key: client_id.to_owned(),
+                value: to_json(&p)?,
+                expect: Expect::Revision(r.revision),
+            }])
+            .await
+            .map_err(store_error)?;
+        Ok(secret)
+    }
+
+    /// Deletes a principal. Its tokens stop working within a second. The administrator cannot be deleted.
+    pub async fn delete_principal(&self, client_id: &str) -> Result<PrincipalRecord> {
+        let r = self
+            .store
+            .get(ns::PRINCIPAL, client_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("No principal with client id {client_id}."),
+                )
+            })?;
+        let p: PrincipalRecord = from_json(&r.value)?;
+        if self.administrator().as_deref() == Some(p.id.as_str()) {
+            return Err(ApiError::bad_parameter(
+                "The deployment's administrator cannot be deleted.",
+            ));
+        }
+        self.store
+            .commit(vec![Op::Delete {
+                ns: ns::PRINCIPAL,
+                key: client_id.to_owned(),
+                expect: Expect::Revision(r.revision),
+            }])
+            .await
+            .map_err(store_error)?;
+        Ok(p)
     }
 
     /// Checks a client secret; `None` when the client is unknown, disabled or the secret is wrong.

@@ -1,8 +1,10 @@
 //! Key operations: the keys data plane of one vault.
 
+use crate::access::key_resource;
 use crate::deployment::{from_json, store_error, to_json, Deployment};
 use crate::duration::parse_seconds;
 use crate::naming::{check_key_name, key_key, new_id, printable, version_key};
+use crate::rbac::Action;
 use crate::records::{ns, Deletion, KeyRecord, VaultKind, VaultRecord, VersionRecord};
 use crate::sealing::{open_version, seal_version};
 use crate::{RequestContext, Result};
@@ -639,6 +641,8 @@ impl Deployment {
         name: &str,
         p: KeyCreateParameters,
     ) -> Result<KeyBundle> {
+        self.authorize(ctx, vault, Action::Create, &key_resource(name))
+            .await?;
         check_key_name(name)?;
         let kty = KeyType::parse(
             p.kty
@@ -707,6 +711,8 @@ impl Deployment {
         name: &str,
         p: KeyImportParameters,
     ) -> Result<KeyBundle> {
+        self.authorize(ctx, vault, Action::Import, &key_resource(name))
+            .await?;
         check_key_name(name)?;
         let jwk = p
             .key
@@ -776,6 +782,18 @@ impl Deployment {
         name: &str,
         version: Option<&str>,
     ) -> Result<KeyBundle> {
+        self.authorize(ctx, vault, Action::Read, &key_resource(name))
+            .await?;
+        self.get_key_unchecked(ctx, vault, name, version).await
+    }
+
+    async fn get_key_unchecked(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<KeyBundle> {
         let (key, record, _) = self.resolve(vault, name, version).await?;
         Ok(self.bundle(ctx, vault, &key.name, &record))
     }
@@ -789,6 +807,8 @@ impl Deployment {
         version: Option<&str>,
         p: KeyUpdateParameters,
     ) -> Result<KeyBundle> {
+        self.authorize(ctx, vault, Action::Update, &key_resource(name))
+            .await?;
         for _ in 0..MAX_CAS_RETRIES {
             let (key, mut record, revision, key_revision) =
                 self.resolve_with_key_revision(vault, name, version).await?;
@@ -869,6 +889,7 @@ impl Deployment {
         max: Option<i64>,
         skiptoken: Option<&str>,
     ) -> Result<ListResult<KeyItem>> {
+        self.authorize(ctx, vault, Action::Read, "/keys").await?;
         let limit = max_results(max)?;
         let after = decode_skiptoken(skiptoken)?;
         let prefix = format!("{}/", vault.id);
@@ -909,6 +930,8 @@ impl Deployment {
         max: Option<i64>,
         skiptoken: Option<&str>,
     ) -> Result<ListResult<KeyItem>> {
+        self.authorize(ctx, vault, Action::Read, &key_resource(name))
+            .await?;
         let limit = max_results(max)?;
         let after = decode_skiptoken(skiptoken)?;
         let (key, _) = self.require_key(vault, name).await?;
@@ -971,6 +994,8 @@ impl Deployment {
         vault: &VaultRecord,
         name: &str,
     ) -> Result<DeletedKeyBundle> {
+        self.authorize(ctx, vault, Action::Delete, &key_resource(name))
+            .await?;
         for _ in 0..MAX_CAS_RETRIES {
             let (mut key, revision) = self.require_key(vault, name).await?;
             let (latest, _) = self
@@ -1030,6 +1055,8 @@ impl Deployment {
         vault: &VaultRecord,
         name: &str,
     ) -> Result<DeletedKeyBundle> {
+        self.authorize(ctx, vault, Action::ReadDeleted, &key_resource(name))
+            .await?;
         let (key, _) = self.require_deleted(vault, name).await?;
         let (latest, _) = self
             .load_version(vault, &key.name, &key.latest)
@@ -1046,6 +1073,8 @@ impl Deployment {
         max: Option<i64>,
         skiptoken: Option<&str>,
     ) -> Result<ListResult<DeletedKeyItem>> {
+        self.authorize(ctx, vault, Action::ReadDeleted, "/keys")
+            .await?;
         let limit = max_results(max)?;
         let after = decode_skiptoken(skiptoken)?;
         let prefix = format!("{}/", vault.id);
@@ -1095,6 +1124,8 @@ impl Deployment {
         vault: &VaultRecord,
         name: &str,
     ) -> Result<KeyBundle> {
+        self.authorize(ctx, vault, Action::Recover, &key_resource(name))
+            .await?;
         let (mut key, revision) = self.require_deleted(vault, name).await?;
         key.deleted = None;
         let kk = key_key(&vault.id, &key.name);
@@ -1119,11 +1150,18 @@ impl Deployment {
             other => store_error(other),
         })?;
         self.cache.invalidate(&kk);
-        self.get_key(ctx, vault, &key.name, None).await
+        self.get_key_unchecked(ctx, vault, &key.name, None).await
     }
 
     /// `DELETE /deletedkeys/{name}`: permanent deletion.
-    pub async fn purge_deleted_key(&self, vault: &VaultRecord, name: &str) -> Result<()> {
+    pub async fn purge_deleted_key(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<()> {
+        self.authorize(ctx, vault, Action::Purge, &key_resource(name))
+            .await?;
         let (key, revision) = self.require_deleted(vault, name).await?;
         let now = self.clock.now();
         let due = key
@@ -1203,7 +1241,14 @@ impl Deployment {
     }
 
     /// `POST /keys/{name}/backup`
-    pub async fn backup_key(&self, vault: &VaultRecord, name: &str) -> Result<BackupBlob> {
+    pub async fn backup_key(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<BackupBlob> {
+        self.authorize(ctx, vault, Action::Backup, &key_resource(name))
+            .await?;
         let (key, _) = self.require_key(vault, name).await?;
         let sd = self.security_domain_key(&vault.security_domain).await?;
         let prefix = format!("{}/", key_key(&vault.id, &key.name));
@@ -1252,6 +1297,7 @@ impl Deployment {
         vault: &VaultRecord,
         blob: &[u8],
     ) -> Result<KeyBundle> {
+        self.authorize(ctx, vault, Action::Restore, "/keys").await?;
         let rest = blob.strip_prefix(BACKUP_MAGIC).ok_or_else(|| {
             ApiError::bad_parameter(
                 "The backup blob is not a Keyshift key backup, or it is corrupted.",
@@ -1346,6 +1392,8 @@ impl Deployment {
         vault: &VaultRecord,
         name: &str,
     ) -> Result<KeyBundle> {
+        self.authorize(ctx, vault, Action::Rotate, &key_resource(name))
+            .await?;
         let (key, latest, _) = self.resolve(vault, name, None).await?;
         let kty = KeyType::parse(&latest.kty)?;
         let size = latest.size_bits;
@@ -1389,6 +1437,8 @@ impl Deployment {
         vault: &VaultRecord,
         name: &str,
     ) -> Result<KeyRotationPolicy> {
+        self.authorize(ctx, vault, Action::ReadRotationPolicy, &key_resource(name))
+            .await?;
         let (key, _) = self.require_key(vault, name).await?;
         let mut policy = key.rotation_policy.unwrap_or_else(|| KeyRotationPolicy {
             id: None,
@@ -1407,6 +1457,8 @@ impl Deployment {
         name: &str,
         mut policy: KeyRotationPolicy,
     ) -> Result<KeyRotationPolicy> {
+        self.authorize(ctx, vault, Action::WriteRotationPolicy, &key_resource(name))
+            .await?;
         validate_rotation_policy(&mut policy, vault.kind)?;
         for _ in 0..MAX_CAS_RETRIES {
             let (mut key, revision) = self.require_key(vault, name).await?;
@@ -1452,10 +1504,7 @@ impl Deployment {
         let now = self.clock.now();
         let mut rotated = 0;
         for vault in self.vaults() {
-            let ctx = RequestContext {
-                base_url: String::new(),
-                principal_id: "keyshift-rotation".into(),
-            };
+            let ctx = RequestContext::system(String::new());
             let prefix = format!("{}/", vault.id);
             let mut after: Option<String> = None;
             loop {
@@ -1502,6 +1551,14 @@ impl Deployment {
         op: KeyOperation,
         p: KeyOperationsParameters,
     ) -> Result<KeyOperationResult> {
+        let action = match op {
+            KeyOperation::Encrypt => Action::Encrypt,
+            KeyOperation::Decrypt => Action::Decrypt,
+            KeyOperation::WrapKey => Action::Wrap,
+            KeyOperation::UnwrapKey => Action::Unwrap,
+        };
+        self.authorize(ctx, vault, action, &key_resource(name))
+            .await?;
         let (key_name, entry) = self.usable(vault, name, version).await?;
         let checks_window = matches!(op, KeyOperation::Encrypt | KeyOperation::WrapKey);
         self.check_usable(&entry.record, op.key_op(), checks_window)?;
@@ -1581,6 +1638,8 @@ impl Deployment {
         version: Option<&str>,
         p: KeySignParameters,
     ) -> Result<KeyOperationResult> {
+        self.authorize(ctx, vault, Action::Sign, &key_resource(name))
+            .await?;
         let (key_name, entry) = self.usable(vault, name, version).await?;
         self.check_usable(&entry.record, "sign", true)?;
         let alg = SignatureAlgorithm::from_name(&p.alg).ok_or_else(|| {
@@ -1603,11 +1662,14 @@ impl Deployment {
     /// `POST /keys/{name}/{version}/verify`
     pub async fn verify(
         &self,
+        ctx: &RequestContext,
         vault: &VaultRecord,
         name: &str,
         version: Option<&str>,
         p: KeyVerifyParameters,
     ) -> Result<KeyVerifyResult> {
+        self.authorize(ctx, vault, Action::Verify, &key_resource(name))
+            .await?;
         let (_, entry) = self.usable(vault, name, version).await?;
         self.check_usable(&entry.record, "verify", false)?;
         let alg = SignatureAlgorithm::from_name(&p.alg).ok_or_else(|| {
@@ -1655,8 +1717,51 @@ impl Deployment {
     }
 }
 
-/// `POST /rng`
-pub fn random_bytes(count: i64) -> Result<RandomBytes> {
+impl Deployment {
+    /// `POST /rng`
+    pub async fn random_bytes(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        count: i64,
+    ) -> Result<RandomBytes> {
+        self.authorize(ctx, vault, Action::Random, "/").await?;
+        random_bytes(count)
+    }
+
+    /// `POST /keys/{name}/{version}/release`: authorized and the key resolved, then refused while
+    /// no attestation authority is configured.
+    pub async fn release_key(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<()> {
+        self.authorize(ctx, vault, Action::Release, &key_resource(name))
+            .await?;
+        self.get_key_unchecked(ctx, vault, name, version).await?;
+        Err(ApiError::bad_parameter(
+            "Secure key release needs a trusted attestation authority, and this deployment has none configured.",
+        ))
+    }
+
+    /// `GET /keys/{name}/{version}/attestation`: refused while no HSM is configured.
+    pub async fn key_attestation(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<()> {
+        self.get_key(ctx, vault, name, version).await?;
+        Err(ApiError::bad_parameter(
+            "Key attestation is available for keys held in an HSM, and this deployment has no HSM configured.",
+        ))
+    }
+}
+
+fn random_bytes(count: i64) -> Result<RandomBytes> {
     if !(1..=128).contains(&count) {
         return Err(ApiError::bad_parameter(
             "GetRandomBytesRequest: count cannot be greater than 128 or less than 1",

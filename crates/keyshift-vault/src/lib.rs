@@ -5,12 +5,14 @@
 //! [`RequestContext`]; this crate decides and answers with wire types or an [`ApiError`]. It has no
 //! HTTP and no SQL: storage is a [`keyshift_store::Store`] and time is a [`Clock`].
 
+mod access;
 pub mod clock;
 mod deployment;
 pub mod duration;
 mod keys;
-pub use keys::{random_bytes, KeyOperation};
+pub use keys::KeyOperation;
 mod naming;
+pub mod rbac;
 pub mod records;
 mod sealing;
 
@@ -30,4 +32,31 @@ pub struct RequestContext {
     pub base_url: String,
     /// The authenticated principal's object id.
     pub principal_id: String,
+    system: bool,
+}
+
+impl RequestContext {
+    /// A request of an authenticated principal: subject to role-based access.
+    pub fn principal(base_url: impl Into<String>, principal_id: impl Into<String>) -> Self {
+        RequestContext {
+            base_url: base_url.into(),
+            principal_id: principal_id.into(),
+            system: false,
+        }
+    }
+
+    /// Keyshift's own work (scheduled rotation and purge, and the CLI acting on the data
+    /// directory it owns): not subject to role-based access. Never built from a network request.
+    pub fn system(base_url: impl Into<String>) -> Self {
+        RequestContext {
+            base_url: base_url.into(),
+            principal_id: "keyshift-system".into(),
+            system: true,
+        }
+    }
+
+    /// Whether this is Keyshift's own work.
+    pub fn is_system(&self) -> bool {
+        self.system
+    }
 }

@@ -19,6 +19,8 @@ pub mod ns {
     pub const KEY_VERSION: &str = "key_version";
     /// Principals by client id.
     pub const PRINCIPAL: &str = "principal";
+    /// Role assignments: `{vault_id}/{assignment name}`.
+    pub const ROLE_ASSIGNMENT: &str = "role_assignment";
 }
 
 /// Kind of vault.
@@ -43,6 +45,9 @@ pub struct DeploymentRecord {
     pub token_signing_key: Vec<u8>,
     /// When the deployment was initialised.
     pub created: i64,
+    /// Object id of the administrator created at first start: Administrator at `/` of every vault.
+    #[serde(default)]
+    pub administrator: Option<String>,
 }
 
 /// A security domain: the key that seals every key version of its vaults and every backup blob.

@@ -21,10 +21,7 @@ async fn deployment(clock: Arc<FakeClock>) -> (Deployment, tempfile::TempDir) {
 }
 
 fn ctx() -> RequestContext {
-    RequestContext {
-        base_url: "https://kv.test".into(),
-        principal_id: "tester".into(),
-    }
+    RequestContext::system("https://kv.test")
 }
 
 fn spec(name: &str, retention_days: u32, purge_protection: bool) -> VaultSpec {
@@ -85,11 +82,11 @@ async fn purge_protection_holds_until_the_scheduled_date_and_cannot_be_undone() 
     let vault = d.create_vault(spec("guarded", 30, true)).await.unwrap();
     d.create_key(&ctx(), &vault, "k", oct()).await.unwrap();
     d.delete_key(&ctx(), &vault, "k").await.unwrap();
-    let refused = d.purge_deleted_key(&vault, "k").await.unwrap_err();
+    let refused = d.purge_deleted_key(&ctx(), &vault, "k").await.unwrap_err();
     assert_eq!(refused.code.status(), 403);
     assert_eq!(refused.inner, Some("PurgeProtectionEnabled"));
     clock.advance(30 * DAY);
-    d.purge_deleted_key(&vault, "k").await.unwrap();
+    d.purge_deleted_key(&ctx(), &vault, "k").await.unwrap();
     // Enabling again is harmless; there is no way to disable it.
     let v = d.enable_purge_protection("guarded").await.unwrap();
     assert!(v.purge_protection);
@@ -98,7 +95,7 @@ async fn purge_protection_holds_until_the_scheduled_date_and_cannot_be_undone() 
     let open = d.create_vault(spec("open", 90, false)).await.unwrap();
     d.create_key(&ctx(), &open, "k", oct()).await.unwrap();
     d.delete_key(&ctx(), &open, "k").await.unwrap();
-    d.purge_deleted_key(&open, "k").await.unwrap();
+    d.purge_deleted_key(&ctx(), &open, "k").await.unwrap();
 }
 
 #[tokio::test]
@@ -133,7 +130,7 @@ async fn retention_is_bounded_and_vaults_with_keys_are_not_deleted() {
         409,
         "soft-deleted keys still count"
     );
-    d.purge_deleted_key(&vault, "k").await.unwrap();
+    d.purge_deleted_key(&ctx(), &vault, "k").await.unwrap();
     d.delete_vault("busy").await.unwrap();
 }
 
@@ -233,9 +230,9 @@ async fn restore_keeps_the_current_version_even_when_versions_share_a_second() {
                 .unwrap(),
         );
     }
-    let blob = d.backup_key(&vault, "k").await.unwrap();
+    let blob = d.backup_key(&ctx(), &vault, "k").await.unwrap();
     d.delete_key(&ctx(), &vault, "k").await.unwrap();
-    d.purge_deleted_key(&vault, "k").await.unwrap();
+    d.purge_deleted_key(&ctx(), &vault, "k").await.unwrap();
     let restored = d.restore_key(&ctx(), &vault, &blob.value).await.unwrap();
     assert_eq!(restored.key.kid, current);
     assert_eq!(

@@ -37,7 +37,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(backend)?;
-        let store = SqliteStore { pool, writer: Default::default() };
+        let store = SqliteStore {
+            pool,
+            writer: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }

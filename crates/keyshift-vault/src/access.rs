@@ -1,0 +1,243 @@
+//! Role assignments in the store, and the access decision on every request.
+
+use crate::deployment::{from_json, store_error, to_json, Deployment};
+use crate::naming::new_id;
+use crate::rbac::{self, Action, Decision, RoleAssignment, RoleDefinition};
+use crate::records::{ns, VaultRecord};
+use crate::{RequestContext, Result};
+use keyshift_api::{ApiError, ErrorCode};
+use keyshift_store::{Expect, Op};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long this process trusts its copy of a vault's assignments. Writes through this process
+/// invalidate it at once; writes by another process (the CLI) are seen within this bound.
+const ASSIGNMENT_TTL: Duration = Duration::from_secs(1);
+
+/// A vault's assignments as read at an instant.
+type Snapshot = (Instant, Arc<Vec<RoleAssignment>>);
+
+/// Assignments per vault id, with when they were read.
+#[derive(Default)]
+pub(crate) struct AssignmentCache(RwLock<HashMap<String, Snapshot>>);
+
+impl AssignmentCache {
+    fn get(&self, vault_id: &str) -> Option<Arc<Vec<RoleAssignment>>> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.get(vault_id)
+            .filter(|(at, _)| at.elapsed() < ASSIGNMENT_TTL)
+            .map(|(_, a)| a.clone())
+    }
+
+    fn put(&self, vault_id: &str, assignments: Arc<Vec<RoleAssignment>>) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vault_id.to_owned(), (Instant::now(), assignments));
+    }
+
+    fn invalidate(&self, vault_id: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(vault_id);
+    }
+}
+
+/// The resource scope of a request on key `name`.
+pub fn key_resource(name: &str) -> String {
+    format!("/keys/{}", name.to_ascii_lowercase())
+}
+
+impl Deployment {
+    /// The role definitions of a vault: the built-in roles of its kind.
+    pub fn role_definitions(&self, vault: &VaultRecord) -> Vec<RoleDefinition> {
+        rbac::built_in(vault.kind).to_vec()
+    }
+
+    /// A role definition by GUID or by name (case-insensitive).
+    pub fn role_definition(&self, vault: &VaultRecord, id_or_name: &str) -> Option<RoleDefinition> {
+        let wanted = id_or_name.rsplit('/').next().unwrap_or(id_or_name);
+        self.role_definitions(vault)
+            .into_iter()
+            .find(|r| r.id.eq_ignore_ascii_case(wanted) || r.name.eq_ignore_ascii_case(id_or_name))
+    }
+
+    /// Every role assignment of a vault.
+    pub async fn role_assignments(&self, vault: &VaultRecord) -> Result<Arc<Vec<RoleAssignment>>> {
+        if let Some(hit) = self.assignments.get(&vault.id) {
+            return Ok(hit);
+        }
+        let prefix = format!("{}/", vault.id);
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(ns::ROLE_ASSIGNMENT, &prefix, after.as_deref(), 500)
+                .await
+                .map_err(store_error)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for r in page {
+                all.push(from_json::<RoleAssignment>(&r.value)?);
+            }
+        }
+        let all = Arc::new(all);
+        self.assignments.put(&vault.id, all.clone());
+        Ok(all)
+    }
+
+    /// Assigns a role to a principal at a scope (`/`, `/keys` or `/keys/{name}`).
+    pub async fn assign_role(
+        &self,
+        vault: &VaultRecord,
+        scope: &str,
+        role: &str,
+        principal_id: &str,
+        name: Option<&str>,
+    ) -> Result<RoleAssignment> {
+        let scope = rbac::canonical_scope(scope).ok_or_else(|| {
+            ApiError::bad_parameter("The scope must be '/', '/keys' or '/keys/{key-name}'.")
+        })?;
+        let definition = self.role_definition(vault, role).ok_or_else(|| {
+            ApiError::bad_parameter(format!(
+                "There is no role definition '{}' in vault '{}'.",
+                crate::naming::printable(role),
+                vault.name
+            ))
+        })?;
+        if principal_id.is_empty() || principal_id.len() > 128 {
+            return Err(ApiError::bad_parameter("The principal id is invalid."));
+        }
+        let assignment = RoleAssignment {
+            name: match name {
+                Some(n) => n.to_owned(),
+                None => uuid_like()?,
+            },
+            scope,
+            role_definition_id: definition.id,
+            principal_id: principal_id.to_owned(),
+        };
+        self.store
+            .commit(vec![Op::Put {
+                ns: ns::ROLE_ASSIGNMENT,
+                key: format!("{}/{}", vault.id, assignment.name),
+                value: to_json(&assignment)?,
+                expect: Expect::Absent,
+            }])
+            .await
+            .map_err(|e| match e {
+                keyshift_store::StoreError::Conflict { .. } => ApiError::conflict(format!(
+                    "A role assignment named {} exists already.",
+                    assignment.name
+                )),
+                other => store_error(other),
+            })?;
+        self.assignments.invalidate(&vault.id);
+        Ok(assignment)
+    }
+
+    /// Removes a role assignment by name.
+    pub async fn remove_role_assignment(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<RoleAssignment> {
+        let key = format!("{}/{name}", vault.id);
+        let record = self
+            .store
+            .get(ns::ROLE_ASSIGNMENT, &key)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("No role assignment named {name}."),
+                )
+            })?;
+        let assignment: RoleAssignment = from_json(&record.value)?;
+        self.store
+            .commit(vec![Op::Delete {
+                ns: ns::ROLE_ASSIGNMENT,
+                key,
+                expect: Expect::Revision(record.revision),
+            }])
+            .await
+            .map_err(store_error)?;
+        self.assignments.invalidate(&vault.id);
+        Ok(assignment)
+    }
+
+    /// Allows the request or answers `403 Forbidden` naming the missing data action.
+    pub(crate) async fn authorize(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        action: Action,
+        resource: &str,
+    ) -> Result<()> {
+        if ctx.is_system() {
+            return Ok(());
+        }
+        let assignments = self.role_assignments(vault).await?;
+        let roles = rbac::built_in(vault.kind);
+        let decision = rbac::decide(
+            vault.kind,
+            &ctx.principal_id,
+            action,
+            resource,
+            &assignments,
+            |id| roles.iter().find(|r| r.id == id),
+        );
+        match decision {
+            Decision::Allowed { .. } => Ok(()),
+            Decision::Denied { data_action } => Err(ApiError::forbidden(format!(
+                "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: oid={}\r\nAction: '{data_action}'\r\nResource: '{}{resource}'\r\nAssignment: (not found)\r\nDecisionReason: 'DeniedWithNoValidRBAC'\r\nVault: {}\r\n",
+                ctx.principal_id, vault.name, vault.name
+            ))
+            .with_inner("ForbiddenByRbac")),
+        }
+    }
+
+    /// Records the deployment's administrator and gives it the Administrator role at `/` of every
+    /// vault where it holds no assignment yet (and of every vault created later).
+    pub async fn set_administrator(&self, principal_id: &str) -> Result<()> {
+        self.record_administrator(principal_id).await?;
+        for vault in self.vaults() {
+            self.grant_administrator(&vault).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives the recorded administrator the Administrator role of the vault's kind at `/`.
+    pub(crate) async fn grant_administrator(&self, vault: &VaultRecord) -> Result<()> {
+        let Some(admin) = self.administrator() else {
+            return Ok(());
+        };
+        let assignments = self.role_assignments(vault).await?;
+        if assignments.iter().any(|a| a.principal_id == admin) {
+            return Ok(());
+        }
+        let role = match vault.kind {
+            crate::VaultKind::Vault => "Key Vault Administrator",
+            crate::VaultKind::ManagedHsm => "Managed HSM Administrator",
+        };
+        self.assign_role(vault, "/", role, &admin, None)
+            .await
+            .map(|_| ())
+    }
+}
+
+pub(crate) fn uuid_like() -> Result<String> {
+    let hex = new_id()?;
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
+}
