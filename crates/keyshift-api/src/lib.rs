@@ -8,6 +8,7 @@
 pub mod b64;
 pub mod error;
 pub mod keys;
+pub mod rbac;
 pub mod version;
 
 pub use error::{ApiError, ErrorCode};

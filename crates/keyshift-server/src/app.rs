@@ -58,7 +58,7 @@ pub fn router(app: Arc<App>, listener: ListenerInfo) -> Router {
         .with_state(app)
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut response = (status, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -73,7 +73,7 @@ pub fn error_response(e: &ApiError) -> Response {
     json_response(status, e.to_json())
 }
 
-fn ok_json<T: serde::Serialize>(value: &T) -> Response {
+pub(crate) fn ok_json<T: serde::Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => json_response(StatusCode::OK, body),
         Err(_) => error_response(&ApiError::internal()),
@@ -310,9 +310,13 @@ async fn api(
     let path = percent_encoding::percent_decode_str(req.uri().path())
         .decode_utf8_lossy()
         .into_owned();
-    let route = match routes::parse(method, &path) {
-        Ok(r) => r,
-        Err(e) => return error_response(&e),
+    let route = match routes::parse_rbac(method, &path) {
+        Some(Ok(r)) => Call::Rbac(r),
+        Some(Err(e)) => return error_response(&e),
+        None => match routes::parse(method, &path) {
+            Ok(r) => Call::Keys(r),
+            Err(e) => return error_response(&e),
+        },
     };
     let query = Query::parse(req.uri().query().unwrap_or(""));
     match query.get("api-version") {
@@ -338,7 +342,13 @@ async fn api(
         Err(e) => return error_response(&e),
     };
     let ctx = RequestContext::principal(format!("https://{authority}"), caller.principal_id);
-    match dispatch(&app.deployment, &ctx, &vault, route, &query, &body).await {
+    let result = match route {
+        Call::Keys(route) => dispatch(&app.deployment, &ctx, &vault, route, &query, &body).await,
+        Call::Rbac(route) => {
+            crate::rbac_api::dispatch(&app.deployment, &ctx, &vault, route, &query, &body).await
+        }
+    };
+    match result {
         Ok(response) => response,
         Err(e) => {
             if e.code == ErrorCode::InternalError {
@@ -349,7 +359,12 @@ async fn api(
     }
 }
 
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+enum Call {
+    Keys(Route),
+    Rbac(routes::RbacRoute),
+}
+
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_parameter("The request body is required."));
     }

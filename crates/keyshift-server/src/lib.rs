@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 mod listener;
 pub mod query;
+pub mod rbac_api;
 pub mod routes;
 pub mod tls;
 

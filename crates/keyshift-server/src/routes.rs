@@ -382,3 +382,118 @@ mod tests {
         }
     }
 }
+
+/// A call of the role-assignment and role-definition API (`/{scope}/providers/Microsoft.Authorization/...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RbacRoute {
+    /// GET roleAssignments
+    ListAssignments { scope: String },
+    /// GET roleAssignments/{name}
+    GetAssignment { scope: String, name: String },
+    /// PUT roleAssignments/{name}
+    PutAssignment { scope: String, name: String },
+    /// DELETE roleAssignments/{name}
+    DeleteAssignment { scope: String, name: String },
+    /// GET roleDefinitions
+    ListDefinitions { scope: String },
+    /// GET roleDefinitions/{name}
+    GetDefinition { scope: String, name: String },
+    /// PUT or DELETE roleDefinitions/{name}: custom roles
+    WriteDefinition,
+}
+
+const PROVIDER: &str = "/providers/microsoft.authorization/";
+
+/// Parses a role API path, or `None` when the path is not one. The scope comes before the provider
+/// segment unencoded, so `/` arrives as `///providers/...` and `/keys/k` as `//keys/k/providers/...`.
+pub fn parse_rbac(method: Method, path: &str) -> Option<Result<RbacRoute, ApiError>> {
+    let at = path.to_ascii_lowercase().find(PROVIDER)?;
+    let scope = format!("/{}", path[..at].trim_start_matches('/'));
+    let rest: Vec<&str> = path[at + PROVIDER.len()..]
+        .trim_end_matches('/')
+        .split('/')
+        .collect();
+    use Method::*;
+    let route = match (method, rest.as_slice()) {
+        (Get, [c]) if eq(c, "roleAssignments") => RbacRoute::ListAssignments { scope },
+        (Get, [c, n]) if eq(c, "roleAssignments") => RbacRoute::GetAssignment {
+            scope,
+            name: n.to_string(),
+        },
+        (Put, [c, n]) if eq(c, "roleAssignments") => RbacRoute::PutAssignment {
+            scope,
+            name: n.to_string(),
+        },
+        (Delete, [c, n]) if eq(c, "roleAssignments") => RbacRoute::DeleteAssignment {
+            scope,
+            name: n.to_string(),
+        },
+        (Get, [c]) if eq(c, "roleDefinitions") => RbacRoute::ListDefinitions { scope },
+        (Get, [c, n]) if eq(c, "roleDefinitions") => RbacRoute::GetDefinition {
+            scope,
+            name: n.to_string(),
+        },
+        (Put | Delete, [c, _]) if eq(c, "roleDefinitions") => RbacRoute::WriteDefinition,
+        (_, [c, ..]) if eq(c, "roleAssignments") || eq(c, "roleDefinitions") => {
+            return Some(Err(wrong_method()))
+        }
+        _ => return Some(Err(not_found(path))),
+    };
+    Some(Ok(route))
+}
+
+#[cfg(test)]
+mod rbac_route_tests {
+    use super::*;
+
+    #[test]
+    fn scopes_and_names() {
+        let r = |m, p| parse_rbac(m, p).unwrap().unwrap();
+        assert_eq!(
+            r(
+                Method::Get,
+                "///providers/Microsoft.Authorization/roleAssignments"
+            ),
+            RbacRoute::ListAssignments { scope: "/".into() }
+        );
+        assert_eq!(
+            r(
+                Method::Put,
+                "//keys/providers/Microsoft.Authorization/roleAssignments/abc"
+            ),
+            RbacRoute::PutAssignment {
+                scope: "/keys".into(),
+                name: "abc".into()
+            }
+        );
+        assert_eq!(
+            r(
+                Method::Delete,
+                "/keys/k1/providers/microsoft.authorization/roleassignments/abc"
+            ),
+            RbacRoute::DeleteAssignment {
+                scope: "/keys/k1".into(),
+                name: "abc".into()
+            }
+        );
+        assert_eq!(
+            r(
+                Method::Get,
+                "/providers/Microsoft.Authorization/roleDefinitions"
+            ),
+            RbacRoute::ListDefinitions { scope: "/".into() }
+        );
+        assert!(parse_rbac(Method::Get, "/keys/k1").is_none());
+        assert!(parse_rbac(
+            Method::Post,
+            "///providers/Microsoft.Authorization/roleAssignments/x"
+        )
+        .unwrap()
+        .is_err());
+        assert!(
+            parse_rbac(Method::Get, "///providers/Microsoft.Authorization/other")
+                .unwrap()
+                .is_err()
+        );
+    }
+}

@@ -241,3 +241,173 @@ pub(crate) fn uuid_like() -> Result<String> {
         &hex[20..32]
     ))
 }
+
+/// Which assignments a listing returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignmentFilter {
+    /// At the scope and below it.
+    AtAndBelow,
+    /// At exactly the scope (`$filter=atScope()`).
+    AtScope,
+    /// Of one principal (`$filter=principalId eq '...'`), at the scope and below.
+    Principal(String),
+}
+
+impl AssignmentFilter {
+    /// Parses an OData `$filter` as the role API takes it.
+    pub fn parse(filter: Option<&str>) -> Result<Self> {
+        let Some(f) = filter.map(str::trim).filter(|f| !f.is_empty()) else {
+            return Ok(AssignmentFilter::AtAndBelow);
+        };
+        if f.eq_ignore_ascii_case("atScope()") {
+            return Ok(AssignmentFilter::AtScope);
+        }
+        let lower = f.to_ascii_lowercase();
+        if let Some(rest) = lower.strip_prefix("principalid eq ") {
+            let id = rest.trim().trim_matches('\'');
+            if !id.is_empty() && !id.contains('\'') {
+                // Keep the original casing of the id.
+                let start = f.len() - rest.len();
+                return Ok(AssignmentFilter::Principal(
+                    f[start..].trim().trim_matches('\'').to_owned(),
+                ));
+            }
+        }
+        Err(ApiError::bad_parameter(
+            "The $filter must be atScope() or principalId eq '<id>'.",
+        ))
+    }
+}
+
+impl Deployment {
+    /// `GET /{scope}/providers/Microsoft.Authorization/roleAssignments`
+    pub async fn list_role_assignments(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        scope: &str,
+        filter: &AssignmentFilter,
+    ) -> Result<Vec<RoleAssignment>> {
+        let scope = checked_scope(scope)?;
+        self.authorize(ctx, vault, Action::ReadRoleAssignments, &scope)
+            .await?;
+        let all = self.role_assignments(vault).await?;
+        Ok(all
+            .iter()
+            .filter(|a| match filter {
+                AssignmentFilter::AtScope => a.scope == scope,
+                AssignmentFilter::AtAndBelow => rbac::scope_covers(&scope, &a.scope),
+                AssignmentFilter::Principal(p) => {
+                    rbac::scope_covers(&scope, &a.scope) && &a.principal_id == p
+                }
+            })
+            .cloned()
+            .collect())
+    }
+
+    /// `GET /{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`
+    pub async fn get_role_assignment(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        scope: &str,
+        name: &str,
+    ) -> Result<RoleAssignment> {
+        let scope = checked_scope(scope)?;
+        self.authorize(ctx, vault, Action::ReadRoleAssignments, &scope)
+            .await?;
+        self.role_assignments(vault)
+            .await?
+            .iter()
+            .find(|a| a.name.eq_ignore_ascii_case(name) && a.scope == scope)
+            .cloned()
+            .ok_or_else(|| assignment_not_found(name))
+    }
+
+    /// `PUT /{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`
+    pub async fn put_role_assignment(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        scope: &str,
+        name: &str,
+        role_definition_id: &str,
+        principal_id: &str,
+    ) -> Result<RoleAssignment> {
+        let scope = checked_scope(scope)?;
+        self.authorize(ctx, vault, Action::WriteRoleAssignments, &scope)
+            .await?;
+        if !is_guid(name) {
+            return Err(ApiError::bad_parameter(
+                "The role assignment name must be a GUID.",
+            ));
+        }
+        self.assign_role(
+            vault,
+            &scope,
+            role_definition_id,
+            principal_id,
+            Some(&name.to_ascii_lowercase()),
+        )
+        .await
+    }
+
+    /// `DELETE /{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`
+    pub async fn delete_role_assignment(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        scope: &str,
+        name: &str,
+    ) -> Result<RoleAssignment> {
+        let scope = checked_scope(scope)?;
+        self.authorize(ctx, vault, Action::DeleteRoleAssignments, &scope)
+            .await?;
+        let existing = self
+            .role_assignments(vault)
+            .await?
+            .iter()
+            .find(|a| a.name.eq_ignore_ascii_case(name) && a.scope == scope)
+            .cloned()
+            .ok_or_else(|| assignment_not_found(name))?;
+        self.remove_role_assignment(vault, &existing.name).await
+    }
+
+    /// `GET /{scope}/providers/Microsoft.Authorization/roleDefinitions[/{name}]`
+    pub async fn list_role_definitions(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        scope: &str,
+    ) -> Result<Vec<RoleDefinition>> {
+        let scope = checked_scope(scope)?;
+        self.authorize(ctx, vault, Action::ReadRoleDefinitions, &scope)
+            .await?;
+        Ok(self.role_definitions(vault))
+    }
+}
+
+fn checked_scope(scope: &str) -> Result<String> {
+    rbac::canonical_scope(scope).ok_or_else(|| {
+        ApiError::bad_parameter("The scope must be '/', '/keys' or '/keys/{key-name}'.")
+    })
+}
+
+fn is_guid(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+        && parts
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn assignment_not_found(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!(
+            "The role assignment {} was not found.",
+            crate::naming::printable(name)
+        ),
+    )
+    .with_inner("RoleAssignmentNotFound")
+}

@@ -5,7 +5,7 @@
 //! [`RequestContext`]; this crate decides and answers with wire types or an [`ApiError`]. It has no
 //! HTTP and no SQL: storage is a [`keyshift_store::Store`] and time is a [`Clock`].
 
-mod access;
+pub mod access;
 pub mod clock;
 mod deployment;
 pub mod duration;

@@ -50,11 +50,19 @@ pub enum Action {
     Release,
     /// get random bytes
     Random,
+    /// list or get role assignments
+    ReadRoleAssignments,
+    /// create role assignments
+    WriteRoleAssignments,
+    /// delete role assignments
+    DeleteRoleAssignments,
+    /// list or get role definitions
+    ReadRoleDefinitions,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 25] = [
         Action::Read,
         Action::Create,
         Action::Import,
@@ -76,6 +84,10 @@ impl Action {
         Action::Verify,
         Action::Release,
         Action::Random,
+        Action::ReadRoleAssignments,
+        Action::WriteRoleAssignments,
+        Action::DeleteRoleAssignments,
+        Action::ReadRoleDefinitions,
     ];
 
     /// The Azure data action this request needs in a vault of `kind`.
@@ -105,6 +117,12 @@ impl Action {
                 // Key Vault has no RNG data action (Azure serves /rng on Managed HSM only); ours
                 // sits under vaults/* so that the Administrator has it and nobody else by default.
                 Random => "Microsoft.KeyVault/vaults/rng/action",
+                // Key Vault manages roles in Azure's control plane; here they are data actions
+                // under vaults/*, so that only the Administrator has them.
+                ReadRoleAssignments => "Microsoft.KeyVault/vaults/roleAssignments/read/action",
+                WriteRoleAssignments => "Microsoft.KeyVault/vaults/roleAssignments/write/action",
+                DeleteRoleAssignments => "Microsoft.KeyVault/vaults/roleAssignments/delete/action",
+                ReadRoleDefinitions => "Microsoft.KeyVault/vaults/roleDefinitions/read/action",
             },
             VaultKind::ManagedHsm => match self {
                 Read | ReadRotationPolicy => "Microsoft.KeyVault/managedHsm/keys/read/action",
@@ -126,6 +144,14 @@ impl Action {
                 Verify => "Microsoft.KeyVault/managedHsm/keys/verify/action",
                 Release => "Microsoft.KeyVault/managedHsm/keys/release/action",
                 Random => "Microsoft.KeyVault/managedHsm/rng/action",
+                ReadRoleAssignments => "Microsoft.KeyVault/managedHsm/roleAssignments/read/action",
+                WriteRoleAssignments => {
+                    "Microsoft.KeyVault/managedHsm/roleAssignments/write/action"
+                }
+                DeleteRoleAssignments => {
+                    "Microsoft.KeyVault/managedHsm/roleAssignments/delete/action"
+                }
+                ReadRoleDefinitions => "Microsoft.KeyVault/managedHsm/roleDefinitions/read/action",
             },
         }
     }

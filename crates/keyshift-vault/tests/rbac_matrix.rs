@@ -10,6 +10,14 @@ use std::collections::BTreeSet;
 
 use Action::*;
 
+/// The role-management actions.
+const ROLES: [Action; 4] = [
+    ReadRoleAssignments,
+    WriteRoleAssignments,
+    DeleteRoleAssignments,
+    ReadRoleDefinitions,
+];
+
 /// What each built-in role may do, by role id.
 fn expected(kind: VaultKind, role_id: &str) -> BTreeSet<Action> {
     let all: BTreeSet<Action> = Action::ALL.iter().copied().collect();
@@ -18,8 +26,10 @@ fn expected(kind: VaultKind, role_id: &str) -> BTreeSet<Action> {
         // Key Vault
         (VaultKind::Vault, "00482a5a-887f-4fb3-b363-3b7fe8e74483") => all, // Administrator: vaults/*
         (VaultKind::Vault, "14b46e9e-c2b7-41b4-b07b-48a6ebf60603") => {
-            // Crypto Officer: keys/* and keyrotationpolicies/*
-            all.into_iter().filter(|a| *a != Random).collect()
+            // Crypto Officer: keys/* and keyrotationpolicies/*: no rng, no roles
+            all.into_iter()
+                .filter(|a| !ROLES.contains(a) && *a != Random)
+                .collect()
         }
         (VaultKind::Vault, "12338af0-0e69-4776-bea7-57ae8d297424") => set(&[
             Read,
@@ -41,9 +51,11 @@ fn expected(kind: VaultKind, role_id: &str) -> BTreeSet<Action> {
             set(&[Read, ReadDeleted, ReadRotationPolicy])
         }
         // Managed HSM
-        (VaultKind::ManagedHsm, "a290e904-7015-4bba-90c8-60543313cdb4") => set(&[]), // Administrator: no key use
+        (VaultKind::ManagedHsm, "a290e904-7015-4bba-90c8-60543313cdb4") => set(&ROLES), // Administrator: roles, no key use
         (VaultKind::ManagedHsm, "515eb02d-2335-4d2d-92f2-b1cbdf9c3778") => {
-            set(&[ReadDeleted, Recover, Purge])
+            let mut s = set(&ROLES);
+            s.extend([ReadDeleted, Recover, Purge]);
+            s
         }
         (VaultKind::ManagedHsm, "21dbd100-6940-42c2-9190-5d6cb909625b") => set(&[
             Read,
@@ -64,11 +76,17 @@ fn expected(kind: VaultKind, role_id: &str) -> BTreeSet<Action> {
             Verify,
             Rotate,
             Random,
+            ReadRoleAssignments,
+            ReadRoleDefinitions,
         ]),
-        (VaultKind::ManagedHsm, "4bd23610-cdcf-4971-bdee-bdc562cc28e4") => set(&[]),
-        (VaultKind::ManagedHsm, "2c18b078-7c48-4d3a-af88-5a3a1b3f82b3") => {
-            set(&[Read, ReadRotationPolicy, ReadDeleted])
-        }
+        (VaultKind::ManagedHsm, "4bd23610-cdcf-4971-bdee-bdc562cc28e4") => set(&ROLES),
+        (VaultKind::ManagedHsm, "2c18b078-7c48-4d3a-af88-5a3a1b3f82b3") => set(&[
+            Read,
+            ReadRotationPolicy,
+            ReadDeleted,
+            ReadRoleAssignments,
+            ReadRoleDefinitions,
+        ]),
         (VaultKind::ManagedHsm, "33413926-3206-4cdd-b39a-83574fe37a17") => {
             set(&[Read, ReadRotationPolicy, Wrap, Unwrap])
         }
@@ -94,7 +112,11 @@ fn every_role_every_operation_every_scope() {
                     principal_id: "p".into(),
                 };
                 for action in Action::ALL {
-                    let resource = if action == Random { "/" } else { "/keys/this" };
+                    let resource = if action == Random || ROLES.contains(&action) {
+                        "/"
+                    } else {
+                        "/keys/this"
+                    };
                     let covers = match scope {
                         "/" => true,
                         "/keys" | "/keys/this" => resource != "/",
