@@ -22,6 +22,13 @@ pub enum PrincipalCommand {
         /// Client id.
         client_id: String,
     },
+    /// Add a certificate (PEM; RSA 2048+) whose key may sign client assertions (RFC 7523).
+    AddCertificate {
+        /// Client id.
+        client_id: String,
+        /// PEM file with the certificate (a private key in the same file is ignored, never read into the store).
+        pem: std::path::PathBuf,
+    },
     /// Disable a principal: no new tokens, and its tokens stop working within a second.
     Disable {
         /// Client id.
@@ -131,6 +138,17 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
         }
         PrincipalCommand::AddSecret { client_id } => {
             println!("{}", d.add_principal_secret(&client_id).await.map_err(msg)?);
+        }
+        PrincipalCommand::AddCertificate { client_id, pem } => {
+            let text =
+                std::fs::read(&pem).map_err(|e| anyhow!("cannot read {}: {e}", pem.display()))?;
+            for thumbprint in d
+                .add_principal_certificate(&client_id, &text)
+                .await
+                .map_err(msg)?
+            {
+                println!("added certificate x5t={thumbprint} to {client_id}");
+            }
         }
         PrincipalCommand::Disable { client_id } => {
             d.set_principal_enabled(&client_id, false)

@@ -14,6 +14,12 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     hash(&digest::SHA256, data)
 }
 
+/// SHA-1 of `data`: only for certificate thumbprints (`x5t`), never for security decisions on
+/// its own.
+pub fn sha1(data: &[u8]) -> [u8; 20] {
+    hash(&digest::SHA1_FOR_LEGACY_USE_ONLY, data)
+}
+
 /// SHA-384 of `data`.
 pub fn sha384(data: &[u8]) -> [u8; 48] {
     hash(&digest::SHA384, data)

@@ -22,6 +22,7 @@ pub mod seal;
 pub mod secret;
 mod signature;
 pub mod token;
+pub mod x509;
 
 pub use algorithm::{Curve, EncryptionAlgorithm, KeyFamily, SignatureAlgorithm};
 pub use error::{CryptoError, Result};

@@ -140,29 +140,58 @@ async fn token(State(app): State<Arc<App>>, Path(tenant): Path<String>, req: Req
             "Only the client_credentials grant is supported.",
         );
     }
-    let (Some(client_id), Some(secret)) = (field("client_id"), field("client_secret")) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "client_id and client_secret are required.",
-        );
+    let principal = if field("client_assertion_type") == Some(crate::auth::ASSERTION_TYPE) {
+        let Some(assertion) = field("client_assertion") else {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "client_assertion is required.",
+            );
+        };
+        let endpoint = format!("{}/{tenant}/oauth2/v2.0/token", app.public_url);
+        match app
+            .tokens
+            .verify_client_assertion(field("client_id"), assertion, &endpoint)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(reason = %e, "client assertion refused");
+                return oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    &format!("Invalid client assertion: {e}."),
+                );
+            }
+        }
+    } else {
+        let (Some(client_id), Some(secret)) = (field("client_id"), field("client_secret")) else {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "client_id with client_secret, or a client_assertion, is required.",
+            );
+        };
+        match app.deployment.authenticate_client(client_id, secret).await {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                return oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "Invalid client credentials.",
+                )
+            }
+            Err(e) => return error_response(&e),
+        }
     };
-    match app.deployment.authenticate_client(client_id, secret).await {
-        Ok(Some(principal)) => match app.tokens.issue(&principal.id, &principal.client_id) {
-            Ok((token, lifetime)) => ok_json(&serde_json::json!({
-                "token_type": "Bearer",
-                "expires_in": lifetime,
-                "ext_expires_in": lifetime,
-                "access_token": token,
-            })),
-            Err(_) => error_response(&ApiError::internal()),
-        },
-        Ok(None) => oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "Invalid client credentials.",
-        ),
-        Err(e) => error_response(&e),
+    match app.tokens.issue(&principal.id, &principal.client_id) {
+        Ok((token, lifetime)) => ok_json(&serde_json::json!({
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
+            "access_token": token,
+        })),
+        Err(_) => error_response(&ApiError::internal()),
     }
 }
 
@@ -184,7 +213,7 @@ async fn openid_configuration(State(app): State<Arc<App>>, Path(tenant): Path<St
         "grant_types_supported": ["client_credentials"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["ES256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_post"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
         "tenant_region_scope": "NA",
     }))
 }

@@ -105,6 +105,8 @@ pub struct TokenAuthority {
     kid: String,
     validated: RwLock<HashMap<[u8; 32], (i64, Caller)>>,
     principals: RwLock<HashMap<String, i64>>,
+    /// Client assertions already used (client id and jti), until they expire.
+    assertions: RwLock<HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for TokenAuthority {
@@ -140,6 +142,7 @@ impl TokenAuthority {
             kid,
             validated: RwLock::new(HashMap::new()),
             principals: RwLock::new(HashMap::new()),
+            assertions: RwLock::new(HashMap::new()),
         }
     }
 
@@ -304,5 +307,167 @@ impl TokenAuthority {
             client_id: claims.appid.clone(),
         };
         Ok((claims, caller))
+    }
+}
+
+/// `client_assertion_type` of RFC 7523 client authentication.
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The longest an assertion may live, from now.
+const MAX_ASSERTION_LIFETIME: i64 = 3600;
+
+/// Why a client assertion was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssertionError {
+    /// Not a JWT of JSON parts.
+    #[error("the client assertion is malformed")]
+    Malformed,
+    /// alg other than RS256 or PS256.
+    #[error("the client assertion's algorithm is not accepted")]
+    Algorithm,
+    /// iss, sub and client_id disagree.
+    #[error("the client assertion's issuer, subject and client id disagree")]
+    Subject,
+    /// Unknown, disabled client, or no certificate with that thumbprint.
+    #[error("the client or its certificate is unknown")]
+    UnknownClient,
+    /// The certificate has expired.
+    #[error("the client certificate has expired")]
+    CertificateExpired,
+    /// Bad signature.
+    #[error("the client assertion's signature does not verify")]
+    Signature,
+    /// Audience is not this token endpoint.
+    #[error("the client assertion's audience is not this token endpoint")]
+    Audience,
+    /// Expired, not yet valid, or valid for too long.
+    #[error("the client assertion is expired, not yet valid, or valid for too long")]
+    Lifetime,
+    /// jti missing or already used.
+    #[error("the client assertion has no jti or was used before")]
+    Replay,
+}
+
+#[derive(Deserialize)]
+struct AssertionHeader {
+    alg: String,
+    #[serde(default)]
+    x5t: Option<String>,
+    #[serde(default, rename = "x5t#S256")]
+    x5t_s256: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AssertionClaims {
+    iss: String,
+    sub: String,
+    aud: serde_json::Value,
+    // MSAL sends fractional seconds.
+    exp: f64,
+    #[serde(default)]
+    nbf: Option<f64>,
+    #[serde(default)]
+    jti: Option<String>,
+}
+
+impl TokenAuthority {
+    /// Verifies an RFC 7523 client assertion signed with a principal's certificate key, as the
+    /// Azure identity libraries send it. Returns the principal.
+    pub async fn verify_client_assertion(
+        &self,
+        form_client_id: Option<&str>,
+        assertion: &str,
+        token_endpoint: &str,
+    ) -> Result<keyshift_vault::records::PrincipalRecord, AssertionError> {
+        let now = self.deployment.clock().now();
+        let mut parts = assertion.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AssertionError::Malformed);
+        };
+        let header: AssertionHeader = b64::decode(h)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(AssertionError::Malformed)?;
+        let alg = match header.alg.as_str() {
+            "RS256" => keyshift_crypto::SignatureAlgorithm::Rs256,
+            "PS256" => keyshift_crypto::SignatureAlgorithm::Ps256,
+            _ => return Err(AssertionError::Algorithm),
+        };
+        let claims: AssertionClaims = b64::decode(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(AssertionError::Malformed)?;
+        if !claims.exp.is_finite() || claims.nbf.is_some_and(|n| !n.is_finite()) {
+            return Err(AssertionError::Malformed);
+        }
+        let exp = claims.exp.floor() as i64;
+        let nbf = claims.nbf.map(|n| n.floor() as i64);
+        if claims.iss != claims.sub || form_client_id.is_some_and(|c| c != claims.iss) {
+            return Err(AssertionError::Subject);
+        }
+        let principal = self
+            .deployment
+            .principal_by_client_id(&claims.iss)
+            .await
+            .map_err(|_| AssertionError::UnknownClient)?
+            .filter(|p| p.enabled)
+            .ok_or(AssertionError::UnknownClient)?;
+        // Thumbprints arrive as base64url, padded (MSAL) or not: compare the bytes.
+        let bytes = |t: &Option<String>| t.as_deref().and_then(|t| b64::decode(t).ok());
+        let (want_s256, want_sha1) = (bytes(&header.x5t_s256), bytes(&header.x5t));
+        let stored = |t: &str| b64::decode(t).ok();
+        let cert = principal
+            .certificates
+            .iter()
+            .find(|c| want_s256.is_some() && stored(&c.x5t_s256) == want_s256)
+            .or_else(|| {
+                principal
+                    .certificates
+                    .iter()
+                    .find(|c| want_sha1.is_some() && stored(&c.x5t) == want_sha1)
+            })
+            .ok_or(AssertionError::UnknownClient)?;
+        if cert.not_after < now {
+            return Err(AssertionError::CertificateExpired);
+        }
+        let signature = b64::decode(s).map_err(|_| AssertionError::Malformed)?;
+        let digest =
+            keyshift_crypto::digest::sha256(&assertion.as_bytes()[..h.len() + 1 + p.len()]);
+        let key = keyshift_crypto::PublicKey::Rsa {
+            n: cert.n.clone(),
+            e: cert.e.clone(),
+        };
+        if !keyshift_crypto::verify_with_public(&key, alg, &digest, &signature).unwrap_or(false) {
+            return Err(AssertionError::Signature);
+        }
+        let wanted = token_endpoint.trim_end_matches('/');
+        let audience_ok = match &claims.aud {
+            serde_json::Value::String(a) => a.trim_end_matches('/') == wanted,
+            serde_json::Value::Array(list) => list.iter().any(|a| {
+                a.as_str()
+                    .is_some_and(|a| a.trim_end_matches('/') == wanted)
+            }),
+            _ => false,
+        };
+        if !audience_ok {
+            return Err(AssertionError::Audience);
+        }
+        if now >= exp.saturating_add(SKEW_SECONDS)
+            || nbf.is_some_and(|nbf| now + SKEW_SECONDS < nbf)
+            || exp.saturating_sub(now) > MAX_ASSERTION_LIFETIME + SKEW_SECONDS
+        {
+            return Err(AssertionError::Lifetime);
+        }
+        let jti = claims
+            .jti
+            .filter(|j| !j.is_empty() && j.len() <= 256)
+            .ok_or(AssertionError::Replay)?;
+        let mut seen = self.assertions.write().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, exp| now < *exp + SKEW_SECONDS);
+        if seen.insert(format!("{}\0{jti}", claims.iss), exp).is_some() {
+            return Err(AssertionError::Replay);
+        }
+        Ok(principal)
     }
 }

@@ -479,6 +479,7 @@ impl Deployment {
                     .map_err(crypto_internal)?,
             ],
             enabled: true,
+            certificates: Vec::new(),
             created: self.clock.now(),
         };
         self.store
@@ -599,6 +600,68 @@ impl Deployment {
             .await
             .map_err(store_error)?;
         Ok(secret)
+    }
+
+    /// Adds the certificate(s) of a PEM text to a principal; returns their SHA-1 thumbprints.
+    pub async fn add_principal_certificate(
+        &self,
+        client_id: &str,
+        pem: &[u8],
+    ) -> Result<Vec<String>> {
+        let ders = keyshift_crypto::x509::pem_certificates(pem);
+        if ders.is_empty() {
+            return Err(ApiError::bad_parameter(
+                "No CERTIFICATE block found in the PEM.",
+            ));
+        }
+        let mut added = Vec::new();
+        let mut certs = Vec::new();
+        for der in ders {
+            let parsed = keyshift_crypto::x509::parse_certificate(&der).map_err(|e| {
+                ApiError::bad_parameter(format!("The certificate is not usable: {e}"))
+            })?;
+            let keyshift_crypto::PublicKey::Rsa { n, e } = parsed.public_key else {
+                return Err(ApiError::bad_parameter(
+                    "Only RSA certificates are supported.",
+                ));
+            };
+            let cert = crate::records::PrincipalCertificate {
+                x5t: keyshift_api::b64::encode(&parsed.sha1_thumbprint),
+                x5t_s256: keyshift_api::b64::encode(&parsed.sha256_thumbprint),
+                n,
+                e,
+                not_after: parsed.not_after,
+            };
+            added.push(cert.x5t.clone());
+            certs.push(cert);
+        }
+        let r = self
+            .store
+            .get(ns::PRINCIPAL, client_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("No principal with client id {client_id}."),
+                )
+            })?;
+        let mut p: PrincipalRecord = from_json(&r.value)?;
+        for c in certs {
+            if !p.certificates.iter().any(|x| x.x5t_s256 == c.x5t_s256) {
+                p.certificates.push(c);
+            }
+        }
+        self.store
+            .commit(vec![Op::Put {
+                ns: ns::PRINCIPAL,
+                key: client_id.to_owned(),
+                value: to_json(&p)?,
+                expect: Expect::Revision(r.revision),
+            }])
+            .await
+            .map_err(store_error)?;
+        Ok(added)
     }
 
     /// Deletes a principal. Its tokens stop working within a second. The administrator cannot be deleted.

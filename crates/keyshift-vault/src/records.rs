@@ -157,6 +157,23 @@ pub struct VersionRecord {
     pub sealed: Vec<u8>,
 }
 
+/// A client certificate of a principal: its RSA public key and thumbprints.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PrincipalCertificate {
+    /// SHA-1 thumbprint, base64url (`x5t`).
+    pub x5t: String,
+    /// SHA-256 thumbprint, base64url (`x5t#S256`).
+    pub x5t_s256: String,
+    /// RSA modulus.
+    #[serde(with = "keyshift_api::b64::bytes")]
+    pub n: Vec<u8>,
+    /// RSA exponent.
+    #[serde(with = "keyshift_api::b64::bytes")]
+    pub e: Vec<u8>,
+    /// End of the certificate's validity.
+    pub not_after: i64,
+}
+
 /// A service principal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PrincipalRecord {
@@ -170,6 +187,9 @@ pub struct PrincipalRecord {
     pub secret_hashes: Vec<String>,
     /// Disabled principals get no tokens and their tokens stop working.
     pub enabled: bool,
+    /// Certificates whose keys may sign client assertions (RFC 7523).
+    #[serde(default)]
+    pub certificates: Vec<PrincipalCertificate>,
     /// Created.
     pub created: i64,
 }
