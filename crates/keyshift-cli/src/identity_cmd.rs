@@ -229,3 +229,26 @@ pub async fn run_role(common: &CommonArgs, cmd: RoleCommand) -> Result<()> {
     }
     Ok(())
 }
+
+/// Token issuer commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Replace the token signing key; tokens it signed stay valid until they expire. A running
+    /// server picks the new key up within two seconds.
+    RotateSigningKey,
+}
+
+/// Runs a token command.
+pub async fn run_token(common: &CommonArgs, cmd: TokenCommand) -> Result<()> {
+    let d = open(common).await?;
+    match cmd {
+        TokenCommand::RotateSigningKey => {
+            d.rotate_token_signing_key().await.map_err(msg)?;
+            println!(
+                "token signing key rotated; {} keys now verify tokens",
+                d.token_verification_keys().len()
+            );
+        }
+    }
+    Ok(())
+}

@@ -33,6 +33,9 @@ enum Command {
     /// Manage role assignments.
     #[command(subcommand)]
     Role(identity_cmd::RoleCommand),
+    /// Manage the token issuer.
+    #[command(subcommand)]
+    Token(identity_cmd::TokenCommand),
 }
 
 /// Entry point of the binary.
@@ -54,6 +57,7 @@ pub fn main() -> ExitCode {
             Command::Vault(cmd) => vault_cmd::run(&cli.common, cmd).await,
             Command::Principal(cmd) => identity_cmd::run_principal(&cli.common, cmd).await,
             Command::Role(cmd) => identity_cmd::run_role(&cli.common, cmd).await,
+            Command::Token(cmd) => identity_cmd::run_token(&cli.common, cmd).await,
         }
     });
     match result {

@@ -102,7 +102,6 @@ pub struct TokenAuthority {
     issuer: String,
     audience: String,
     lifetime: i64,
-    kid: String,
     validated: RwLock<HashMap<[u8; 32], (i64, Caller)>>,
     principals: RwLock<HashMap<String, i64>>,
     /// Client assertions already used (client id and jti), until they expire.
@@ -120,8 +119,12 @@ impl std::fmt::Debug for TokenAuthority {
 /// The key id of a token signing key: a thumbprint of its public point.
 pub fn key_id(key: &TokenSigningKey) -> String {
     let (x, y) = key.public_xy();
-    let mut both = x;
-    both.extend_from_slice(&y);
+    point_id(&x, &y)
+}
+
+fn point_id(x: &[u8], y: &[u8]) -> String {
+    let mut both = x.to_vec();
+    both.extend_from_slice(y);
     b64::encode(&keyshift_crypto::digest::sha256(&both)[..16])
 }
 
@@ -133,13 +136,11 @@ impl TokenAuthority {
         audience: String,
         lifetime: i64,
     ) -> Self {
-        let kid = key_id(deployment.token_signing_key());
         TokenAuthority {
             deployment,
             issuer,
             audience,
             lifetime,
-            kid,
             validated: RwLock::new(HashMap::new()),
             principals: RwLock::new(HashMap::new()),
             assertions: RwLock::new(HashMap::new()),
@@ -151,13 +152,20 @@ impl TokenAuthority {
         &self.issuer
     }
 
-    /// The JWKS document.
+    /// The JWKS document: the current key and those retired recently, whose tokens may still be valid.
     pub fn jwks(&self) -> serde_json::Value {
-        let (x, y) = self.deployment.token_signing_key().public_xy();
-        serde_json::json!({"keys": [{
-            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
-            "kid": self.kid, "x": b64::encode(&x), "y": b64::encode(&y)
-        }]})
+        let keys: Vec<serde_json::Value> = self
+            .deployment
+            .token_verification_keys()
+            .iter()
+            .map(|(x, y)| {
+                serde_json::json!({
+                    "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
+                    "kid": point_id(x, y), "x": b64::encode(x), "y": b64::encode(y)
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
     }
 
     /// Issues a token for a principal. Returns the token and its lifetime.
@@ -179,9 +187,10 @@ impl TokenAuthority {
             exp: now + self.lifetime,
             ver: "2.0".into(),
         };
+        let signing_key = self.deployment.token_signing_key();
         let header = Header {
             alg: "ES256".into(),
-            kid: Some(self.kid.clone()),
+            kid: Some(key_id(&signing_key)),
             typ: Some("JWT".into()),
         };
         let mut token = b64::encode(&serde_json::to_vec(&header).unwrap_or_default());
@@ -189,10 +198,7 @@ impl TokenAuthority {
         token.push_str(&b64::encode(
             &serde_json::to_vec(&claims).unwrap_or_default(),
         ));
-        let signature = self
-            .deployment
-            .token_signing_key()
-            .sign_es256(token.as_bytes())?;
+        let signature = signing_key.sign_es256(token.as_bytes())?;
         token.push('.');
         token.push_str(&b64::encode(&signature));
         Ok((token, self.lifetime))
@@ -274,13 +280,16 @@ impl TokenAuthority {
         if header.alg != "ES256" {
             return Err(TokenError::Algorithm);
         }
-        if header.kid.as_deref() != Some(self.kid.as_str()) {
+        let keys = self.deployment.token_verification_keys();
+        let Some((x, y)) = keys
+            .iter()
+            .find(|(x, y)| header.kid.as_deref() == Some(point_id(x, y).as_str()))
+        else {
             return Err(TokenError::UnknownKey);
-        }
+        };
         let signature = b64::decode(s).map_err(|_| TokenError::Malformed)?;
-        let (x, y) = self.deployment.token_signing_key().public_xy();
         let signed = &token[..h.len() + 1 + p.len()];
-        if !verify_es256(&x, &y, signed.as_bytes(), &signature) {
+        if !verify_es256(x, y, signed.as_bytes(), &signature) {
             return Err(TokenError::Signature);
         }
         let claims: Claims = b64::decode(p)

@@ -198,6 +198,9 @@ pub async fn start(
             let mut extra_tasks: Vec<JoinHandle<()>> = Vec::new();
             loop {
                 ticker.tick().await;
+                if let Err(e) = app.deployment.reload_token_keys().await {
+                    tracing::warn!(error = %e, "could not reload the token signing keys");
+                }
                 if let Err(e) = app.deployment.refresh_vaults().await {
                     tracing::warn!(error = %e, "could not refresh the vault list");
                     continue;

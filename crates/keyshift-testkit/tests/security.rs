@@ -603,3 +603,63 @@ async fn restart_on_the_same_data_directory_keeps_everything() {
         assert_eq!(mode, 0o600, "{private}");
     }
 }
+
+#[tokio::test]
+async fn rotating_the_token_signing_key_keeps_issued_tokens_valid() {
+    let s = TestServer::start().await;
+    let old_token = s.token().to_owned();
+    let kid = |t: &str| -> Value {
+        serde_json::from_slice::<Value>(&b64::decode(t.split('.').next().unwrap()).unwrap())
+            .unwrap()["kid"]
+            .clone()
+    };
+    s.deployment().rotate_token_signing_key().await.unwrap();
+    let new_token = s.fetch_token().await;
+    assert_ne!(
+        kid(&old_token),
+        kid(&new_token),
+        "new tokens are signed by the new key"
+    );
+    for (what, token) in [("old", &old_token), ("new", &new_token)] {
+        let r = s
+            .http
+            .get(format!("{}{}", s.url(), v("/keys")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{what} token after rotation");
+    }
+    let jwks: Value = s
+        .http
+        .get(format!(
+            "{}/{}/discovery/v2.0/keys",
+            s.url(),
+            s.admin.tenant_id
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<Value> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].clone())
+        .collect();
+    assert_eq!(kids.len(), 2);
+    assert!(kids.contains(&kid(&old_token)) && kids.contains(&kid(&new_token)));
+    // A token naming a kid the deployment never had is refused.
+    let parts: Vec<&str> = new_token.split('.').collect();
+    let header = b64::encode(br#"{"alg":"ES256","kid":"not-a-key"}"#);
+    let r = s
+        .http
+        .get(format!("{}{}", s.url(), v("/keys")))
+        .bearer_auth(format!("{header}.{}.{}", parts[1], parts[2]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}

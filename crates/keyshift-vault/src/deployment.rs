@@ -52,7 +52,7 @@ pub struct Deployment {
     pub(crate) clock: Arc<dyn Clock>,
     root: SealingKey,
     record: DeploymentRecord,
-    token_key: TokenSigningKey,
+    token_keys: RwLock<TokenKeys>,
     vaults: RwLock<HashMap<String, Arc<VaultRecord>>>,
     sd_keys: RwLock<HashMap<String, Arc<SealingKey>>>,
     pub(crate) cache: KeyCache,
@@ -135,6 +135,7 @@ impl Deployment {
                         .map_err(crypto_internal)?,
                     created: now,
                     administrator: None,
+                    retired_token_keys: Vec::new(),
                 };
                 store
                     .commit(vec![
@@ -156,20 +157,14 @@ impl Deployment {
                 (record, true)
             }
         };
-        let token_bytes = root.open(TOKEN_KEY_AAD, &record.token_signing_key).map_err(|_| {
-            ApiError::new(
-                ErrorCode::ServiceUnavailable,
-                "The root key does not open this deployment's secrets: wrong root key for this data directory?",
-            )
-        })?;
-        let token_key = TokenSigningKey::from_bytes(&token_bytes).map_err(crypto_internal)?;
+        let token_keys = TokenKeys::open(&root, &record)?;
         let administrator = record.administrator.clone();
         let deployment = Deployment {
             store,
             clock,
             root,
             record,
-            token_key,
+            token_keys: RwLock::new(token_keys),
             vaults: RwLock::new(HashMap::new()),
             sd_keys: RwLock::new(HashMap::new()),
             cache: KeyCache::default(),
@@ -189,9 +184,94 @@ impl Deployment {
         &self.record.tenant_id
     }
 
-    /// The key that signs access tokens.
-    pub fn token_signing_key(&self) -> &TokenSigningKey {
-        &self.token_key
+    /// The key that signs access tokens now.
+    pub fn token_signing_key(&self) -> Arc<TokenSigningKey> {
+        self.token_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .current
+            .clone()
+    }
+
+    /// Public points of every key whose tokens may still be valid: the current one first, then
+    /// those retired within the last [`RETIRED_TOKEN_KEY_SECONDS`].
+    pub fn token_verification_keys(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let keys = self.token_keys.read().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now();
+        let mut out = vec![keys.current.public_xy()];
+        out.extend(
+            keys.retired
+                .iter()
+                .filter(|r| now - r.retired_at < RETIRED_TOKEN_KEY_SECONDS)
+                .map(|r| (r.x.clone(), r.y.clone())),
+        );
+        out
+    }
+
+    /// Replaces the token signing key. Tokens signed by the old one stay valid until they expire.
+    pub async fn rotate_token_signing_key(&self) -> Result<()> {
+        let now = self.clock.now();
+        for _ in 0..8 {
+            let r = self
+                .store
+                .get(ns::META, DEPLOYMENT_KEY)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(ApiError::internal)?;
+            let mut record: DeploymentRecord = from_json(&r.value)?;
+            let old = TokenKeys::open(&self.root, &record)?;
+            let (x, y) = old.current.public_xy();
+            record
+                .retired_token_keys
+                .retain(|k| now - k.retired_at < RETIRED_TOKEN_KEY_SECONDS);
+            record
+                .retired_token_keys
+                .push(crate::records::RetiredTokenKey {
+                    x,
+                    y,
+                    retired_at: now,
+                });
+            let fresh = TokenSigningKey::generate().map_err(crypto_internal)?;
+            record.token_signing_key = self
+                .root
+                .seal(TOKEN_KEY_AAD, &fresh.to_bytes())
+                .map_err(crypto_internal)?;
+            match self
+                .store
+                .commit(vec![Op::Put {
+                    ns: ns::META,
+                    key: DEPLOYMENT_KEY.into(),
+                    value: to_json(&record)?,
+                    expect: Expect::Revision(r.revision),
+                }])
+                .await
+            {
+                Ok(()) => {
+                    *self.token_keys.write().unwrap_or_else(|p| p.into_inner()) =
+                        TokenKeys::open(&self.root, &record)?;
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(ApiError::conflict(
+            "The deployment record kept changing; retry.",
+        ))
+    }
+
+    /// Re-reads the token keys (another process may have rotated them).
+    pub async fn reload_token_keys(&self) -> Result<()> {
+        let r = self
+            .store
+            .get(ns::META, DEPLOYMENT_KEY)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(ApiError::internal)?;
+        let record: DeploymentRecord = from_json(&r.value)?;
+        let keys = TokenKeys::open(&self.root, &record)?;
+        *self.token_keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(())
     }
 
     /// The clock.
@@ -710,6 +790,30 @@ impl Deployment {
                 .iter()
                 .any(|h| keyshift_crypto::secret::verify_secret(secret.as_bytes(), h));
         Ok(ok.then_some(p))
+    }
+}
+
+/// How long a retired token signing key still verifies tokens: longer than any token lives.
+pub const RETIRED_TOKEN_KEY_SECONDS: i64 = 86_400;
+
+/// The current token signing key and the public points of retired ones.
+struct TokenKeys {
+    current: Arc<TokenSigningKey>,
+    retired: Vec<crate::records::RetiredTokenKey>,
+}
+
+impl TokenKeys {
+    fn open(root: &SealingKey, record: &DeploymentRecord) -> Result<Self> {
+        let bytes = root.open(TOKEN_KEY_AAD, &record.token_signing_key).map_err(|_| {
+            ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The root key does not open this deployment's secrets: wrong root key for this data directory?",
+            )
+        })?;
+        Ok(TokenKeys {
+            current: Arc::new(TokenSigningKey::from_bytes(&bytes).map_err(crypto_internal)?),
+            retired: record.retired_token_keys.clone(),
+        })
     }
 }
 

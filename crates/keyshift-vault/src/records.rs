@@ -48,6 +48,23 @@ pub struct DeploymentRecord {
     /// Object id of the administrator created at first start: Administrator at `/` of every vault.
     #[serde(default)]
     pub administrator: Option<String>,
+    /// Public parts of token signing keys rotated out, kept so that tokens they signed stay valid
+    /// until they expire.
+    #[serde(default)]
+    pub retired_token_keys: Vec<RetiredTokenKey>,
+}
+
+/// The public point of a retired token signing key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetiredTokenKey {
+    /// x coordinate.
+    #[serde(with = "keyshift_api::b64::bytes")]
+    pub x: Vec<u8>,
+    /// y coordinate.
+    #[serde(with = "keyshift_api::b64::bytes")]
+    pub y: Vec<u8>,
+    /// When it stopped signing.
+    pub retired_at: i64,
 }
 
 /// A security domain: the key that seals every key version of its vaults and every backup blob.
