@@ -207,6 +207,50 @@ async fn requests_without_a_valid_token_get_the_challenge_first() {
         .unwrap()
         .0
     };
+    // Tokens signed with the deployment's real key but with one claim wrong.
+    let signed_with = |claims: &Value| {
+        let header = b64::encode(&serde_json::to_vec(&json!({"alg": "ES256", "typ": "JWT", "kid": keyshift_server::auth::key_id(&s.deployment().token_signing_key())})).unwrap());
+        let input = format!(
+            "{header}.{}",
+            b64::encode(&serde_json::to_vec(claims).unwrap())
+        );
+        let sig = s
+            .deployment()
+            .token_signing_key()
+            .sign_es256(input.as_bytes())
+            .unwrap();
+        format!("{input}.{}", b64::encode(&sig))
+    };
+    let mut other_tenant = claims.clone();
+    other_tenant["tid"] = json!("11111111-2222-3333-4444-555555555555");
+    let mut not_yet = claims.clone();
+    not_yet["nbf"] = json!(claims["iat"].as_i64().unwrap() + 3600);
+    let mut slightly_early = claims.clone();
+    slightly_early["nbf"] = json!(claims["iat"].as_i64().unwrap() + 30);
+    let r = s
+        .http
+        .get(format!("{}{}", s.url(), v("/keys")))
+        .bearer_auth(signed_with(&slightly_early))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "nbf 30 s ahead is within the 60 s skew"
+    );
+    let r = s
+        .http
+        .get(format!("{}{}", s.url(), v("/keys")))
+        .bearer_auth(signed_with(&claims))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "the hand-signed control token is accepted"
+    );
     let bad_tokens = vec![
         ("garbage", "not-a-token".to_owned()),
         ("two parts", format!("{}.{}", parts[0], parts[1])),
@@ -237,6 +281,11 @@ async fn requests_without_a_valid_token_get_the_challenge_first() {
             ),
         ),
         ("expired", mint(&issuer, "https://vault.azure.net", -3600)),
+        (
+            "another tenant's token, correctly signed",
+            signed_with(&other_tenant),
+        ),
+        ("not yet valid", signed_with(&not_yet)),
     ];
     for (what, token) in bad_tokens {
         let r = s
