@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Side by side on one machine: the same load against two keyshift binaries, alternating, so a
+# change's cost is read as a ratio rather than against yesterday's noise.
+#   scripts/bench-ab.sh <baseline keyshift binary> <candidate keyshift binary>
+# Environment: OP (wrapkey), CONNECTIONS (16), SECONDS (4), ROUNDS (3).
+set -euo pipefail
+base=$1 cand=$2
+op=${OP:-wrapkey} conns=${CONNECTIONS:-16} secs=${SECONDS_PER_RUN:-${SECONDS:-4}} rounds=${ROUNDS:-3}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cargo build --release --quiet -p keyshift-bench --example keyshift-bench --manifest-path "$root/Cargo.toml"
+bench=$root/target/release/examples/keyshift-bench
+run() { # binary label
+  local dir pid
+  dir=$(mktemp -d)
+  "$1" serve --data-dir "$dir" --listen 127.0.0.1:0 > "$dir.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do [ -f "$dir/admin.json" ] && break; sleep 0.1; done
+  sleep 0.5
+  echo "$2 $("$bench" load --admin "$dir/admin.json" --op "$op" --connections "$conns" --seconds "$secs" 2>&1 | tail -1)"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  rm -rf "$dir" "$dir.log"
+}
+for _ in $(seq 1 "$rounds"); do
+  run "$base" baseline
+  run "$cand" candidate
+done
