@@ -2,10 +2,11 @@
 # Side by side on one machine: the same load against two keyshift binaries, alternating, so a
 # change's cost is read as a ratio rather than against yesterday's noise.
 #   scripts/bench-ab.sh <baseline keyshift binary> <candidate keyshift binary>
-# Environment: OP (wrapkey), CONNECTIONS (16), SECONDS (4), ROUNDS (3).
+# Environment: OP (wrapkey), CONNECTIONS (16), RUN_SECONDS (4), ROUNDS (3).
 set -euo pipefail
 base=$1 cand=$2
-op=${OP:-wrapkey} conns=${CONNECTIONS:-16} secs=${SECONDS_PER_RUN:-${SECONDS:-4}} rounds=${ROUNDS:-3}
+# (Not SECONDS: bash keeps its own counter under that name.)
+op=${OP:-wrapkey} conns=${CONNECTIONS:-16} secs=${RUN_SECONDS:-4} rounds=${ROUNDS:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release --quiet -p keyshift-bench --example keyshift-bench --manifest-path "$root/Cargo.toml"
 bench=$root/target/release/examples/keyshift-bench
