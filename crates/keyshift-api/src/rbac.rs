@@ -99,3 +99,42 @@ pub struct Permission {
 pub fn role_definition_id(guid: &str) -> String {
     format!("Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{guid}")
 }
+
+/// Body of PUT role definition.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RoleDefinitionCreateParameters {
+    /// Properties.
+    pub properties: RoleDefinitionCreateProperties,
+}
+
+/// Properties of PUT role definition; everything optional, checked by the vault.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RoleDefinitionCreateProperties {
+    /// Display name.
+    #[serde(rename = "roleName")]
+    pub role_name: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Permissions.
+    pub permissions: Option<Vec<PermissionInput>>,
+    /// Assignable scopes.
+    #[serde(rename = "assignableScopes")]
+    pub assignable_scopes: Option<Vec<String>>,
+}
+
+/// A permission block as clients send it (every list optional).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct PermissionInput {
+    /// Actions.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Not actions.
+    #[serde(default, rename = "notActions")]
+    pub not_actions: Vec<String>,
+    /// Data actions.
+    #[serde(default, rename = "dataActions")]
+    pub data_actions: Vec<String>,
+    /// Not data actions.
+    #[serde(default, rename = "notDataActions")]
+    pub not_data_actions: Vec<String>,
+}

@@ -194,7 +194,7 @@ pub async fn run_role(common: &CommonArgs, cmd: RoleCommand) -> Result<()> {
         }
         RoleCommand::List { vault: v } => {
             let v = vault(&d, v.as_deref())?;
-            let roles = d.role_definitions(&v);
+            let roles = d.role_definitions(&v).await.map_err(msg)?;
             println!(
                 "{:<38} {:<16} {:<38} role",
                 "assignment", "scope", "principal id"
@@ -217,7 +217,7 @@ pub async fn run_role(common: &CommonArgs, cmd: RoleCommand) -> Result<()> {
         }
         RoleCommand::Definitions { vault: v } => {
             let v = vault(&d, v.as_deref())?;
-            for r in d.role_definitions(&v) {
+            for r in d.role_definitions(&v).await.map_err(msg)? {
                 println!("{} ({})", r.name, r.id);
                 for p in &r.permissions {
                     for a in &p.data_actions {

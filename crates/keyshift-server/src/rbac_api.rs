@@ -69,33 +69,77 @@ pub async fn dispatch(
         RbacRoute::ListAssignments { scope } => {
             let filter = AssignmentFilter::parse(query.get("$filter"))?;
             let list = d.list_role_assignments(ctx, vault, &scope, &filter).await?;
-            ok_json(&serde_json::json!({ "value": list.iter().map(assignment).collect::<Vec<_>>() }))
+            ok_json(
+                &serde_json::json!({ "value": list.iter().map(assignment).collect::<Vec<_>>() }),
+            )
         }
-        RbacRoute::GetAssignment { scope, name } => ok_json(&assignment(&d.get_role_assignment(ctx, vault, &scope, &name).await?)),
+        RbacRoute::GetAssignment { scope, name } => ok_json(&assignment(
+            &d.get_role_assignment(ctx, vault, &scope, &name).await?,
+        )),
         RbacRoute::PutAssignment { scope, name } => {
             let p: wire::RoleAssignmentCreateParameters = parse_json(body)?;
             let a = d
-                .put_role_assignment(ctx, vault, &scope, &name, &p.properties.role_definition_id, &p.properties.principal_id)
+                .put_role_assignment(
+                    ctx,
+                    vault,
+                    &scope,
+                    &name,
+                    &p.properties.role_definition_id,
+                    &p.properties.principal_id,
+                )
                 .await?;
             let body = serde_json::to_vec(&assignment(&a)).map_err(|_| ApiError::internal())?;
             json_response(StatusCode::CREATED, body)
         }
-        RbacRoute::DeleteAssignment { scope, name } => ok_json(&assignment(&d.delete_role_assignment(ctx, vault, &scope, &name).await?)),
+        RbacRoute::DeleteAssignment { scope, name } => ok_json(&assignment(
+            &d.delete_role_assignment(ctx, vault, &scope, &name).await?,
+        )),
         RbacRoute::ListDefinitions { scope } => {
             let defs = d.list_role_definitions(ctx, vault, &scope).await?;
-            ok_json(&serde_json::json!({ "value": defs.iter().map(definition).collect::<Vec<_>>() }))
+            ok_json(
+                &serde_json::json!({ "value": defs.iter().map(definition).collect::<Vec<_>>() }),
+            )
         }
         RbacRoute::GetDefinition { scope, name } => {
             let defs = d.list_role_definitions(ctx, vault, &scope).await?;
-            let def = defs.iter().find(|r| r.id.eq_ignore_ascii_case(&name)).ok_or_else(|| {
-                ApiError::new(ErrorCode::NotFound, "The role definition was not found.").with_inner("RoleDefinitionNotFound")
-            })?;
+            let def = defs
+                .iter()
+                .find(|r| r.id.eq_ignore_ascii_case(&name))
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::NotFound, "The role definition was not found.")
+                        .with_inner("RoleDefinitionNotFound")
+                })?;
             ok_json(&definition(def))
         }
-        RbacRoute::WriteDefinition => {
-            return Err(ApiError::bad_parameter(
-                "Custom role definitions are not supported by this version of Keyshift; use the built-in roles.",
-            ))
+        RbacRoute::PutDefinition { scope, name } => {
+            let p: wire::RoleDefinitionCreateParameters = parse_json(body)?;
+            let def = RoleDefinition {
+                id: name.clone(),
+                name: p.properties.role_name.unwrap_or_default(),
+                description: p.properties.description.unwrap_or_default(),
+                role_type: RoleType::Custom,
+                permissions: p
+                    .properties
+                    .permissions
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|w| keyshift_vault::rbac::Permission {
+                        actions: w.actions,
+                        not_actions: w.not_actions,
+                        data_actions: w.data_actions,
+                        not_data_actions: w.not_data_actions,
+                    })
+                    .collect(),
+                assignable_scopes: p.properties.assignable_scopes.unwrap_or_default(),
+            };
+            let saved = d
+                .put_role_definition(ctx, vault, &scope, &name, def)
+                .await?;
+            let body = serde_json::to_vec(&definition(&saved)).map_err(|_| ApiError::internal())?;
+            json_response(StatusCode::CREATED, body)
         }
+        RbacRoute::DeleteDefinition { scope, name } => ok_json(&definition(
+            &d.delete_role_definition(ctx, vault, &scope, &name).await?,
+        )),
     })
 }

@@ -398,8 +398,10 @@ pub enum RbacRoute {
     ListDefinitions { scope: String },
     /// GET roleDefinitions/{name}
     GetDefinition { scope: String, name: String },
-    /// PUT or DELETE roleDefinitions/{name}: custom roles
-    WriteDefinition,
+    /// PUT roleDefinitions/{name}: a custom role
+    PutDefinition { scope: String, name: String },
+    /// DELETE roleDefinitions/{name}
+    DeleteDefinition { scope: String, name: String },
 }
 
 const PROVIDER: &str = "/providers/microsoft.authorization/";
@@ -433,7 +435,14 @@ pub fn parse_rbac(method: Method, path: &str) -> Option<Result<RbacRoute, ApiErr
             scope,
             name: n.to_string(),
         },
-        (Put | Delete, [c, _]) if eq(c, "roleDefinitions") => RbacRoute::WriteDefinition,
+        (Put, [c, n]) if eq(c, "roleDefinitions") => RbacRoute::PutDefinition {
+            scope,
+            name: n.to_string(),
+        },
+        (Delete, [c, n]) if eq(c, "roleDefinitions") => RbacRoute::DeleteDefinition {
+            scope,
+            name: n.to_string(),
+        },
         (_, [c, ..]) if eq(c, "roleAssignments") || eq(c, "roleDefinitions") => {
             return Some(Err(wrong_method()))
         }

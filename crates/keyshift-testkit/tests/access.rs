@@ -282,3 +282,116 @@ async fn disabled_or_deleted_principals_lose_their_tokens() {
         "the administrator stays"
     );
 }
+
+#[tokio::test]
+async fn custom_roles_over_the_role_api() {
+    let s = TestServer::start().await;
+    let url = s.url();
+    s.call(
+        Method::POST,
+        &v("/keys/k1/create"),
+        Some(json!({"kty": "oct-HSM"})),
+    )
+    .await;
+    let w = workload(&s, "custom").await;
+    let role_id = "7a1d3b1e-0000-4000-8000-00000000c0de";
+    let defs = "///providers/Microsoft.Authorization/roleDefinitions";
+    // Wrap but not unwrap: notDataActions subtract within the role.
+    let (st, def) = s
+        .call(
+            Method::PUT,
+            &v(&format!("{defs}/{role_id}")),
+            Some(json!({"properties": {
+                "roleName": "Wrap only", "description": "wraps, never unwraps", "type": "CustomRole",
+                "permissions": [{"dataActions": ["Microsoft.KeyVault/vaults/keys/read", "Microsoft.KeyVault/vaults/keys/wrap/action", "Microsoft.KeyVault/vaults/keys/unwrap/action"],
+                                 "notDataActions": ["Microsoft.KeyVault/vaults/keys/unwrap/action"]}],
+                "assignableScopes": ["/"]
+            }})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{def}");
+    assert_eq!(def["properties"]["type"], "CustomRole");
+    let (_, list) = s.call(Method::GET, &v(defs), None).await;
+    assert!(list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["name"] == role_id));
+    let (st, a) = s
+        .call(
+            Method::PUT,
+            &v("//keys/k1/providers/Microsoft.Authorization/roleAssignments/0b0e0c0a-0000-4000-8000-000000000001"),
+            Some(json!({"properties": {"roleDefinitionId": format!("Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/{role_id}"), "principalId": w.principal_id}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{a}");
+    assert_eq!(a["properties"]["scope"], "/keys/k1");
+    let (st, wrapped) = s
+        .call_as(
+            &w.token,
+            &url,
+            Method::POST,
+            &v("/keys/k1//wrapkey"),
+            Some(json!({"alg": "A256KW", "value": b64::encode(&[1u8; 32])})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{wrapped}");
+    let (st, body) = s
+        .call_as(
+            &w.token,
+            &url,
+            Method::POST,
+            &v("/keys/k1//unwrapkey"),
+            Some(json!({"alg": "A256KW", "value": wrapped["value"]})),
+        )
+        .await;
+    assert_eq!(
+        (st, denied_action(&body)),
+        (
+            StatusCode::FORBIDDEN,
+            "Microsoft.KeyVault/vaults/keys/unwrap/action".into()
+        )
+    );
+
+    // A role in use cannot be deleted; built-ins never; foreign data actions are refused.
+    let (st, _) = s
+        .call(Method::DELETE, &v(&format!("{defs}/{role_id}")), None)
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let (st, _) = s
+        .call(
+            Method::DELETE,
+            &v(&format!("{defs}/12338af0-0e69-4776-bea7-57ae8d297424")),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, body) = s
+        .call(
+            Method::PUT,
+            &v(&format!("{defs}/7a1d3b1e-0000-4000-8000-00000000beef")),
+            Some(json!({"properties": {"roleName": "x", "permissions": [{"dataActions": ["Microsoft.Storage/*"]}]}})),
+        )
+        .await;
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("BadParameter"))
+    );
+    // The workload may not write roles.
+    let (st, _) = s
+        .call_as(&w.token, &url, Method::PUT, &v(&format!("{defs}/7a1d3b1e-0000-4000-8000-00000000f00d")), Some(json!({"properties": {"roleName": "mine", "permissions": [{"dataActions": ["Microsoft.KeyVault/vaults/*"]}]}})))
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::FORBIDDEN,
+        "escalation through a custom role is refused"
+    );
+    let (st, _) = s
+        .call(Method::DELETE, &v("//keys/k1/providers/Microsoft.Authorization/roleAssignments/0b0e0c0a-0000-4000-8000-000000000001"), None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = s
+        .call(Method::DELETE, &v(&format!("{defs}/{role_id}")), None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+}

@@ -15,26 +15,30 @@ use std::time::{Duration, Instant};
 /// invalidate it at once; writes by another process (the CLI) are seen within this bound.
 const ASSIGNMENT_TTL: Duration = Duration::from_secs(1);
 
-/// A vault's assignments as read at an instant.
-type Snapshot = (Instant, Arc<Vec<RoleAssignment>>);
+/// A vault's assignments and custom roles, as read together.
+#[derive(Clone)]
+pub(crate) struct VaultAccess {
+    assignments: Arc<Vec<RoleAssignment>>,
+    custom_roles: Arc<Vec<RoleDefinition>>,
+}
 
-/// Assignments per vault id, with when they were read.
+/// Access data per vault id, with when it was read.
 #[derive(Default)]
-pub(crate) struct AssignmentCache(RwLock<HashMap<String, Snapshot>>);
+pub(crate) struct AssignmentCache(RwLock<HashMap<String, (Instant, VaultAccess)>>);
 
 impl AssignmentCache {
-    fn get(&self, vault_id: &str) -> Option<Arc<Vec<RoleAssignment>>> {
+    fn get(&self, vault_id: &str) -> Option<VaultAccess> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
         map.get(vault_id)
             .filter(|(at, _)| at.elapsed() < ASSIGNMENT_TTL)
             .map(|(_, a)| a.clone())
     }
 
-    fn put(&self, vault_id: &str, assignments: Arc<Vec<RoleAssignment>>) {
+    fn put(&self, vault_id: &str, access: VaultAccess) {
         self.0
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(vault_id.to_owned(), (Instant::now(), assignments));
+            .insert(vault_id.to_owned(), (Instant::now(), access));
     }
 
     fn invalidate(&self, vault_id: &str) {
@@ -51,42 +55,64 @@ pub fn key_resource(name: &str) -> String {
 }
 
 impl Deployment {
-    /// The role definitions of a vault: the built-in roles of its kind.
-    pub fn role_definitions(&self, vault: &VaultRecord) -> Vec<RoleDefinition> {
-        rbac::built_in(vault.kind).to_vec()
+    /// The role definitions of a vault: the built-in roles of its kind, then its custom roles.
+    pub async fn role_definitions(&self, vault: &VaultRecord) -> Result<Vec<RoleDefinition>> {
+        let mut all = rbac::built_in(vault.kind).to_vec();
+        all.extend(self.vault_access(vault).await?.custom_roles.iter().cloned());
+        Ok(all)
     }
 
     /// A role definition by GUID or by name (case-insensitive).
-    pub fn role_definition(&self, vault: &VaultRecord, id_or_name: &str) -> Option<RoleDefinition> {
+    pub async fn role_definition(
+        &self,
+        vault: &VaultRecord,
+        id_or_name: &str,
+    ) -> Result<Option<RoleDefinition>> {
         let wanted = id_or_name.rsplit('/').next().unwrap_or(id_or_name);
-        self.role_definitions(vault)
+        Ok(self
+            .role_definitions(vault)
+            .await?
             .into_iter()
-            .find(|r| r.id.eq_ignore_ascii_case(wanted) || r.name.eq_ignore_ascii_case(id_or_name))
+            .find(|r| r.id.eq_ignore_ascii_case(wanted) || r.name.eq_ignore_ascii_case(id_or_name)))
     }
 
     /// Every role assignment of a vault.
     pub async fn role_assignments(&self, vault: &VaultRecord) -> Result<Arc<Vec<RoleAssignment>>> {
+        Ok(self.vault_access(vault).await?.assignments)
+    }
+
+    async fn vault_access(&self, vault: &VaultRecord) -> Result<VaultAccess> {
         if let Some(hit) = self.assignments.get(&vault.id) {
             return Ok(hit);
         }
         let prefix = format!("{}/", vault.id);
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .list(ns::ROLE_ASSIGNMENT, &prefix, after.as_deref(), 500)
-                .await
-                .map_err(store_error)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for r in page {
-                all.push(from_json::<RoleAssignment>(&r.value)?);
+        let mut assignments = Vec::new();
+        let mut custom_roles = Vec::new();
+        for (namespace, is_role) in [(ns::ROLE_ASSIGNMENT, false), (ns::ROLE_DEFINITION, true)] {
+            let mut after: Option<String> = None;
+            loop {
+                let page = self
+                    .store
+                    .list(namespace, &prefix, after.as_deref(), 500)
+                    .await
+                    .map_err(store_error)?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.key.clone());
+                for r in page {
+                    if is_role {
+                        custom_roles.push(from_json::<RoleDefinition>(&r.value)?);
+                    } else {
+                        assignments.push(from_json::<RoleAssignment>(&r.value)?);
+                    }
+                }
             }
         }
-        let all = Arc::new(all);
-        self.assignments.put(&vault.id, all.clone());
-        Ok(all)
+        let access = VaultAccess {
+            assignments: Arc::new(assignments),
+            custom_roles: Arc::new(custom_roles),
+        };
+        self.assignments.put(&vault.id, access.clone());
+        Ok(access)
     }
 
     /// Assigns a role to a principal at a scope (`/`, `/keys` or `/keys/{name}`).
@@ -101,7 +127,7 @@ impl Deployment {
         let scope = rbac::canonical_scope(scope).ok_or_else(|| {
             ApiError::bad_parameter("The scope must be '/', '/keys' or '/keys/{key-name}'.")
         })?;
-        let definition = self.role_definition(vault, role).ok_or_else(|| {
+        let definition = self.role_definition(vault, role).await?.ok_or_else(|| {
             ApiError::bad_parameter(format!(
                 "There is no role definition '{}' in vault '{}'.",
                 crate::naming::printable(role),
@@ -181,15 +207,20 @@ impl Deployment {
         if ctx.is_system() {
             return Ok(());
         }
-        let assignments = self.role_assignments(vault).await?;
-        let roles = rbac::built_in(vault.kind);
+        let access = self.vault_access(vault).await?;
+        let built_in = rbac::built_in(vault.kind);
         let decision = rbac::decide(
             vault.kind,
             &ctx.principal_id,
             action,
             resource,
-            &assignments,
-            |id| roles.iter().find(|r| r.id == id),
+            &access.assignments,
+            |id| {
+                built_in
+                    .iter()
+                    .find(|r| r.id == id)
+                    .or_else(|| access.custom_roles.iter().find(|r| r.id == id))
+            },
         );
         match decision {
             Decision::Allowed { .. } => Ok(()),
@@ -383,7 +414,136 @@ impl Deployment {
         let scope = checked_scope(scope)?;
         self.authorize(ctx, vault, Action::ReadRoleDefinitions, &scope)
             .await?;
-        Ok(self.role_definitions(vault))
+        self.role_definitions(vault).await
+    }
+
+    /// `PUT /{scope}/providers/Microsoft.Authorization/roleDefinitions/{name}`: a custom role.
+    pub async fn put_role_definition(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        scope: &str,
+        name: &str,
+        mut definition: RoleDefinition,
+    ) -> Result<RoleDefinition> {
+        let scope = checked_scope(scope)?;
+        if scope != "/" {
+            return Err(ApiError::bad_parameter(
+                "Role definitions are made at scope '/'.",
+            ));
+        }
+        self.authorize(ctx, vault, Action::WriteRoleDefinitions, &scope)
+            .await?;
+        if !is_guid(name) {
+            return Err(ApiError::bad_parameter(
+                "The role definition name must be a GUID.",
+            ));
+        }
+        if rbac::built_in(vault.kind)
+            .iter()
+            .any(|r| r.id.eq_ignore_ascii_case(name))
+        {
+            return Err(ApiError::forbidden(
+                "Built-in role definitions cannot be changed.",
+            ));
+        }
+        let namespace = match vault.kind {
+            crate::VaultKind::Vault => "microsoft.keyvault/vaults/",
+            crate::VaultKind::ManagedHsm => "microsoft.keyvault/managedhsm/",
+        };
+        let valid = |a: &String| {
+            a.len() <= 256
+                && a.to_ascii_lowercase().starts_with(namespace)
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/.*_-".contains(&b))
+        };
+        for p in &definition.permissions {
+            if let Some(bad) = p
+                .data_actions
+                .iter()
+                .chain(&p.not_data_actions)
+                .find(|a| !valid(a))
+            {
+                return Err(ApiError::bad_parameter(format!(
+                    "The data action '{}' is not one of this vault's.",
+                    crate::naming::printable(bad)
+                )));
+            }
+        }
+        if definition.name.trim().is_empty() || definition.name.len() > 256 {
+            return Err(ApiError::bad_parameter(
+                "A role definition needs a roleName of at most 256 characters.",
+            ));
+        }
+        definition.id = name.to_ascii_lowercase();
+        definition.role_type = rbac::RoleType::Custom;
+        if definition.assignable_scopes.is_empty() {
+            definition.assignable_scopes = vec!["/".into()];
+        }
+        self.store
+            .commit(vec![Op::Put {
+                ns: ns::ROLE_DEFINITION,
+                key: format!("{}/{}", vault.id, definition.id),
+                value: to_json(&definition)?,
+                expect: Expect::Any,
+            }])
+            .await
+            .map_err(store_error)?;
+        self.assignments.invalidate(&vault.id);
+        Ok(definition)
+    }
+
+    /// `DELETE /{scope}/providers/Microsoft.Authorization/roleDefinitions/{name}`: refused while
+    /// an assignment uses the role.
+    pub async fn delete_role_definition(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        scope: &str,
+        name: &str,
+    ) -> Result<RoleDefinition> {
+        let scope = checked_scope(scope)?;
+        self.authorize(ctx, vault, Action::DeleteRoleDefinitions, &scope)
+            .await?;
+        if rbac::built_in(vault.kind)
+            .iter()
+            .any(|r| r.id.eq_ignore_ascii_case(name))
+        {
+            return Err(ApiError::forbidden(
+                "Built-in role definitions cannot be deleted.",
+            ));
+        }
+        let key = format!("{}/{}", vault.id, name.to_ascii_lowercase());
+        let record = self
+            .store
+            .get(ns::ROLE_DEFINITION, &key)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, "The role definition was not found.")
+                    .with_inner("RoleDefinitionNotFound")
+            })?;
+        let definition: RoleDefinition = from_json(&record.value)?;
+        if self
+            .role_assignments(vault)
+            .await?
+            .iter()
+            .any(|a| a.role_definition_id == definition.id)
+        {
+            return Err(ApiError::conflict(
+                "The role definition is assigned; remove its assignments first.",
+            ));
+        }
+        self.store
+            .commit(vec![Op::Delete {
+                ns: ns::ROLE_DEFINITION,
+                key,
+                expect: Expect::Revision(record.revision),
+            }])
+            .await
+            .map_err(store_error)?;
+        self.assignments.invalidate(&vault.id);
+        Ok(definition)
     }
 }
 

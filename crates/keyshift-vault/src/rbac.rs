@@ -58,11 +58,15 @@ pub enum Action {
     DeleteRoleAssignments,
     /// list or get role definitions
     ReadRoleDefinitions,
+    /// create or update custom role definitions
+    WriteRoleDefinitions,
+    /// delete custom role definitions
+    DeleteRoleDefinitions,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 25] = [
+    pub const ALL: [Action; 27] = [
         Action::Read,
         Action::Create,
         Action::Import,
@@ -88,6 +92,8 @@ impl Action {
         Action::WriteRoleAssignments,
         Action::DeleteRoleAssignments,
         Action::ReadRoleDefinitions,
+        Action::WriteRoleDefinitions,
+        Action::DeleteRoleDefinitions,
     ];
 
     /// The Azure data action this request needs in a vault of `kind`.
@@ -123,6 +129,8 @@ impl Action {
                 WriteRoleAssignments => "Microsoft.KeyVault/vaults/roleAssignments/write/action",
                 DeleteRoleAssignments => "Microsoft.KeyVault/vaults/roleAssignments/delete/action",
                 ReadRoleDefinitions => "Microsoft.KeyVault/vaults/roleDefinitions/read/action",
+                WriteRoleDefinitions => "Microsoft.KeyVault/vaults/roleDefinitions/write/action",
+                DeleteRoleDefinitions => "Microsoft.KeyVault/vaults/roleDefinitions/delete/action",
             },
             VaultKind::ManagedHsm => match self {
                 Read | ReadRotationPolicy => "Microsoft.KeyVault/managedHsm/keys/read/action",
@@ -152,6 +160,12 @@ impl Action {
                     "Microsoft.KeyVault/managedHsm/roleAssignments/delete/action"
                 }
                 ReadRoleDefinitions => "Microsoft.KeyVault/managedHsm/roleDefinitions/read/action",
+                WriteRoleDefinitions => {
+                    "Microsoft.KeyVault/managedHsm/roleDefinitions/write/action"
+                }
+                DeleteRoleDefinitions => {
+                    "Microsoft.KeyVault/managedHsm/roleDefinitions/delete/action"
+                }
             },
         }
     }

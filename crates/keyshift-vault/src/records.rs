@@ -21,6 +21,8 @@ pub mod ns {
     pub const PRINCIPAL: &str = "principal";
     /// Role assignments: `{vault_id}/{assignment name}`.
     pub const ROLE_ASSIGNMENT: &str = "role_assignment";
+    /// Custom role definitions: `{vault_id}/{guid}`.
+    pub const ROLE_DEFINITION: &str = "role_definition";
 }
 
 /// Kind of vault.

@@ -11,11 +11,13 @@ use std::collections::BTreeSet;
 use Action::*;
 
 /// The role-management actions.
-const ROLES: [Action; 4] = [
+const ROLES: [Action; 6] = [
     ReadRoleAssignments,
     WriteRoleAssignments,
     DeleteRoleAssignments,
     ReadRoleDefinitions,
+    WriteRoleDefinitions,
+    DeleteRoleDefinitions,
 ];
 
 /// What each built-in role may do, by role id.
