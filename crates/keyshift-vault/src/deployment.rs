@@ -600,6 +600,34 @@ impl Deployment {
         }
     }
 
+    async fn principal_for_update(&self, client_id: &str) -> Result<(PrincipalRecord, i64)> {
+        let r = self
+            .store
+            .get(ns::PRINCIPAL, client_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("No principal with client id {client_id}."),
+                )
+            })?;
+        Ok((from_json(&r.value)?, r.revision))
+    }
+
+    /// Writes a principal back if nobody changed it since it was read (else `409`).
+    async fn save_principal(&self, p: &PrincipalRecord, revision: i64) -> Result<()> {
+        self.store
+            .commit(vec![Op::Put {
+                ns: ns::PRINCIPAL,
+                key: p.client_id.clone(),
+                value: to_json(p)?,
+                expect: Expect::Revision(revision),
+            }])
+            .await
+            .map_err(store_error)
+    }
+
     /// Every principal.
     pub async fn principals(&self) -> Result<Vec<PrincipalRecord>> {
         let mut all = Vec::new();
@@ -626,59 +654,21 @@ impl Deployment {
         client_id: &str,
         enabled: bool,
     ) -> Result<PrincipalRecord> {
-        let r = self
-            .store
-            .get(ns::PRINCIPAL, client_id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NotFound,
-                    format!("No principal with client id {client_id}."),
-                )
-            })?;
-        let mut p: PrincipalRecord = from_json(&r.value)?;
+        let (mut p, revision) = self.principal_for_update(client_id).await?;
         p.enabled = enabled;
-        self.store
-            .commit(vec![Op::Put {
-                ns: ns::PRINCIPAL,
-                key: client_id.to_owned(),
-                value: to_json(&p)?,
-                expect: Expect::Revision(r.revision),
-            }])
-            .await
-            .map_err(store_error)?;
+        self.save_principal(&p, revision).await?;
         Ok(p)
     }
 
     /// Adds a client secret to a principal and returns it (shown once).
     pub async fn add_principal_secret(&self, client_id: &str) -> Result<String> {
-        let r = self
-            .store
-            .get(ns::PRINCIPAL, client_id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NotFound,
-                    format!("No principal with client id {client_id}."),
-                )
-            })?;
-        let mut p: PrincipalRecord = from_json(&r.value)?;
+        let (mut p, revision) = self.principal_for_update(client_id).await?;
         let secret =
             keyshift_api::b64::encode(&keyshift_crypto::random_bytes(32).map_err(crypto_internal)?);
         p.secret_hashes.push(
             keyshift_crypto::secret::hash_secret(secret.as_bytes()).map_err(crypto_internal)?,
         );
-        self.store
-            .commit(vec![Op::Put {
-                ns: ns::PRINCIPAL,
-                key: client_id.to_owned(),
-                value: to_json(&p)?,
-                expect: Expect::Revision(r.revision),
-            }])
-            .await
-            .map_err(store_error)?;
+        self.save_principal(&p, revision).await?;
         Ok(secret)
     }
 
@@ -715,32 +705,13 @@ impl Deployment {
             added.push(cert.x5t.clone());
             certs.push(cert);
         }
-        let r = self
-            .store
-            .get(ns::PRINCIPAL, client_id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NotFound,
-                    format!("No principal with client id {client_id}."),
-                )
-            })?;
-        let mut p: PrincipalRecord = from_json(&r.value)?;
+        let (mut p, revision) = self.principal_for_update(client_id).await?;
         for c in certs {
             if !p.certificates.iter().any(|x| x.x5t_s256 == c.x5t_s256) {
                 p.certificates.push(c);
             }
         }
-        self.store
-            .commit(vec![Op::Put {
-                ns: ns::PRINCIPAL,
-                key: client_id.to_owned(),
-                value: to_json(&p)?,
-                expect: Expect::Revision(r.revision),
-            }])
-            .await
-            .map_err(store_error)?;
+        self.save_principal(&p, revision).await?;
         Ok(added)
     }
 
