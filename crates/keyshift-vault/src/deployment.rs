@@ -717,18 +717,7 @@ impl Deployment {
 
     /// Deletes a principal. Its tokens stop working within a second. The administrator cannot be deleted.
     pub async fn delete_principal(&self, client_id: &str) -> Result<PrincipalRecord> {
-        let r = self
-            .store
-            .get(ns::PRINCIPAL, client_id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NotFound,
-                    format!("No principal with client id {client_id}."),
-                )
-            })?;
-        let p: PrincipalRecord = from_json(&r.value)?;
+        let (p, revision) = self.principal_for_update(client_id).await?;
         if self.administrator().as_deref() == Some(p.id.as_str()) {
             return Err(ApiError::bad_parameter(
                 "The deployment's administrator cannot be deleted.",
@@ -738,7 +727,7 @@ impl Deployment {
             .commit(vec![Op::Delete {
                 ns: ns::PRINCIPAL,
                 key: client_id.to_owned(),
-                expect: Expect::Revision(r.revision),
+                expect: Expect::Revision(revision),
             }])
             .await
             .map_err(store_error)?;
