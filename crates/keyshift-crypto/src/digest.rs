@@ -1,6 +1,6 @@
-//! SHA-2 hashes.
+//! SHA-2 hashes and HMAC-SHA-256.
 
-use aws_lc_rs::digest;
+use aws_lc_rs::{digest, hmac};
 
 fn hash<const N: usize>(algorithm: &'static digest::Algorithm, data: &[u8]) -> [u8; N] {
     let value = digest::digest(algorithm, data);
@@ -30,9 +30,52 @@ pub fn sha512(data: &[u8]) -> [u8; 64] {
     hash(&digest::SHA512, data)
 }
 
+/// HMAC-SHA-256 of `data` under `key` (RFC 2104).
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+/// Whether `tag` is the HMAC-SHA-256 of `data` under `key`, compared in constant time.
+pub fn hmac_sha256_verify(key: &[u8], data: &[u8], tag: &[u8]) -> bool {
+    hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, key), data, tag).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hmac_known_answer_and_refusals() {
+        // RFC 4231 test case 2.
+        let tag = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hex(&tag),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert!(hmac_sha256_verify(
+            b"Jefe",
+            b"what do ya want for nothing?",
+            &tag
+        ));
+        assert!(!hmac_sha256_verify(
+            b"Jefe",
+            b"what do ya want for nothing!",
+            &tag
+        ));
+        assert!(!hmac_sha256_verify(
+            b"jefe",
+            b"what do ya want for nothing?",
+            &tag
+        ));
+        assert!(!hmac_sha256_verify(
+            b"Jefe",
+            b"what do ya want for nothing?",
+            &tag[..31]
+        ));
+    }
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -124,6 +124,20 @@ impl Deployment {
         principal_id: &str,
         name: Option<&str>,
     ) -> Result<RoleAssignment> {
+        let system = RequestContext::system("");
+        self.write_assignment(&system, vault, scope, role, principal_id, name)
+            .await
+    }
+
+    async fn write_assignment(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        scope: &str,
+        role: &str,
+        principal_id: &str,
+        name: Option<&str>,
+    ) -> Result<RoleAssignment> {
         let scope = rbac::canonical_scope(scope).ok_or_else(|| {
             ApiError::bad_parameter("The scope must be '/', '/keys' or '/keys/{key-name}'.")
         })?;
@@ -146,21 +160,20 @@ impl Deployment {
             role_definition_id: definition.id,
             principal_id: principal_id.to_owned(),
         };
-        self.store
-            .commit(vec![Op::Put {
-                ns: ns::ROLE_ASSIGNMENT,
-                key: format!("{}/{}", vault.id, assignment.name),
-                value: to_json(&assignment)?,
-                expect: Expect::Absent,
-            }])
-            .await
-            .map_err(|e| match e {
-                keyshift_store::StoreError::Conflict { .. } => ApiError::conflict(format!(
-                    "A role assignment named {} exists already.",
-                    assignment.name
-                )),
-                other => store_error(other),
-            })?;
+        let mut ops = vec![Op::Put {
+            ns: ns::ROLE_ASSIGNMENT,
+            key: format!("{}/{}", vault.id, assignment.name),
+            value: to_json(&assignment)?,
+            expect: Expect::Absent,
+        }];
+        ctx.mark(&mut ops)?;
+        self.store.commit(ops).await.map_err(|e| match e {
+            keyshift_store::StoreError::Conflict { .. } => ApiError::conflict(format!(
+                "A role assignment named {} exists already.",
+                assignment.name
+            )),
+            other => store_error(other),
+        })?;
         self.assignments.invalidate(&vault.id);
         Ok(assignment)
     }
@@ -168,6 +181,16 @@ impl Deployment {
     /// Removes a role assignment by name.
     pub async fn remove_role_assignment(
         &self,
+        vault: &VaultRecord,
+        name: &str,
+    ) -> Result<RoleAssignment> {
+        self.delete_assignment(&RequestContext::system(""), vault, name)
+            .await
+    }
+
+    async fn delete_assignment(
+        &self,
+        ctx: &RequestContext,
         vault: &VaultRecord,
         name: &str,
     ) -> Result<RoleAssignment> {
@@ -184,14 +207,13 @@ impl Deployment {
                 )
             })?;
         let assignment: RoleAssignment = from_json(&record.value)?;
-        self.store
-            .commit(vec![Op::Delete {
-                ns: ns::ROLE_ASSIGNMENT,
-                key,
-                expect: Expect::Revision(record.revision),
-            }])
-            .await
-            .map_err(store_error)?;
+        let mut ops = vec![Op::Delete {
+            ns: ns::ROLE_ASSIGNMENT,
+            key,
+            expect: Expect::Revision(record.revision),
+        }];
+        ctx.mark(&mut ops)?;
+        self.store.commit(ops).await.map_err(store_error)?;
         self.assignments.invalidate(&vault.id);
         Ok(assignment)
     }
@@ -373,7 +395,8 @@ impl Deployment {
                 "The role assignment name must be a GUID.",
             ));
         }
-        self.assign_role(
+        self.write_assignment(
+            ctx,
             vault,
             &scope,
             role_definition_id,
@@ -401,7 +424,7 @@ impl Deployment {
             .find(|a| a.name.eq_ignore_ascii_case(name) && a.scope == scope)
             .cloned()
             .ok_or_else(|| assignment_not_found(name))?;
-        self.remove_role_assignment(vault, &existing.name).await
+        self.delete_assignment(ctx, vault, &existing.name).await
     }
 
     /// `GET /{scope}/providers/Microsoft.Authorization/roleDefinitions[/{name}]`
@@ -480,15 +503,14 @@ impl Deployment {
         if definition.assignable_scopes.is_empty() {
             definition.assignable_scopes = vec!["/".into()];
         }
-        self.store
-            .commit(vec![Op::Put {
-                ns: ns::ROLE_DEFINITION,
-                key: format!("{}/{}", vault.id, definition.id),
-                value: to_json(&definition)?,
-                expect: Expect::Any,
-            }])
-            .await
-            .map_err(store_error)?;
+        let mut ops = vec![Op::Put {
+            ns: ns::ROLE_DEFINITION,
+            key: format!("{}/{}", vault.id, definition.id),
+            value: to_json(&definition)?,
+            expect: Expect::Any,
+        }];
+        ctx.mark(&mut ops)?;
+        self.store.commit(ops).await.map_err(store_error)?;
         self.assignments.invalidate(&vault.id);
         Ok(definition)
     }
@@ -534,14 +556,13 @@ impl Deployment {
                 "The role definition is assigned; remove its assignments first.",
             ));
         }
-        self.store
-            .commit(vec![Op::Delete {
-                ns: ns::ROLE_DEFINITION,
-                key,
-                expect: Expect::Revision(record.revision),
-            }])
-            .await
-            .map_err(store_error)?;
+        let mut ops = vec![Op::Delete {
+            ns: ns::ROLE_DEFINITION,
+            key,
+            expect: Expect::Revision(record.revision),
+        }];
+        ctx.mark(&mut ops)?;
+        self.store.commit(ops).await.map_err(store_error)?;
         self.assignments.invalidate(&vault.id);
         Ok(definition)
     }

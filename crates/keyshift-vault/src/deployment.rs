@@ -50,7 +50,7 @@ pub struct NewPrincipal {
 pub struct Deployment {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
-    root: SealingKey,
+    pub(crate) root: SealingKey,
     record: DeploymentRecord,
     token_keys: RwLock<TokenKeys>,
     vaults: RwLock<HashMap<String, Arc<VaultRecord>>>,
@@ -58,6 +58,7 @@ pub struct Deployment {
     pub(crate) cache: KeyCache,
     pub(crate) assignments: crate::access::AssignmentCache,
     administrator: RwLock<Option<String>>,
+    pub(crate) audit: std::sync::OnceLock<crate::audit::AuditWriter>,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -170,6 +171,7 @@ impl Deployment {
             cache: KeyCache::default(),
             assignments: Default::default(),
             administrator: RwLock::new(None),
+            audit: Default::default(),
         };
         *deployment
             .administrator

@@ -616,6 +616,7 @@ impl Deployment {
                     });
                 }
             }
+            ctx.mark(&mut ops)?;
             match self.store.commit(ops).await {
                 Ok(()) => {
                     self.cache.invalidate(&kk);
@@ -795,7 +796,40 @@ impl Deployment {
         version: Option<&str>,
     ) -> Result<KeyBundle> {
         let (key, record, _) = self.resolve(vault, name, version).await?;
+        ctx.note_use(&key.name, &record.version);
         Ok(self.bundle(ctx, vault, &key.name, &record))
+    }
+
+    /// The key's stored name and the versions asked for (one, or all, newest first).
+    pub(crate) async fn version_names(
+        &self,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(String, Vec<String>)> {
+        if let Some(v) = version.filter(|v| !v.is_empty()) {
+            let (key, record, _) = self.resolve(vault, name, Some(v)).await?;
+            return Ok((key.name, vec![record.version]));
+        }
+        let (key, _) = self.require_key(vault, name).await?;
+        let prefix = format!("{}/", key_key(&vault.id, &key.name));
+        let mut versions = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(ns::KEY_VERSION, &prefix, after.as_deref(), 200)
+                .await
+                .map_err(store_error)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for r in page {
+                let v: VersionRecord = from_json(&r.value)?;
+                versions.push((v.created, v.version));
+            }
+        }
+        versions.sort_by(|a, b| b.cmp(a));
+        Ok((key.name, versions.into_iter().map(|(_, v)| v).collect()))
     }
 
     /// `PATCH /keys/{name}/{version}`
@@ -855,19 +889,17 @@ impl Deployment {
                 expect: Expect::Revision(revision),
             };
             let kk = key_key(&vault.id, &key.name);
-            match self
-                .store
-                .commit(vec![
-                    op,
-                    // The key must still be live (not deleted meanwhile) when a version changes.
-                    Op::Check {
-                        ns: ns::KEY,
-                        key: kk.clone(),
-                        expect: Expect::Revision(key_revision),
-                    },
-                ])
-                .await
-            {
+            let mut ops = vec![
+                op,
+                // The key must still be live (not deleted meanwhile) when a version changes.
+                Op::Check {
+                    ns: ns::KEY,
+                    key: kk.clone(),
+                    expect: Expect::Revision(key_revision),
+                },
+            ];
+            ctx.mark(&mut ops)?;
+            match self.store.commit(ops).await {
                 Ok(()) => {
                     self.cache.invalidate(&kk);
                     return Ok(self.bundle(ctx, vault, &key.name, &record));
@@ -1008,7 +1040,7 @@ impl Deployment {
                 scheduled_purge_date: now + i64::from(vault.retention_days) * 86_400,
             });
             let kk = key_key(&vault.id, &key.name);
-            let ops = vec![
+            let mut ops = vec![
                 Op::Delete {
                     ns: ns::KEY,
                     key: kk.clone(),
@@ -1021,6 +1053,7 @@ impl Deployment {
                     expect: Expect::Absent,
                 },
             ];
+            ctx.mark(&mut ops)?;
             match self.store.commit(ops).await {
                 Ok(()) => {
                     self.cache.invalidate(&kk);
@@ -1129,7 +1162,7 @@ impl Deployment {
         let (mut key, revision) = self.require_deleted(vault, name).await?;
         key.deleted = None;
         let kk = key_key(&vault.id, &key.name);
-        let ops = vec![
+        let mut ops = vec![
             Op::Delete {
                 ns: ns::DELETED_KEY,
                 key: kk.clone(),
@@ -1142,6 +1175,7 @@ impl Deployment {
                 expect: Expect::Absent,
             },
         ];
+        ctx.mark(&mut ops)?;
         self.store.commit(ops).await.map_err(|e| match e {
             StoreError::Conflict { .. } => ApiError::conflict(format!(
                 "There was a conflict while recovering the soft-deleted key {}; retry.",
@@ -1175,10 +1209,16 @@ impl Deployment {
             ))
             .with_inner("PurgeProtectionEnabled"));
         }
-        self.purge(vault, &key, revision).await
+        self.purge(ctx, vault, &key, revision).await
     }
 
-    async fn purge(&self, vault: &VaultRecord, key: &KeyRecord, revision: i64) -> Result<()> {
+    async fn purge(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        key: &KeyRecord,
+        revision: i64,
+    ) -> Result<()> {
         let kk = key_key(&vault.id, &key.name);
         let mut ops = vec![Op::Delete {
             ns: ns::DELETED_KEY,
@@ -1201,6 +1241,7 @@ impl Deployment {
                 expect: Expect::Any,
             }));
         }
+        ctx.mark(&mut ops)?;
         self.store.commit(ops).await.map_err(|e| match e {
             StoreError::Conflict { .. } => ApiError::conflict(format!(
                 "Key {} changed while it was being purged; retry.",
@@ -1231,7 +1272,8 @@ impl Deployment {
                 for r in page {
                     let key: KeyRecord = from_json(&r.value)?;
                     if key.deleted.is_some_and(|d| d.scheduled_purge_date <= now) {
-                        self.purge(&vault, &key, r.revision).await?;
+                        let system = RequestContext::system("");
+                        self.purge(&system, &vault, &key, r.revision).await?;
                         purged += 1;
                     }
                 }
@@ -1372,6 +1414,7 @@ impl Deployment {
                 latest_record = Some(record);
             }
         }
+        ctx.mark(&mut ops)?;
         self.store.commit(ops).await.map_err(|e| match e {
             StoreError::Conflict { .. } => ApiError::conflict(format!(
                 "There was a conflict restoring the key {}: a key with this name exists, live or soft-deleted.",
@@ -1476,16 +1519,14 @@ impl Deployment {
             attrs.updated = Some(now);
             key.rotation_policy = Some(stored.clone());
             let kk = key_key(&vault.id, &key.name);
-            match self
-                .store
-                .commit(vec![Op::Put {
-                    ns: ns::KEY,
-                    key: kk,
-                    value: to_json(&key)?,
-                    expect: Expect::Revision(revision),
-                }])
-                .await
-            {
+            let mut ops = vec![Op::Put {
+                ns: ns::KEY,
+                key: kk,
+                value: to_json(&key)?,
+                expect: Expect::Revision(revision),
+            }];
+            ctx.mark(&mut ops)?;
+            match self.store.commit(ops).await {
                 Ok(()) => {
                     stored.id = Some(format!("{}/keys/{}/rotationpolicy", ctx.base_url, key.name));
                     return Ok(stored);
@@ -1560,6 +1601,7 @@ impl Deployment {
         self.authorize(ctx, vault, action, &key_resource(name))
             .await?;
         let (key_name, entry) = self.usable(vault, name, version).await?;
+        ctx.note_use(&key_name, &entry.record.version);
         let checks_window = matches!(op, KeyOperation::Encrypt | KeyOperation::WrapKey);
         self.check_usable(&entry.record, op.key_op(), checks_window)?;
         let alg = EncryptionAlgorithm::from_name(&p.alg).ok_or_else(|| {
@@ -1641,6 +1683,7 @@ impl Deployment {
         self.authorize(ctx, vault, Action::Sign, &key_resource(name))
             .await?;
         let (key_name, entry) = self.usable(vault, name, version).await?;
+        ctx.note_use(&key_name, &entry.record.version);
         self.check_usable(&entry.record, "sign", true)?;
         let alg = SignatureAlgorithm::from_name(&p.alg).ok_or_else(|| {
             ApiError::bad_parameter(format!(
@@ -1670,7 +1713,8 @@ impl Deployment {
     ) -> Result<KeyVerifyResult> {
         self.authorize(ctx, vault, Action::Verify, &key_resource(name))
             .await?;
-        let (_, entry) = self.usable(vault, name, version).await?;
+        let (key_name, entry) = self.usable(vault, name, version).await?;
+        ctx.note_use(&key_name, &entry.record.version);
         self.check_usable(&entry.record, "verify", false)?;
         let alg = SignatureAlgorithm::from_name(&p.alg).ok_or_else(|| {
             ApiError::bad_parameter(format!(

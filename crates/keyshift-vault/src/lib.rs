@@ -6,6 +6,7 @@
 //! HTTP and no SQL: storage is a [`keyshift_store::Store`] and time is a [`Clock`].
 
 pub mod access;
+pub mod audit;
 pub mod clock;
 mod deployment;
 pub mod duration;
@@ -33,6 +34,7 @@ pub struct RequestContext {
     /// The authenticated principal's object id.
     pub principal_id: String,
     system: bool,
+    trace: Option<std::sync::Arc<audit::Trace>>,
 }
 
 impl RequestContext {
@@ -42,6 +44,7 @@ impl RequestContext {
             base_url: base_url.into(),
             principal_id: principal_id.into(),
             system: false,
+            trace: None,
         }
     }
 
@@ -52,6 +55,7 @@ impl RequestContext {
             base_url: base_url.into(),
             principal_id: "keyshift-system".into(),
             system: true,
+            trace: None,
         }
     }
 

@@ -23,6 +23,13 @@ pub mod ns {
     pub const ROLE_ASSIGNMENT: &str = "role_assignment";
     /// Custom role definitions: `{vault_id}/{guid}`.
     pub const ROLE_DEFINITION: &str = "role_definition";
+    /// Audit events, one record per committed batch, keyed by its first sequence number
+    /// (20 digits, so key order is chain order).
+    pub const AUDIT: &str = "audit";
+    /// Pending copies of the audit events of changes, by request id, until chained.
+    pub const AUDIT_PENDING: &str = "audit_pending";
+    /// Key usage counters: `{vault_id}/{name_lower}/{version}/{principal}/{operation}`.
+    pub const KEY_USAGE: &str = "key_usage";
 }
 
 /// Kind of vault.
