@@ -1,5 +1,6 @@
 //! The `keyshift` command line, as a library so that each command is testable in-process.
 
+mod audit_cmd;
 pub mod config;
 pub mod datadir;
 mod identity_cmd;
@@ -36,6 +37,12 @@ enum Command {
     /// Manage the token issuer.
     #[command(subcommand)]
     Token(identity_cmd::TokenCommand),
+    /// Read, export and verify the audit log.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
+    /// Key reports.
+    #[command(subcommand)]
+    Key(audit_cmd::KeyCommand),
 }
 
 /// Entry point of the binary.
@@ -58,6 +65,8 @@ pub fn main() -> ExitCode {
             Command::Principal(cmd) => identity_cmd::run_principal(&cli.common, cmd).await,
             Command::Role(cmd) => identity_cmd::run_role(&cli.common, cmd).await,
             Command::Token(cmd) => identity_cmd::run_token(&cli.common, cmd).await,
+            Command::Audit(cmd) => audit_cmd::run_audit(&cli.common, cmd).await,
+            Command::Key(cmd) => audit_cmd::run_key(&cli.common, cmd).await,
         }
     });
     match result {

@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use http_body_util::BodyExt;
 use keyshift_api::{ApiError, ErrorCode};
+use keyshift_vault::audit::{AuditEvent, Trace};
 use keyshift_vault::{Deployment, RequestContext, VaultRecord};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -308,13 +309,125 @@ impl App {
     }
 }
 
+/// The client's address, put on each request by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// What the audit event of a request needs that is known before it is understood.
+struct Arrival {
+    vault: Option<Arc<VaultRecord>>,
+    time_ms: i64,
+    request_id: String,
+    client: String,
+    client_request_id: Option<String>,
+}
+
+impl Arrival {
+    fn new(app: &App, listener: &ListenerInfo, req: &Request) -> Self {
+        let vault = authority(req)
+            .filter(|a| valid_authority(a))
+            .and_then(|a| app.vault_for(listener, &a).ok());
+        Arrival {
+            vault,
+            time_ms: app.deployment.clock().now_millis(),
+            request_id: request_id(),
+            client: req
+                .extensions()
+                .get::<ClientAddr>()
+                .map(|c| c.0.to_string())
+                .unwrap_or_default(),
+            // Echoed into the log only when it is plainly an id: never arbitrary client bytes.
+            client_request_id: req
+                .headers()
+                .get("x-ms-client-request-id")
+                .and_then(|h| h.to_str().ok())
+                .filter(|v| {
+                    !v.is_empty()
+                        && v.len() <= 72
+                        && v.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                })
+                .map(str::to_owned),
+        }
+    }
+
+    /// The request's trace, if it reached a vault.
+    fn trace(
+        &self,
+        principal: Option<&str>,
+        operation: &str,
+        key: (Option<&str>, Option<&str>),
+    ) -> Option<Arc<Trace>> {
+        let vault = self.vault.as_ref()?;
+        let mut draft = AuditEvent::draft(
+            self.time_ms,
+            self.request_id.clone(),
+            self.client.clone(),
+            vault.name.clone(),
+            operation,
+        );
+        draft.client_request_id = self.client_request_id.clone();
+        draft.principal = principal.map(str::to_owned);
+        // Names the caller sent are recorded only if they could be names at all.
+        draft.key = key.0.filter(|k| plausible_name(k)).map(str::to_owned);
+        draft.version = key.1.filter(|v| plausible_name(v)).map(str::to_owned);
+        Some(Arc::new(Trace::new(vault, draft)))
+    }
+}
+
+fn plausible_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 127 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn request_id() -> String {
+    let bytes = keyshift_crypto::random_bytes(16).unwrap_or_default();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if hex.len() != 32 {
+        return "00000000-0000-0000-0000-000000000000".into();
+    }
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
 /// Every keys API request: authentication first (so the SDKs' bodiless first request gets its
-/// challenge), then route, api-version, vault, body, and the call.
+/// challenge), then route, api-version, vault, body, and the call. Every request that reaches a
+/// vault, allowed or refused, is answered only after its audit event is durable.
 async fn api(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
     req: Request,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let arrival = Arrival::new(&app, &listener, &req);
+    let (mut response, trace) = answer(&app, &listener, &arrival, req).await;
+    if let Some(trace) = trace {
+        let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if let Err(e) = app
+            .deployment
+            .finish_trace(&trace, response.status().as_u16(), latency)
+            .await
+        {
+            response = error_response(&e);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&arrival.request_id) {
+        response.headers_mut().insert("x-ms-request-id", v);
+    }
+    response
+}
+
+async fn answer(
+    app: &App,
+    listener: &ListenerInfo,
+    arrival: &Arrival,
+    req: Request,
+) -> (Response, Option<Arc<Trace>>) {
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -325,15 +438,28 @@ async fn api(
         })
         .map(str::trim)
         .map(str::to_owned);
+    let unauthenticated = || {
+        (
+            challenge(app),
+            arrival.trace(None, "Authentication", (None, None)),
+        )
+    };
     let Some(bearer) = bearer else {
-        return challenge(&app);
+        return unauthenticated();
     };
     let caller = match app.tokens.validate(&bearer).await {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(reason = %e, "token refused");
-            return challenge(&app);
+            return unauthenticated();
         }
+    };
+    let principal = Some(caller.principal_id.as_str());
+    let refused = |e: &ApiError| {
+        (
+            error_response(e),
+            arrival.trace(principal, "InvalidRequest", (None, None)),
+        )
     };
     let method = Method::from(req.method());
     let path = percent_encoding::percent_decode_str(req.uri().path())
@@ -341,43 +467,54 @@ async fn api(
         .into_owned();
     let route = match routes::parse_rbac(method, &path) {
         Some(Ok(r)) => Call::Rbac(r),
-        Some(Err(e)) => return error_response(&e),
+        Some(Err(e)) => return refused(&e),
         None => match routes::parse(method, &path) {
             Ok(r) => Call::Keys(r),
-            Err(e) => return error_response(&e),
+            Err(e) => return refused(&e),
         },
+    };
+    let trace = match &route {
+        Call::Keys(r) => arrival.trace(principal, r.operation(), r.key()),
+        Call::Rbac(r) => arrival.trace(principal, r.operation(), (None, None)),
     };
     let query = Query::parse(req.uri().query().unwrap_or(""));
     match query.get("api-version") {
-        None => return error_response(&ApiError::bad_parameter("The api-version query parameter is required.")),
+        None => return (error_response(&ApiError::bad_parameter("The api-version query parameter is required.")), trace),
         Some(v) if !keyshift_api::version::is_supported(v) => {
-            return error_response(&ApiError::bad_parameter(format!(
+            return (error_response(&ApiError::bad_parameter(format!(
                 "The specified version ({}) is not recognized. Consider using the latest supported version ({}).",
                 v.chars().take(40).collect::<String>(),
                 keyshift_api::version::LATEST
-            )))
+            ))), trace)
         }
         Some(_) => {}
     }
     let Some(authority) = authority(&req).filter(|a| valid_authority(a)) else {
-        return error_response(&ApiError::bad_parameter("The request has no valid Host."));
+        return (
+            error_response(&ApiError::bad_parameter("The request has no valid Host.")),
+            trace,
+        );
     };
-    let vault = match app.vault_for(&listener, &authority) {
+    let vault = match app.vault_for(listener, &authority) {
         Ok(v) => v,
-        Err(e) => return error_response(&e),
+        Err(e) => return (error_response(&e), trace),
     };
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
-        Err(e) => return error_response(&e),
+        Err(e) => return (error_response(&e), trace),
     };
-    let ctx = RequestContext::principal(format!("https://{authority}"), caller.principal_id);
+    let mut ctx =
+        RequestContext::principal(format!("https://{authority}"), caller.principal_id.clone());
+    if let Some(t) = &trace {
+        ctx = ctx.with_trace(t.clone());
+    }
     let result = match route {
         Call::Keys(route) => dispatch(&app.deployment, &ctx, &vault, route, &query, &body).await,
         Call::Rbac(route) => {
             crate::rbac_api::dispatch(&app.deployment, &ctx, &vault, route, &query, &body).await
         }
     };
-    match result {
+    let response = match result {
         Ok(response) => response,
         Err(e) => {
             if e.code == ErrorCode::InternalError {
@@ -385,7 +522,8 @@ async fn api(
             }
             error_response(&e)
         }
-    }
+    };
+    (response, trace)
 }
 
 enum Call {
@@ -519,6 +657,9 @@ async fn dispatch(
         Route::GetRandomBytes => {
             let req: keyshift_api::keys::GetRandomBytesRequest = parse_json(body)?;
             ok_json(&d.random_bytes(ctx, vault, req.count).await?)
+        }
+        Route::KeyUsage { name, version } => {
+            ok_json(&d.key_usage(ctx, vault, &name, version.as_deref()).await?)
         }
     })
 }

@@ -59,6 +59,9 @@ pub enum ServerError {
     /// TLS set-up failed.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The audit log could not start (its head does not verify, or the store fails).
+    #[error("the audit log cannot start: {0}")]
+    Audit(String),
 }
 
 /// A running server. Dropping it stops every listener and background task.
@@ -133,6 +136,11 @@ pub async fn start(
     config: ServerConfig,
     deployment: Arc<Deployment>,
 ) -> Result<RunningServer, ServerError> {
+    // Nothing is answered before the audit log takes events (and chains what a crash left).
+    deployment
+        .start_audit()
+        .await
+        .map_err(|e| ServerError::Audit(e.message))?;
     let main = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {

@@ -104,6 +104,76 @@ pub enum Route {
     RecoverDeletedKey { name: String },
     /// POST /rng
     GetRandomBytes,
+    /// Keyshift extension: `GET /keys/{name}/usage`, `GET /keys/{name}/{version}/usage`.
+    KeyUsage {
+        name: String,
+        version: Option<String>,
+    },
+}
+
+impl Route {
+    /// The operation's name in audit events: Azure Key Vault's diagnostic-log names.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Route::ListKeys => "KeyList",
+            Route::RestoreKey => "KeyRestore",
+            Route::CreateKey { .. } => "KeyCreate",
+            Route::ImportKey { .. } => "KeyImport",
+            Route::DeleteKey { .. } => "KeyDelete",
+            Route::GetKey { .. } => "KeyGet",
+            Route::UpdateKey { .. } => "KeyUpdate",
+            Route::ListVersions { .. } => "KeyListVersions",
+            Route::BackupKey { .. } => "KeyBackup",
+            Route::RotateKey { .. } => "KeyRotate",
+            Route::GetRotationPolicy { .. } => "KeyRotationPolicyGet",
+            Route::SetRotationPolicy { .. } => "KeyRotationPolicySet",
+            Route::Operation { op, .. } => match op {
+                KeyOperation::Encrypt => "KeyEncrypt",
+                KeyOperation::Decrypt => "KeyDecrypt",
+                KeyOperation::WrapKey => "KeyWrap",
+                KeyOperation::UnwrapKey => "KeyUnwrap",
+            },
+            Route::Sign { .. } => "KeySign",
+            Route::Verify { .. } => "KeyVerify",
+            Route::Release { .. } => "KeyRelease",
+            Route::Attestation { .. } => "KeyAttestationGet",
+            Route::ListDeletedKeys => "KeyListDeleted",
+            Route::GetDeletedKey { .. } => "KeyGetDeleted",
+            Route::PurgeDeletedKey { .. } => "KeyPurge",
+            Route::RecoverDeletedKey { .. } => "KeyRecover",
+            Route::GetRandomBytes => "RandomBytesGet",
+            Route::KeyUsage { .. } => "KeyUsageGet",
+        }
+    }
+
+    /// The key the request names, and the version if it names one.
+    pub fn key(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Route::ListKeys
+            | Route::RestoreKey
+            | Route::ListDeletedKeys
+            | Route::GetRandomBytes => (None, None),
+            Route::CreateKey { name }
+            | Route::ImportKey { name }
+            | Route::DeleteKey { name }
+            | Route::ListVersions { name }
+            | Route::BackupKey { name }
+            | Route::RotateKey { name }
+            | Route::GetRotationPolicy { name }
+            | Route::SetRotationPolicy { name }
+            | Route::GetDeletedKey { name }
+            | Route::PurgeDeletedKey { name }
+            | Route::RecoverDeletedKey { name } => (Some(name), None),
+            Route::GetKey { name, version }
+            | Route::UpdateKey { name, version }
+            | Route::Operation { name, version, .. }
+            | Route::Sign { name, version }
+            | Route::Verify { name, version }
+            | Route::Release { name, version }
+            | Route::Attestation { name, version }
+            | Route::KeyUsage { name, version } => (Some(name), version.as_deref()),
+        }
+    }
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -181,6 +251,10 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
                 },
                 Get if eq(s, "versions") => Route::ListVersions { name },
                 Get if eq(s, "rotationpolicy") => Route::GetRotationPolicy { name },
+                Get if eq(s, "usage") => Route::KeyUsage {
+                    name,
+                    version: None,
+                },
                 Put if eq(s, "rotationpolicy") => Route::SetRotationPolicy { name },
                 Get if eq(s, "attestation") => Route::Attestation {
                     name,
@@ -226,6 +300,7 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
                 Post if eq(op, "verify") => Route::Verify { name, version },
                 Post if eq(op, "release") => Route::Release { name, version },
                 Get if eq(op, "attestation") => Route::Attestation { name, version },
+                Get if eq(op, "usage") => Route::KeyUsage { name, version },
                 _ if [
                     "encrypt",
                     "decrypt",
@@ -235,6 +310,7 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
                     "verify",
                     "release",
                     "attestation",
+                    "usage",
                 ]
                 .iter()
                 .any(|o| eq(op, o)) =>
@@ -402,6 +478,22 @@ pub enum RbacRoute {
     PutDefinition { scope: String, name: String },
     /// DELETE roleDefinitions/{name}
     DeleteDefinition { scope: String, name: String },
+}
+
+impl RbacRoute {
+    /// The operation's name in audit events.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            RbacRoute::ListAssignments { .. } => "RoleAssignmentList",
+            RbacRoute::GetAssignment { .. } => "RoleAssignmentGet",
+            RbacRoute::PutAssignment { .. } => "RoleAssignmentCreate",
+            RbacRoute::DeleteAssignment { .. } => "RoleAssignmentDelete",
+            RbacRoute::ListDefinitions { .. } => "RoleDefinitionList",
+            RbacRoute::GetDefinition { .. } => "RoleDefinitionGet",
+            RbacRoute::PutDefinition { .. } => "RoleDefinitionSet",
+            RbacRoute::DeleteDefinition { .. } => "RoleDefinitionDelete",
+        }
+    }
 }
 
 const PROVIDER: &str = "/providers/microsoft.authorization/";

@@ -1,0 +1,267 @@
+//! `keyshift audit ...` (read and verify the audit log) and `keyshift key usage` (who still uses a
+//! key version). They read the data directory directly, beside a running server.
+
+use crate::config::{CommonArgs, ServeArgs, Settings};
+use crate::datadir;
+use anyhow::{anyhow, bail, Context, Result};
+use keyshift_vault::audit::{format_millis, parse_time, AuditFilter};
+use keyshift_vault::{Deployment, RequestContext, VaultRecord};
+use std::io::Write;
+use std::sync::Arc;
+
+/// Audit log commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Print events as JSON lines, oldest first. Filters combine; times are RFC 3339 in UTC
+    /// (`2026-11-28T15:00:00Z`), a date (`2026-11-28`) or Unix seconds.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many events [default: all].
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Write every event (or those the filters pass) as JSON lines to a file, or to standard output.
+    Export {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Output file [default: standard output].
+        #[arg(long, short)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Check the whole chain: every event unmodified, none missing, none reordered, none cut off
+    /// the end. Exits 1 and names the first break if the log was altered.
+    Verify,
+}
+
+/// Filters of `audit list` and `audit export`.
+#[derive(Debug, clap::Args)]
+pub struct FilterArgs {
+    /// Events at or after this time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Events before this time.
+    #[arg(long)]
+    until: Option<String>,
+    /// The principal's object id or client id.
+    #[arg(long)]
+    principal: Option<String>,
+    /// The vault's name.
+    #[arg(long)]
+    vault: Option<String>,
+    /// The key's name.
+    #[arg(long)]
+    key: Option<String>,
+    /// The operation (e.g. KeyWrap, KeyCreate, Authentication).
+    #[arg(long)]
+    operation: Option<String>,
+    /// `success` (2xx), `failure`, or a status code (e.g. 403).
+    #[arg(long)]
+    result: Option<String>,
+}
+
+/// Key commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum KeyCommand {
+    /// Who used each version of a key, for which operations, how often, first and last. Takes a
+    /// key identifier (`https://host/keys/name[/version]`) or `name[/version]`.
+    Usage {
+        /// Key identifier or `name[/version]`.
+        kid: String,
+        /// Vault [default: the one the kid's host names, else the default vault].
+        #[arg(long)]
+        vault: Option<String>,
+    },
+}
+
+async fn open(common: &CommonArgs) -> Result<(Arc<Deployment>, std::path::PathBuf)> {
+    let settings = Settings::resolve(common, &ServeArgs::default())?;
+    let dir = datadir::open(&settings).await?;
+    Ok((dir.deployment, dir.path))
+}
+
+fn msg(e: keyshift_vault::ApiError) -> anyhow::Error {
+    anyhow!("{}", e.message)
+}
+
+fn time_bound(flag: &str, value: Option<String>) -> Result<Option<String>> {
+    value
+        .map(|v| {
+            parse_time(&v).map(format_millis).ok_or_else(|| {
+                anyhow!("--{flag} {v:?} is not a time: use 2026-11-28T15:00:00Z, 2026-11-28 or Unix seconds")
+            })
+        })
+        .transpose()
+}
+
+async fn filter(d: &Deployment, args: FilterArgs) -> Result<AuditFilter> {
+    if let Some(r) = &args.result {
+        if !matches!(r.as_str(), "success" | "failure") && r.parse::<u16>().is_err() {
+            bail!("--result must be success, failure or a status code");
+        }
+    }
+    // Events name principals by object id; accept a client id too.
+    let principal = match args.principal {
+        Some(p) => match d.principal_by_client_id(&p).await.map_err(msg)? {
+            Some(found) => Some(found.id),
+            None => Some(p),
+        },
+        None => None,
+    };
+    Ok(AuditFilter {
+        since: time_bound("since", args.since)?,
+        until: time_bound("until", args.until)?,
+        principal,
+        vault: args.vault,
+        key: args.key,
+        operation: args.operation,
+        result: args.result,
+    })
+}
+
+/// Writes the events `filter` passes as JSON lines, page by page, at most `limit`.
+async fn write_events(
+    d: &Deployment,
+    filter: &AuditFilter,
+    limit: Option<usize>,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let mut written = 0u64;
+    let mut after: Option<String> = None;
+    loop {
+        let (events, next) = d.audit_page(after.as_deref(), 64).await.map_err(msg)?;
+        for e in events.iter().filter(|e| filter.matches(e)) {
+            if limit.is_some_and(|l| written >= l as u64) {
+                return Ok(written);
+            }
+            serde_json::to_writer(&mut *out, e)?;
+            out.write_all(b"\n")?;
+            written += 1;
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => return Ok(written),
+        }
+    }
+}
+
+/// Runs an audit command.
+pub async fn run_audit(common: &CommonArgs, cmd: AuditCommand) -> Result<()> {
+    let (d, _) = open(common).await?;
+    match cmd {
+        AuditCommand::List { filter: f, limit } => {
+            let f = filter(&d, f).await?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            write_events(&d, &f, limit, &mut out).await?;
+            out.flush()?;
+        }
+        AuditCommand::Export { filter: f, out } => {
+            let f = filter(&d, f).await?;
+            match out {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    let mut w = std::io::BufWriter::new(file);
+                    let n = write_events(&d, &f, None, &mut w).await?;
+                    w.flush()?;
+                    eprintln!("{n} events written to {}", path.display());
+                }
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut w = std::io::BufWriter::new(stdout.lock());
+                    write_events(&d, &f, None, &mut w).await?;
+                    w.flush()?;
+                }
+            }
+        }
+        AuditCommand::Verify => {
+            let v = d.verify_audit().await.map_err(msg)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            if !v.intact {
+                bail!(
+                    "the audit log was altered: {}",
+                    v.problem.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a key identifier points: its vault, name, version, and the base URL to answer with.
+fn parse_kid(
+    d: &Deployment,
+    kid: &str,
+    vault: Option<&str>,
+    data_dir: &std::path::Path,
+) -> Result<(Arc<VaultRecord>, String, Option<String>, String)> {
+    let (base, host, path) = match kid.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let host = authority.split(':').next().unwrap_or("").to_owned();
+            (
+                format!("{scheme}://{authority}"),
+                Some(host),
+                path.to_owned(),
+            )
+        }
+        None => (
+            String::new(),
+            None,
+            format!("keys/{}", kid.trim_matches('/')),
+        ),
+    };
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (name, version) = match segs.as_slice() {
+        ["keys", name] => (*name, None),
+        ["keys", name, version] => (*name, Some((*version).to_owned())),
+        _ => bail!(
+            "{kid:?} is not a key identifier (https://host/keys/name[/version]) or name[/version]"
+        ),
+    };
+    let v = match (vault, &host) {
+        (Some(n), _) => d.vault(n).ok_or_else(|| anyhow!("no vault named '{n}'"))?,
+        (None, Some(h)) => match h.split('.').next().and_then(|label| d.vault(label)) {
+            Some(v) if h.contains('.') => v,
+            _ => d
+                .default_vault()
+                .ok_or_else(|| anyhow!("there is no default vault"))?,
+        },
+        (None, None) => d
+            .default_vault()
+            .ok_or_else(|| anyhow!("there is no default vault"))?,
+    };
+    let base = if base.is_empty() {
+        // The URL the server answers this vault at, as far as the data directory knows.
+        let public = std::fs::read(data_dir.join("serving.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|j| j["public_url"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "https://localhost".into());
+        if v.default {
+            public
+        } else {
+            public.replacen("://", &format!("://{}.", v.name), 1)
+        }
+    } else {
+        base
+    };
+    Ok((v, name.to_owned(), version, base))
+}
+
+/// Runs a key command.
+pub async fn run_key(common: &CommonArgs, cmd: KeyCommand) -> Result<()> {
+    let (d, path) = open(common).await?;
+    match cmd {
+        KeyCommand::Usage { kid, vault } => {
+            let (v, name, version, base) = parse_kid(&d, &kid, vault.as_deref(), &path)?;
+            let report = d
+                .key_usage(&RequestContext::system(base), &v, &name, version.as_deref())
+                .await
+                .map_err(msg)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(())
+}
