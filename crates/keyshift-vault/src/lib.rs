@@ -8,6 +8,7 @@
 pub mod access;
 pub mod clock;
 mod deployment;
+pub mod federation;
 pub mod duration;
 mod keys;
 pub use keys::KeyOperation;
