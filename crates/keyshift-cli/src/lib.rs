@@ -36,6 +36,9 @@ enum Command {
     /// Manage the token issuer.
     #[command(subcommand)]
     Token(identity_cmd::TokenCommand),
+    /// Manage the external OIDC issuers trusted for workload identity federation.
+    #[command(subcommand)]
+    Federation(identity_cmd::FederationCommand),
 }
 
 /// Entry point of the binary.
@@ -58,6 +61,7 @@ pub fn main() -> ExitCode {
             Command::Principal(cmd) => identity_cmd::run_principal(&cli.common, cmd).await,
             Command::Role(cmd) => identity_cmd::run_role(&cli.common, cmd).await,
             Command::Token(cmd) => identity_cmd::run_token(&cli.common, cmd).await,
+            Command::Federation(cmd) => identity_cmd::run_federation(&cli.common, cmd).await,
         }
     });
     match result {

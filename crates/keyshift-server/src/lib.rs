@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod federation;
 mod listener;
 pub mod query;
 pub mod rbac_api;
