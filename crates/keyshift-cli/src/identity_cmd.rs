@@ -84,7 +84,11 @@ pub enum FederationCommand {
         /// Issuer URL, compared exactly with the tokens' `iss`.
         issuer: String,
         /// JWKS file with the issuer's public keys (re-read by the server when it changes).
-        #[arg(long, conflicts_with = "jwks_url", required_unless_present = "jwks_url")]
+        #[arg(
+            long,
+            conflicts_with = "jwks_url",
+            required_unless_present = "jwks_url"
+        )]
         jwks_file: Option<std::path::PathBuf>,
         /// https:// URL of the issuer's JWKS, fetched by the server.
         #[arg(long)]

@@ -135,10 +135,13 @@ mod message_tests {
         let digest = crate::digest::sha256(b"header.payload");
         let sig = rsa.sign(SignatureAlgorithm::Rs256, &digest).unwrap();
         let public = rsa.public_key();
-        assert!(
-            verify_message_with_public(&public, SignatureAlgorithm::Rs256, b"header.payload", &sig)
-                .unwrap()
-        );
+        assert!(verify_message_with_public(
+            &public,
+            SignatureAlgorithm::Rs256,
+            b"header.payload",
+            &sig
+        )
+        .unwrap());
         assert!(!verify_message_with_public(
             &public,
             SignatureAlgorithm::Rs256,
@@ -154,13 +157,19 @@ mod message_tests {
         let sig = ec
             .sign(SignatureAlgorithm::Es384, &crate::digest::sha384(b"m"))
             .unwrap();
-        assert!(
-            verify_message_with_public(&ec.public_key(), SignatureAlgorithm::Es384, b"m", &sig)
-                .unwrap()
-        );
-        assert!(
-            verify_message_with_public(&ec.public_key(), SignatureAlgorithm::Es256, b"m", &sig)
-                .is_err()
-        );
+        assert!(verify_message_with_public(
+            &ec.public_key(),
+            SignatureAlgorithm::Es384,
+            b"m",
+            &sig
+        )
+        .unwrap());
+        assert!(verify_message_with_public(
+            &ec.public_key(),
+            SignatureAlgorithm::Es256,
+            b"m",
+            &sig
+        )
+        .is_err());
     }
 }

@@ -69,7 +69,9 @@ pub enum FederationError {
     #[error("the client is unknown or disabled")]
     UnknownClient,
     /// The principal has no federated credential for this issuer and subject.
-    #[error("no federated credential of the client matches the external token's issuer and subject")]
+    #[error(
+        "no federated credential of the client matches the external token's issuer and subject"
+    )]
     NotMapped,
     /// `aud` contains none of the credential's audiences.
     #[error("the external token's audience matches none of the federated credential's audiences")]

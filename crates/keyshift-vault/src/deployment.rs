@@ -621,10 +621,7 @@ impl Deployment {
     }
 
     /// The principal with this client id or, failing that, this object id.
-    pub async fn principal_by_id_or_client_id(
-        &self,
-        id: &str,
-    ) -> Result<Option<PrincipalRecord>> {
+    pub async fn principal_by_id_or_client_id(&self, id: &str) -> Result<Option<PrincipalRecord>> {
         if let Some(p) = self.principal_by_client_id(id).await? {
             return Ok(Some(p));
         }
@@ -657,7 +654,10 @@ impl Deployment {
         }
     }
 
-    pub(crate) async fn principal_for_update(&self, client_id: &str) -> Result<(PrincipalRecord, i64)> {
+    pub(crate) async fn principal_for_update(
+        &self,
+        client_id: &str,
+    ) -> Result<(PrincipalRecord, i64)> {
         let r = self
             .store
             .get(ns::PRINCIPAL, client_id)

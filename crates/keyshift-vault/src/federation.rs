@@ -94,7 +94,9 @@ fn check_source(source: &JwksSource) -> Result<()> {
 /// Checks a federated credential and fills in the default audience.
 fn check_credential(mut c: FederatedCredential) -> Result<FederatedCredential> {
     let name_ok = (3..=120).contains(&c.name.len())
-        && c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && c.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         && c.name.as_bytes()[0].is_ascii_alphanumeric();
     if !name_ok {
         return Err(ApiError::bad_parameter(
@@ -222,8 +224,7 @@ impl Deployment {
             )));
         }
         let (mut p, revision) = self.principal_for_update(client_id).await?;
-        if p
-            .federated_credentials
+        if p.federated_credentials
             .iter()
             .any(|c| c.name.eq_ignore_ascii_case(&credential.name))
         {
@@ -232,8 +233,7 @@ impl Deployment {
                 credential.name
             )));
         }
-        if p
-            .federated_credentials
+        if p.federated_credentials
             .iter()
             .any(|c| c.issuer == credential.issuer && c.subject == credential.subject)
         {

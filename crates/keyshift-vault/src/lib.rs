@@ -8,8 +8,8 @@
 pub mod access;
 pub mod clock;
 mod deployment;
-pub mod federation;
 pub mod duration;
+pub mod federation;
 mod keys;
 pub use keys::KeyOperation;
 mod naming;
