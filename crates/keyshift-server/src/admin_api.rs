@@ -62,20 +62,20 @@ pub fn router(tenant: &str) -> Router<Arc<App>> {
 }
 
 /// An answer that is not the success: the keys API's challenge, or an Azure error envelope.
-struct Refused(Response);
+struct Refused(Box<Response>);
 
 impl From<ApiError> for Refused {
     fn from(e: ApiError) -> Self {
         if e.code == ErrorCode::InternalError {
             tracing::error!("internal error answered by the admin API");
         }
-        Refused(error_response(&e))
+        Refused(Box::new(error_response(&e)))
     }
 }
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
-        self.0
+        *self.0
     }
 }
 
@@ -110,13 +110,13 @@ async fn administrator(
         })
         .map(str::trim);
     let Some(bearer) = bearer else {
-        return Err(Refused(challenge(app)));
+        return Err(Refused(Box::new(challenge(app))));
     };
     let caller = match app.tokens.validate(bearer).await {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(reason = %e, "token refused by the admin API");
-            return Err(Refused(challenge(app)));
+            return Err(Refused(Box::new(challenge(app))));
         }
     };
     app.deployment

@@ -468,7 +468,7 @@ pub async fn verify_federated_assertion(
     };
     let header: Header = decode_part(h)?;
     // Only the asymmetric algorithms the issuer is trusted with: never `none`, never HMAC.
-    if !issuer.algorithms.iter().any(|a| *a == header.alg) {
+    if !issuer.algorithms.contains(&header.alg) {
         return Err(FederationError::Algorithm);
     }
     let alg = SignatureAlgorithm::from_name(&header.alg).ok_or(FederationError::Algorithm)?;

@@ -465,7 +465,9 @@ async fn bad_requests_get_clear_400s_and_unknown_things_404s() {
         (
             Method::POST,
             format!("/principals/{cid}/federatedCredentials"),
-            Some(json!({"name": "cred-1", "issuer": "https://untrusted.test.example", "subject": "s"})),
+            Some(
+                json!({"name": "cred-1", "issuer": "https://untrusted.test.example", "subject": "s"}),
+            ),
             "not trusted",
         ),
         (
