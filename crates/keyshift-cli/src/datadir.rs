@@ -203,7 +203,7 @@ pub async fn ensure_defaults(
         return Ok(None);
     }
     let admin = d
-        .create_principal("keyshift-admin")
+        .create_principal_with("keyshift-admin", true)
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the administrator: {}", e.message))?;
     d.set_administrator(&admin.principal.id)

@@ -4,6 +4,7 @@
 use crate::config::{CommonArgs, ServeArgs, Settings};
 use crate::datadir;
 use anyhow::{anyhow, Result};
+use keyshift_vault::records::{FederatedCredential, JwksSource};
 use keyshift_vault::{ApiError, Deployment, VaultRecord};
 use std::sync::Arc;
 
@@ -14,6 +15,9 @@ pub enum PrincipalCommand {
     Create {
         /// Display name.
         name: String,
+        /// Let it manage principals and trusted issuers through the admin API.
+        #[arg(long)]
+        deployment_admin: bool,
     },
     /// List principals.
     List,
@@ -43,6 +47,66 @@ pub enum PrincipalCommand {
     Delete {
         /// Client id.
         client_id: String,
+    },
+    /// Let tokens of an external identity (a trusted issuer's subject, e.g. a Kubernetes service
+    /// account) stand for this principal: workload identity federation.
+    AddFederatedCredential {
+        /// Client id.
+        client_id: String,
+        /// Name of the credential, unique within the principal (3-120 letters, digits, - or _).
+        #[arg(long)]
+        name: String,
+        /// Issuer URL, exactly as in the tokens' `iss`; it must be trusted (keyshift federation trust).
+        #[arg(long)]
+        issuer: String,
+        /// Subject, exactly as in the tokens' `sub` (e.g. system:serviceaccount:<namespace>:<name>).
+        #[arg(long)]
+        subject: String,
+        /// Accepted audience (repeatable) [default: api://AzureADTokenExchange].
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+    },
+    /// Remove a federated credential from a principal.
+    RemoveFederatedCredential {
+        /// Client id.
+        client_id: String,
+        /// Name of the credential.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// Federation commands: external OIDC issuers whose tokens may be exchanged for Keyshift tokens.
+#[derive(Debug, clap::Subcommand)]
+pub enum FederationCommand {
+    /// Trust an external OIDC issuer (or change how it is trusted).
+    Trust {
+        /// Issuer URL, compared exactly with the tokens' `iss`.
+        issuer: String,
+        /// JWKS file with the issuer's public keys (re-read by the server when it changes).
+        #[arg(
+            long,
+            conflicts_with = "jwks_url",
+            required_unless_present = "jwks_url"
+        )]
+        jwks_file: Option<std::path::PathBuf>,
+        /// https:// URL of the issuer's JWKS, fetched by the server.
+        #[arg(long)]
+        jwks_url: Option<String>,
+        /// PEM file of CA certificates to trust for --jwks-url, besides the system roots.
+        #[arg(long, requires = "jwks_url")]
+        ca_file: Option<std::path::PathBuf>,
+        /// Accepted signature algorithms, comma-separated (RS256, RS384, RS512, PS256, PS384,
+        /// PS512, ES256, ES384, ES512).
+        #[arg(long, value_delimiter = ',', default_value = "RS256,ES256")]
+        algorithms: Vec<String>,
+    },
+    /// List the trusted issuers.
+    List,
+    /// Stop trusting an issuer: its tokens are refused at once.
+    Remove {
+        /// Issuer URL.
+        issuer: String,
     },
 }
 
@@ -106,8 +170,14 @@ fn vault(d: &Deployment, name: Option<&str>) -> Result<Arc<VaultRecord>> {
 pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result<()> {
     let d = open(common).await?;
     match cmd {
-        PrincipalCommand::Create { name } => {
-            let p = d.create_principal(&name).await.map_err(msg)?;
+        PrincipalCommand::Create {
+            name,
+            deployment_admin,
+        } => {
+            let p = d
+                .create_principal_with(&name, deployment_admin)
+                .await
+                .map_err(msg)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
@@ -115,6 +185,7 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
                     "client_id": p.principal.client_id,
                     "client_secret": p.client_secret,
                     "tenant_id": d.tenant_id(),
+                    "deployment_admin": p.principal.deployment_admin,
                 }))?
             );
             eprintln!("The client secret is shown once. Give the principal a role: keyshift role assign <role> {}", p.principal.id);
@@ -127,6 +198,8 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
             for p in d.principals().await.map_err(msg)? {
                 let admin = if d.administrator().as_deref() == Some(p.id.as_str()) {
                     " (administrator)"
+                } else if d.is_deployment_admin(&p) {
+                    " (deployment admin)"
                 } else {
                     ""
                 };
@@ -165,6 +238,102 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
         PrincipalCommand::Delete { client_id } => {
             d.delete_principal(&client_id).await.map_err(msg)?;
             println!("deleted {client_id}");
+        }
+        PrincipalCommand::AddFederatedCredential {
+            client_id,
+            name,
+            issuer,
+            subject,
+            audiences,
+        } => {
+            let (_, credential) = d
+                .add_federated_credential(
+                    &client_id,
+                    FederatedCredential {
+                        name,
+                        issuer,
+                        subject,
+                        audiences,
+                    },
+                )
+                .await
+                .map_err(msg)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "client_id": client_id,
+                    "federated_credential": credential,
+                }))?
+            );
+        }
+        PrincipalCommand::RemoveFederatedCredential { client_id, name } => {
+            let removed = d
+                .remove_federated_credential(&client_id, &name)
+                .await
+                .map_err(msg)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "client_id": client_id,
+                    "removed": removed,
+                }))?
+            );
+        }
+    }
+    Ok(())
+}
+
+fn absolute(path: &std::path::Path) -> Result<String> {
+    let full = std::fs::canonicalize(path)
+        .map_err(|e| anyhow!("cannot resolve {}: {e}", path.display()))?;
+    full.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("{} is not a UTF-8 path", full.display()))
+}
+
+/// Runs a federation command.
+pub async fn run_federation(common: &CommonArgs, cmd: FederationCommand) -> Result<()> {
+    let d = open(common).await?;
+    match cmd {
+        FederationCommand::Trust {
+            issuer,
+            jwks_file,
+            jwks_url,
+            ca_file,
+            algorithms,
+        } => {
+            let source = match (jwks_file, jwks_url) {
+                (Some(file), None) => {
+                    // The server reads the file later: check now that it is a usable JWKS.
+                    keyshift_server::federation::check_jwks_file(&file).map_err(|e| anyhow!(e))?;
+                    JwksSource::File {
+                        path: absolute(&file)?,
+                    }
+                }
+                (None, Some(url)) => JwksSource::Url {
+                    url,
+                    ca_file: ca_file.as_deref().map(absolute).transpose()?,
+                },
+                _ => return Err(anyhow!("give exactly one of --jwks-file and --jwks-url")),
+            };
+            let record = d
+                .trust_issuer(&issuer, source, &algorithms)
+                .await
+                .map_err(msg)?;
+            println!("{}", serde_json::to_string_pretty(&record)?);
+        }
+        FederationCommand::List => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&d.trusted_issuers().await.map_err(msg)?)?
+            );
+        }
+        FederationCommand::Remove { issuer } => {
+            let removed = d.untrust_issuer(&issuer).await.map_err(msg)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "removed": removed }))?
+            );
         }
     }
     Ok(())

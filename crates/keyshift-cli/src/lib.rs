@@ -43,6 +43,9 @@ enum Command {
     /// Key reports.
     #[command(subcommand)]
     Key(audit_cmd::KeyCommand),
+    /// Manage the external OIDC issuers trusted for workload identity federation.
+    #[command(subcommand)]
+    Federation(identity_cmd::FederationCommand),
 }
 
 /// Entry point of the binary.
@@ -67,6 +70,7 @@ pub fn main() -> ExitCode {
             Command::Token(cmd) => identity_cmd::run_token(&cli.common, cmd).await,
             Command::Audit(cmd) => audit_cmd::run_audit(&cli.common, cmd).await,
             Command::Key(cmd) => audit_cmd::run_key(&cli.common, cmd).await,
+            Command::Federation(cmd) => identity_cmd::run_federation(&cli.common, cmd).await,
         }
     });
     match result {

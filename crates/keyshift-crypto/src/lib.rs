@@ -28,7 +28,7 @@ pub use algorithm::{Curve, EncryptionAlgorithm, KeyFamily, SignatureAlgorithm};
 pub use error::{CryptoError, Result};
 pub use jwk::{JwkParts, PublicKey};
 pub use key::{EncryptOutput, KeyMaterial};
-pub use signature::verify_with_public;
+pub use signature::{verify_message_with_public, verify_with_public};
 
 /// `len` bytes from the system's cryptographically secure generator.
 pub fn random_bytes(len: usize) -> Result<Vec<u8>> {

@@ -105,3 +105,71 @@ pub fn verify_with_public(
     let digest = import_digest(alg, digest)?;
     Ok(parsed.verify_digest_sig(&digest, signature).is_ok())
 }
+
+/// Verify a JWS-style signature over a whole `message` (hashed here with the algorithm's own
+/// SHA-2), with public parts only. Same contract as [`verify_with_public`]: `Ok(false)` for a
+/// signature that does not verify, `Err` when the algorithm does not fit the key or the key is
+/// malformed.
+pub fn verify_message_with_public(
+    key: &PublicKey,
+    alg: SignatureAlgorithm,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<bool> {
+    let digest: Vec<u8> = match alg.digest_len() {
+        32 => crate::digest::sha256(message).to_vec(),
+        48 => crate::digest::sha384(message).to_vec(),
+        _ => crate::digest::sha512(message).to_vec(),
+    };
+    verify_with_public(key, alg, &digest, signature)
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+    use crate::KeyMaterial;
+
+    #[test]
+    fn message_signatures_verify_and_refuse_the_wrong_key_type() {
+        let rsa = KeyMaterial::generate_rsa(2048).unwrap();
+        let digest = crate::digest::sha256(b"header.payload");
+        let sig = rsa.sign(SignatureAlgorithm::Rs256, &digest).unwrap();
+        let public = rsa.public_key();
+        assert!(verify_message_with_public(
+            &public,
+            SignatureAlgorithm::Rs256,
+            b"header.payload",
+            &sig
+        )
+        .unwrap());
+        assert!(!verify_message_with_public(
+            &public,
+            SignatureAlgorithm::Rs256,
+            b"header.payload!",
+            &sig
+        )
+        .unwrap());
+        // An RSA key with an ECDSA algorithm is misuse, not a failed check.
+        assert!(
+            verify_message_with_public(&public, SignatureAlgorithm::Es256, b"m", &sig).is_err()
+        );
+        let ec = KeyMaterial::generate_ec(crate::Curve::P384).unwrap();
+        let sig = ec
+            .sign(SignatureAlgorithm::Es384, &crate::digest::sha384(b"m"))
+            .unwrap();
+        assert!(verify_message_with_public(
+            &ec.public_key(),
+            SignatureAlgorithm::Es384,
+            b"m",
+            &sig
+        )
+        .unwrap());
+        assert!(verify_message_with_public(
+            &ec.public_key(),
+            SignatureAlgorithm::Es256,
+            b"m",
+            &sig
+        )
+        .is_err());
+    }
+}

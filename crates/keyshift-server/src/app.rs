@@ -54,6 +54,7 @@ pub fn router(app: Arc<App>, listener: ListenerInfo) -> Router {
             get(openid_configuration),
         )
         .route("/{tenant}/discovery/v2.0/keys", get(jwks))
+        .merge(crate::admin_api::router(app.deployment.tenant_id()))
         .fallback(api)
         .layer(Extension(listener))
         .with_state(app)
@@ -93,7 +94,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     )
 }
 
-async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
     match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
         Err(_) => Err(ApiError::new(
@@ -250,7 +251,7 @@ fn valid_authority(a: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
 }
 
-fn challenge(app: &App) -> Response {
+pub(crate) fn challenge(app: &App) -> Response {
     let e = ApiError::new(
         ErrorCode::Unauthorized,
         "AKV10000: Request is missing a Bearer or PoP token.",

@@ -106,6 +106,8 @@ pub struct TokenAuthority {
     principals: RwLock<HashMap<String, i64>>,
     /// Client assertions already used (client id and jti), until they expire.
     assertions: RwLock<HashMap<String, i64>>,
+    /// Signing keys of the external issuers trusted for workload identity federation.
+    issuer_keys: crate::federation::IssuerKeys,
 }
 
 impl std::fmt::Debug for TokenAuthority {
@@ -144,6 +146,7 @@ impl TokenAuthority {
             validated: RwLock::new(HashMap::new()),
             principals: RwLock::new(HashMap::new()),
             assertions: RwLock::new(HashMap::new()),
+            issuer_keys: Default::default(),
         }
     }
 
@@ -354,6 +357,12 @@ pub enum AssertionError {
     /// jti missing or already used.
     #[error("the client assertion has no jti or was used before")]
     Replay,
+    /// An external token whose issuer this deployment does not trust.
+    #[error("the client assertion's issuer is not a trusted federation issuer")]
+    UntrustedIssuer,
+    /// An external token of a trusted issuer, refused.
+    #[error(transparent)]
+    Federated(#[from] crate::federation::FederationError),
 }
 
 #[derive(Deserialize)]
@@ -379,8 +388,9 @@ struct AssertionClaims {
 }
 
 impl TokenAuthority {
-    /// Verifies an RFC 7523 client assertion signed with a principal's certificate key, as the
-    /// Azure identity libraries send it. Returns the principal.
+    /// Verifies an RFC 7523 client assertion: an external token of a trusted issuer (workload
+    /// identity federation), or one signed with a principal's certificate key, as the Azure
+    /// identity libraries send them. Returns the principal.
     pub async fn verify_client_assertion(
         &self,
         form_client_id: Option<&str>,
@@ -394,6 +404,32 @@ impl TokenAuthority {
         else {
             return Err(AssertionError::Malformed);
         };
+        // A certificate assertion is issued by the client itself; any other issuer must be a
+        // trusted external one, and its token is checked against that issuer's keys only.
+        let claimed_issuer = b64::decode(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|c| c.get("iss").and_then(|i| i.as_str()).map(str::to_owned));
+        if let Some(iss) = claimed_issuer.filter(|i| Some(i.as_str()) != form_client_id) {
+            let trusted = self
+                .deployment
+                .trusted_issuer(&iss)
+                .await
+                .map_err(|_| AssertionError::UntrustedIssuer)?;
+            if let Some(issuer) = trusted {
+                return Ok(crate::federation::verify_federated_assertion(
+                    &self.deployment,
+                    &self.issuer_keys,
+                    &issuer,
+                    form_client_id,
+                    assertion,
+                )
+                .await?);
+            }
+            if iss.contains("://") {
+                return Err(AssertionError::UntrustedIssuer);
+            }
+        }
         let header: AssertionHeader = b64::decode(h)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())

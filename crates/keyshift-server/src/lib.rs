@@ -2,8 +2,10 @@
 //! local CA, one listener for the default vault and host-named vaults, and one per vault that has a
 //! port of its own. It never names a storage backend: it is handed a [`Deployment`].
 
+pub mod admin_api;
 pub mod app;
 pub mod auth;
+pub mod federation;
 mod listener;
 pub mod query;
 pub mod rbac_api;

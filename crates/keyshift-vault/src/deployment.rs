@@ -550,6 +550,24 @@ impl Deployment {
 
     /// Creates a service principal with a client secret.
     pub async fn create_principal(&self, display_name: &str) -> Result<NewPrincipal> {
+        self.create_principal_with(display_name, false).await
+    }
+
+    /// Creates a service principal with a client secret; `deployment_admin` lets it manage
+    /// principals and trusted issuers through the admin API.
+    pub async fn create_principal_with(
+        &self,
+        display_name: &str,
+        deployment_admin: bool,
+    ) -> Result<NewPrincipal> {
+        if display_name.trim().is_empty()
+            || display_name.len() > 256
+            || display_name.chars().any(char::is_control)
+        {
+            return Err(ApiError::bad_parameter(
+                "A display name is 1 to 256 characters, without control characters.",
+            ));
+        }
         let secret_bytes = keyshift_crypto::random_bytes(32).map_err(crypto_internal)?;
         let client_secret = keyshift_api::b64::encode(&secret_bytes);
         let principal = PrincipalRecord {
@@ -562,6 +580,8 @@ impl Deployment {
             ],
             enabled: true,
             certificates: Vec::new(),
+            federated_credentials: Vec::new(),
+            deployment_admin,
             created: self.clock.now(),
         };
         self.store
@@ -602,7 +622,44 @@ impl Deployment {
         }
     }
 
-    async fn principal_for_update(&self, client_id: &str) -> Result<(PrincipalRecord, i64)> {
+    /// The principal with this client id or, failing that, this object id.
+    pub async fn principal_by_id_or_client_id(&self, id: &str) -> Result<Option<PrincipalRecord>> {
+        if let Some(p) = self.principal_by_client_id(id).await? {
+            return Ok(Some(p));
+        }
+        Ok(self.principals().await?.into_iter().find(|p| p.id == id))
+    }
+
+    /// Whether a principal may manage principals and trusted issuers: it has the flag, or it is
+    /// the administrator created at first start (recorded before the flag existed).
+    pub fn is_deployment_admin(&self, p: &PrincipalRecord) -> bool {
+        p.deployment_admin || self.administrator().as_deref() == Some(p.id.as_str())
+    }
+
+    /// The caller of an admin API request, if it is an enabled deployment administrator; `403`
+    /// otherwise.
+    pub async fn require_deployment_admin(
+        &self,
+        client_id: &str,
+        principal_id: &str,
+    ) -> Result<PrincipalRecord> {
+        let caller = self
+            .principal_by_client_id(client_id)
+            .await?
+            .filter(|p| p.enabled && p.id == principal_id);
+        match caller {
+            Some(p) if self.is_deployment_admin(&p) => Ok(p),
+            _ => Err(ApiError::forbidden(format!(
+                "Caller {} is not a deployment administrator: only deployment administrators may manage principals and trusted issuers.",
+                crate::naming::printable(principal_id)
+            ))),
+        }
+    }
+
+    pub(crate) async fn principal_for_update(
+        &self,
+        client_id: &str,
+    ) -> Result<(PrincipalRecord, i64)> {
         let r = self
             .store
             .get(ns::PRINCIPAL, client_id)
@@ -618,7 +675,7 @@ impl Deployment {
     }
 
     /// Writes a principal back if nobody changed it since it was read (else `409`).
-    async fn save_principal(&self, p: &PrincipalRecord, revision: i64) -> Result<()> {
+    pub(crate) async fn save_principal(&self, p: &PrincipalRecord, revision: i64) -> Result<()> {
         self.store
             .commit(vec![Op::Put {
                 ns: ns::PRINCIPAL,

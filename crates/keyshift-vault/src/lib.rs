@@ -10,6 +10,7 @@ pub mod audit;
 pub mod clock;
 mod deployment;
 pub mod duration;
+pub mod federation;
 mod keys;
 pub use keys::KeyOperation;
 mod naming;

@@ -30,6 +30,8 @@ pub mod ns {
     pub const AUDIT_PENDING: &str = "audit_pending";
     /// Key usage counters: `{vault_id}/{name_lower}/{version}/{principal}/{operation}`.
     pub const KEY_USAGE: &str = "key_usage";
+    /// External OIDC issuers trusted for workload identity federation, by issuer URL.
+    pub const TRUSTED_ISSUER: &str = "trusted_issuer";
 }
 
 /// Kind of vault.
@@ -216,6 +218,63 @@ pub struct PrincipalRecord {
     /// Certificates whose keys may sign client assertions (RFC 7523).
     #[serde(default)]
     pub certificates: Vec<PrincipalCertificate>,
+    /// External identities (issuer and subject) whose tokens this principal accepts as client
+    /// assertions: workload identity federation.
+    #[serde(default)]
+    pub federated_credentials: Vec<FederatedCredential>,
+    /// May manage principals and trusted issuers through the admin API. The administrator
+    /// recorded in the deployment record is one whatever this says (data made before the flag).
+    #[serde(default)]
+    pub deployment_admin: bool,
     /// Created.
     pub created: i64,
+}
+
+/// The audience Azure AD expects of federated tokens, and the default of a federated credential.
+pub const DEFAULT_FEDERATION_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+/// One external identity a principal trusts: tokens of `issuer` about `subject`, for one of
+/// `audiences`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FederatedCredential {
+    /// Name, unique within the principal.
+    pub name: String,
+    /// Issuer URL, compared exactly with the token's `iss`; must be a trusted issuer.
+    pub issuer: String,
+    /// Compared exactly with the token's `sub`, e.g. `system:serviceaccount:payments:api`.
+    pub subject: String,
+    /// The token's `aud` must contain one of these.
+    pub audiences: Vec<String>,
+}
+
+/// Where the signing keys of a trusted issuer are published.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum JwksSource {
+    /// A JWKS document in a file on the server's host, re-read when it changes.
+    File {
+        /// Absolute path.
+        path: String,
+    },
+    /// A JWKS document fetched over HTTPS by the server.
+    Url {
+        /// `https://` URL.
+        url: String,
+        /// A PEM file of CA certificates trusted for this URL besides the system roots.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_file: Option<String>,
+    },
+}
+
+/// An external OIDC issuer whose tokens may be exchanged for Keyshift tokens.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrustedIssuerRecord {
+    /// Issuer URL, compared exactly with `iss`.
+    pub issuer: String,
+    /// Where its keys are.
+    pub jwks: JwksSource,
+    /// Signature algorithms accepted from it (JWA names, asymmetric only).
+    pub algorithms: Vec<String>,
+    /// When it was trusted (or last changed).
+    pub updated: i64,
 }

@@ -1,0 +1,537 @@
+//! The admin API: principals and trusted federation issuers over HTTPS, the twin of
+//! `keyshift principal ...` and `keyshift federation ...`, under `/{tenant}/keyshift/` on the main
+//! listener. Every call needs a bearer token of a deployment administrator (`401` with the keys
+//! API's challenge without a valid token, `403` for anyone else). Secret hashes are never shown;
+//! a client secret is shown once, when it is made.
+
+use crate::app::ListenerInfo;
+use crate::app::{challenge, error_response, json_response, ok_json, parse_json, read_body, App};
+use crate::auth::Caller;
+use crate::query::Query;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Extension, Router};
+use keyshift_api::{ApiError, ErrorCode};
+use keyshift_vault::records::{
+    FederatedCredential, JwksSource, PrincipalRecord, TrustedIssuerRecord,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The admin API's routes for the deployment's tenant. The tenant id is part of each path, so no
+/// keys API path (which starts with `keys`, `deletedkeys`, `rng` or a role scope) can match one.
+pub fn router(tenant: &str) -> Router<Arc<App>> {
+    let base = format!("/{tenant}/keyshift");
+    let with_fallback = |m: MethodRouter<Arc<App>>| m.fallback(method_not_allowed);
+    Router::new()
+        .route(
+            &format!("{base}/principals"),
+            with_fallback(get(list_principals).post(create_principal)),
+        )
+        .route(
+            &format!("{base}/principals/{{id}}"),
+            with_fallback(
+                get(get_principal)
+                    .patch(update_principal)
+                    .delete(delete_principal),
+            ),
+        )
+        .route(
+            &format!("{base}/principals/{{id}}/secrets"),
+            with_fallback(post(add_secret)),
+        )
+        .route(
+            &format!("{base}/principals/{{id}}/certificates"),
+            with_fallback(post(add_certificate)),
+        )
+        .route(
+            &format!("{base}/principals/{{id}}/federatedCredentials"),
+            with_fallback(get(list_federated).post(add_federated)),
+        )
+        .route(
+            &format!("{base}/principals/{{id}}/federatedCredentials/{{name}}"),
+            with_fallback(get(get_federated).delete(remove_federated)),
+        )
+        .route(
+            &format!("{base}/federation/issuers"),
+            with_fallback(get(list_issuers).put(trust_issuer).delete(untrust_issuer)),
+        )
+}
+
+/// An answer that is not the success: the keys API's challenge, or an Azure error envelope.
+struct Refused(Box<Response>);
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Self {
+        if e.code == ErrorCode::InternalError {
+            tracing::error!("internal error answered by the admin API");
+        }
+        Refused(Box::new(error_response(&e)))
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+type Answer = Result<Response, Refused>;
+
+async fn method_not_allowed() -> Response {
+    error_response(&ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "This admin API route does not support this method.",
+    ))
+}
+
+/// The caller, if it holds a valid token of an enabled deployment administrator.
+async fn administrator(
+    app: &App,
+    listener: &ListenerInfo,
+    headers: &HeaderMap,
+) -> Result<Caller, Refused> {
+    if listener.vault.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "The admin API is served on the main listener only.",
+        )
+        .into());
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(bearer) = bearer else {
+        return Err(Refused(Box::new(challenge(app))));
+    };
+    let caller = match app.tokens.validate(bearer).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(reason = %e, "token refused by the admin API");
+            return Err(Refused(Box::new(challenge(app))));
+        }
+    };
+    app.deployment
+        .require_deployment_admin(&caller.client_id, &caller.principal_id)
+        .await?;
+    Ok(caller)
+}
+
+async fn principal(app: &App, id: &str) -> Result<PrincipalRecord, ApiError> {
+    app.deployment
+        .principal_by_id_or_client_id(id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "No principal with id or client id '{}'.",
+                    id.chars().take(64).collect::<String>()
+                ),
+            )
+        })
+}
+
+fn created<T: Serialize>(value: &T) -> Answer {
+    let body = serde_json::to_vec(value).map_err(|_| ApiError::internal())?;
+    Ok(json_response(StatusCode::CREATED, body))
+}
+
+/// A principal as the admin API shows it: never its secret hashes.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PrincipalView {
+    id: String,
+    client_id: String,
+    display_name: String,
+    enabled: bool,
+    deployment_admin: bool,
+    created: i64,
+    secret_count: usize,
+    certificates: Vec<CertificateView>,
+    federated_credentials: Vec<FederatedCredentialView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CertificateView {
+    x5t: String,
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: String,
+    not_after: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FederatedCredentialView {
+    name: String,
+    issuer: String,
+    subject: String,
+    #[serde(default)]
+    audiences: Vec<String>,
+}
+
+impl From<FederatedCredential> for FederatedCredentialView {
+    fn from(c: FederatedCredential) -> Self {
+        FederatedCredentialView {
+            name: c.name,
+            issuer: c.issuer,
+            subject: c.subject,
+            audiences: c.audiences,
+        }
+    }
+}
+
+fn view(app: &App, p: PrincipalRecord) -> PrincipalView {
+    PrincipalView {
+        deployment_admin: app.deployment.is_deployment_admin(&p),
+        id: p.id,
+        client_id: p.client_id,
+        display_name: p.display_name,
+        enabled: p.enabled,
+        created: p.created,
+        secret_count: p.secret_hashes.len(),
+        certificates: p
+            .certificates
+            .into_iter()
+            .map(|c| CertificateView {
+                x5t: c.x5t,
+                x5t_s256: c.x5t_s256,
+                not_after: c.not_after,
+            })
+            .collect(),
+        federated_credentials: p
+            .federated_credentials
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    }
+}
+
+async fn list_principals(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    headers: HeaderMap,
+) -> Answer {
+    administrator(&app, &listener, &headers).await?;
+    let all: Vec<PrincipalView> = app
+        .deployment
+        .principals()
+        .await?
+        .into_iter()
+        .map(|p| view(&app, p))
+        .collect();
+    Ok(ok_json(&serde_json::json!({ "value": all })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreatePrincipal {
+    display_name: String,
+    #[serde(default)]
+    deployment_admin: bool,
+}
+
+async fn create_principal(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    administrator(&app, &listener, &headers).await?;
+    let req: CreatePrincipal = parse_json(&read_body(body).await?)?;
+    let new = app
+        .deployment
+        .create_principal_with(&req.display_name, req.deployment_admin)
+        .await?;
+    let mut out =
+        serde_json::to_value(view(&app, new.principal)).map_err(|_| ApiError::internal())?;
+    if let Some(map) = out.as_object_mut() {
+        map.insert("clientSecret".into(), new.client_secret.into());
+        map.insert("tenantId".into(), app.deployment.tenant_id().into());
+    }
+    created(&out)
+}
+
+async fn get_principal(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    administrator(&app, &listener, &headers).await?;
+    Ok(ok_json(&view(&app, principal(&app, &id).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdatePrincipal {
+    enabled: bool,
+}
+
+async fn update_principal(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let caller = administrator(&app, &listener, &headers).await?;
+    let req: UpdatePrincipal = parse_json(&read_body(body).await?)?;
+    let p = principal(&app, &id).await?;
+    if !req.enabled && p.id == caller.principal_id {
+        return Err(ApiError::bad_parameter(
+            "A deployment administrator cannot disable itself through the admin API.",
+        )
+        .into());
+    }
+    let p = app
+        .deployment
+        .set_principal_enabled(&p.client_id, req.enabled)
+        .await?;
+    Ok(ok_json(&view(&app, p)))
+}
+
+async fn delete_principal(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let caller = administrator(&app, &listener, &headers).await?;
+    let p = principal(&app, &id).await?;
+    if p.id == caller.principal_id {
+        return Err(ApiError::bad_parameter(
+            "A deployment administrator cannot delete itself through the admin API.",
+        )
+        .into());
+    }
+    let p = app.deployment.delete_principal(&p.client_id).await?;
+    Ok(ok_json(&view(&app, p)))
+}
+
+async fn add_secret(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    administrator(&app, &listener, &headers).await?;
+    let p = principal(&app, &id).await?;
+    let secret = app.deployment.add_principal_secret(&p.client_id).await?;
+    created(&serde_json::json!({
+        "id": p.id,
+        "clientId": p.client_id,
+        "clientSecret": secret,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddCertificate {
+    pem: String,
+}
+
+async fn add_certificate(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    administrator(&app, &listener, &headers).await?;
+    let req: AddCertificate = parse_json(&read_body(body).await?)?;
+    let p = principal(&app, &id).await?;
+    app.deployment
+        .add_principal_certificate(&p.client_id, req.pem.as_bytes())
+        .await?;
+    created(&view(&app, principal(&app, &p.client_id).await?))
+}
+
+async fn list_federated(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    administrator(&app, &listener, &headers).await?;
+    let p = principal(&app, &id).await?;
+    let list: Vec<FederatedCredentialView> = p
+        .federated_credentials
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(ok_json(&serde_json::json!({ "value": list })))
+}
+
+async fn add_federated(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    administrator(&app, &listener, &headers).await?;
+    let req: FederatedCredentialView = parse_json(&read_body(body).await?)?;
+    let p = principal(&app, &id).await?;
+    let (_, credential) = app
+        .deployment
+        .add_federated_credential(
+            &p.client_id,
+            FederatedCredential {
+                name: req.name,
+                issuer: req.issuer,
+                subject: req.subject,
+                audiences: req.audiences,
+            },
+        )
+        .await?;
+    created(&FederatedCredentialView::from(credential))
+}
+
+fn no_credential(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!(
+            "No federated credential named '{}'.",
+            name.chars().take(120).collect::<String>()
+        ),
+    )
+}
+
+async fn get_federated(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    administrator(&app, &listener, &headers).await?;
+    let p = principal(&app, &id).await?;
+    let c = p
+        .federated_credentials
+        .into_iter()
+        .find(|c| c.name.eq_ignore_ascii_case(&name))
+        .ok_or_else(|| no_credential(&name))?;
+    Ok(ok_json(&FederatedCredentialView::from(c)))
+}
+
+async fn remove_federated(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    administrator(&app, &listener, &headers).await?;
+    let p = principal(&app, &id).await?;
+    let removed = app
+        .deployment
+        .remove_federated_credential(&p.client_id, &name)
+        .await?;
+    Ok(ok_json(&FederatedCredentialView::from(removed)))
+}
+
+/// A trusted issuer as the admin API shows and takes it.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct IssuerView {
+    issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jwks_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jwks_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_file: Option<String>,
+    #[serde(default)]
+    algorithms: Vec<String>,
+    #[serde(default, skip_deserializing)]
+    updated: i64,
+}
+
+impl From<TrustedIssuerRecord> for IssuerView {
+    fn from(r: TrustedIssuerRecord) -> Self {
+        let (jwks_file, jwks_url, ca_file) = match r.jwks {
+            JwksSource::File { path } => (Some(path), None, None),
+            JwksSource::Url { url, ca_file } => (None, Some(url), ca_file),
+        };
+        IssuerView {
+            issuer: r.issuer,
+            jwks_file,
+            jwks_url,
+            ca_file,
+            algorithms: r.algorithms,
+            updated: r.updated,
+        }
+    }
+}
+
+async fn list_issuers(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    headers: HeaderMap,
+) -> Answer {
+    administrator(&app, &listener, &headers).await?;
+    let list: Vec<IssuerView> = app
+        .deployment
+        .trusted_issuers()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(ok_json(&serde_json::json!({ "value": list })))
+}
+
+async fn trust_issuer(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    administrator(&app, &listener, &headers).await?;
+    let req: IssuerView = parse_json(&read_body(body).await?)?;
+    let source = match (req.jwks_file, req.jwks_url, req.ca_file) {
+        (Some(path), None, None) => {
+            // The server reads this file for every exchange: refuse one it cannot use now.
+            crate::federation::check_jwks_file(std::path::Path::new(&path))
+                .map_err(ApiError::bad_parameter)?;
+            JwksSource::File { path }
+        }
+        (None, Some(url), ca_file) => JwksSource::Url { url, ca_file },
+        (Some(_), None, Some(_)) => {
+            return Err(ApiError::bad_parameter("caFile goes with jwksUrl only.").into())
+        }
+        _ => {
+            return Err(ApiError::bad_parameter("Give exactly one of jwksFile and jwksUrl.").into())
+        }
+    };
+    let record = app
+        .deployment
+        .trust_issuer(&req.issuer, source, &req.algorithms)
+        .await?;
+    Ok(ok_json(&IssuerView::from(record)))
+}
+
+async fn untrust_issuer(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Answer {
+    administrator(&app, &listener, &headers).await?;
+    let query = Query::parse(uri.query().unwrap_or(""));
+    let issuer = query
+        .get("issuer")
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_parameter("The issuer query parameter names the issuer to remove.")
+        })?;
+    let removed = app.deployment.untrust_issuer(issuer).await?;
+    Ok(ok_json(&IssuerView::from(removed)))
+}
