@@ -381,11 +381,8 @@ fn plausible_name(s: &str) -> bool {
 }
 
 fn request_id() -> String {
-    let bytes = keyshift_crypto::random_bytes(16).unwrap_or_default();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    if hex.len() != 32 {
-        return "00000000-0000-0000-0000-000000000000".into();
-    }
+    let bytes = keyshift_crypto::random_bytes(16).unwrap_or_else(|_| vec![0; 16]);
+    let hex = keyshift_vault::audit::hex(&bytes);
     format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],
@@ -411,7 +408,7 @@ async fn api(
         let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         if let Err(e) = app
             .deployment
-            .finish_trace(&trace, response.status().as_u16(), latency)
+            .finish_trace(trace, response.status().as_u16(), latency)
             .await
         {
             response = error_response(&e);

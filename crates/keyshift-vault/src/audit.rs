@@ -107,21 +107,161 @@ impl AuditEvent {
         }
     }
 
-    /// The event's hash as the chain defines it.
-    pub fn digest(&self) -> [u8; 32] {
-        let mut unhashed = self.clone();
-        unhashed.hash.clear();
-        let mut input = EVENT_HASH_DOMAIN.to_vec();
-        // Serializing a plain struct of strings and integers cannot fail.
-        input.extend(serde_json::to_vec(&unhashed).unwrap_or_default());
-        sha256(&input)
+    /// The event as stored and hashed: a JSON array of its fields in order, without `prev` and
+    /// `hash`.
+    pub fn canonical(&self) -> Vec<u8> {
+        // Serializing strings and integers cannot fail.
+        serde_json::to_vec(&(
+            self.seq,
+            &self.time,
+            &self.request_id,
+            &self.client_request_id,
+            &self.principal,
+            &self.client,
+            &self.vault,
+            &self.operation,
+            &self.key,
+            &self.version,
+            self.status,
+            self.latency_us,
+        ))
+        .unwrap_or_default()
+    }
+
+    /// The event's chain hash after `prev`: SHA-256 over the domain string, `prev`'s 32 bytes
+    /// and [`AuditEvent::canonical`].
+    pub fn chain_hash(&self, prev: &[u8; 32]) -> [u8; 32] {
+        chain_hash(prev, &self.canonical())
     }
 }
 
-/// Events as stored: one record per committed batch, keyed by its first sequence number.
-#[derive(Debug, Serialize, Deserialize)]
-struct AuditBlock {
-    events: Vec<AuditEvent>,
+fn chain_hash(prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
+    let mut input = Vec::with_capacity(EVENT_HASH_DOMAIN.len() + 32 + canonical.len());
+    input.extend_from_slice(EVENT_HASH_DOMAIN);
+    input.extend_from_slice(prev);
+    input.extend_from_slice(canonical);
+    sha256(&input)
+}
+
+type Canonical = (
+    u64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    u16,
+    u64,
+);
+
+/// Magic of a stored block, format 1.
+const BLOCK_MAGIC: &[u8; 4] = b"KSA1";
+/// Largest inflated block accepted (a block holds at most [`MAX_BATCH`] events).
+const MAX_BLOCK_BYTES: usize = 64 << 20;
+
+/// One committed batch as stored: `KSA1`, the first event's sequence number (8 bytes, big
+/// endian), the event count (4), the chain hash before the block (32) and after its last event
+/// (32), then the events' canonical forms as one JSON array, raw-deflate compressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// Sequence number of the first event.
+    pub first_seq: u64,
+    /// Chain hash before the first event.
+    pub prev: [u8; 32],
+    /// Chain hash after the last event, as written.
+    pub last: [u8; 32],
+    /// The events, with `prev` and `hash` recomputed from `prev` and their content.
+    pub events: Vec<AuditEvent>,
+}
+
+impl Block {
+    /// Encodes a block (for tests and tools that need to write one).
+    pub fn encode(&self) -> Vec<u8> {
+        let canonical: Vec<Vec<u8>> = self.events.iter().map(AuditEvent::canonical).collect();
+        encode_block(self.first_seq, &self.prev, &self.last, &canonical)
+    }
+
+    /// Decodes a stored block, refusing anything malformed.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Block, String> {
+        let header = 4 + 8 + 4 + 32 + 32;
+        if bytes.len() < header || &bytes[..4] != BLOCK_MAGIC {
+            return Err("not an audit block".into());
+        }
+        let take = |at: usize, n: usize| &bytes[at..at + n];
+        let first_seq = u64::from_be_bytes(take(4, 8).try_into().map_err(|_| "header")?);
+        let count = u32::from_be_bytes(take(12, 4).try_into().map_err(|_| "header")?) as usize;
+        let prev: [u8; 32] = take(16, 32).try_into().map_err(|_| "header")?;
+        let last: [u8; 32] = take(48, 32).try_into().map_err(|_| "header")?;
+        let json =
+            miniz_oxide::inflate::decompress_to_vec_with_limit(&bytes[header..], MAX_BLOCK_BYTES)
+                .map_err(|_| "the events do not inflate".to_owned())?;
+        let tuples: Vec<Canonical> =
+            serde_json::from_slice(&json).map_err(|e| format!("the events do not parse: {e}"))?;
+        if tuples.len() != count {
+            return Err(format!(
+                "the header says {count} events, the block holds {}",
+                tuples.len()
+            ));
+        }
+        let mut chain = prev;
+        let mut events = Vec::with_capacity(count);
+        for t in tuples {
+            let mut e = AuditEvent {
+                seq: t.0,
+                time: t.1,
+                request_id: t.2,
+                client_request_id: t.3,
+                principal: t.4,
+                client: t.5,
+                vault: t.6,
+                operation: t.7,
+                key: t.8,
+                version: t.9,
+                status: t.10,
+                latency_us: t.11,
+                prev: hex(&chain),
+                hash: String::new(),
+            };
+            chain = e.chain_hash(&chain);
+            e.hash = hex(&chain);
+            events.push(e);
+        }
+        Ok(Block {
+            first_seq,
+            prev,
+            last,
+            events,
+        })
+    }
+}
+
+fn encode_block(
+    first_seq: u64,
+    prev: &[u8; 32],
+    last: &[u8; 32],
+    canonical: &[Vec<u8>],
+) -> Vec<u8> {
+    let mut json = Vec::with_capacity(canonical.iter().map(|c| c.len() + 1).sum::<usize>() + 2);
+    json.push(b'[');
+    for (i, c) in canonical.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(c);
+    }
+    json.push(b']');
+    let mut out = Vec::with_capacity(80 + json.len() / 4);
+    out.extend_from_slice(BLOCK_MAGIC);
+    out.extend_from_slice(&first_seq.to_be_bytes());
+    out.extend_from_slice(&(canonical.len() as u32).to_be_bytes());
+    out.extend_from_slice(prev);
+    out.extend_from_slice(last);
+    out.extend(miniz_oxide::deflate::compress_to_vec(&json, 1));
+    out
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -431,7 +571,8 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     )
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -439,6 +580,18 @@ fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[usize::from(b & 15)] as char);
     }
     s
+}
+
+fn unhex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
+        let pair = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn block_key(first_seq: u64) -> String {
@@ -470,7 +623,7 @@ fn unavailable() -> ApiError {
 #[derive(Debug)]
 struct Chain {
     next_seq: u64,
-    last_hash: String,
+    last_hash: [u8; 32],
     revision: Option<i64>,
 }
 
@@ -478,7 +631,7 @@ async fn load_chain(store: &dyn Store, mac_key: &[u8]) -> Result<Chain> {
     match store.get(ns::META, HEAD_KEY).await.map_err(store_error)? {
         None => Ok(Chain {
             next_seq: 0,
-            last_hash: hex(&[0u8; 32]),
+            last_hash: [0u8; 32],
             revision: None,
         }),
         Some(r) => {
@@ -500,7 +653,7 @@ async fn load_chain(store: &dyn Store, mac_key: &[u8]) -> Result<Chain> {
             }
             Ok(Chain {
                 next_seq: head.next_seq,
-                last_hash: head.last_hash,
+                last_hash: unhex32(&head.last_hash).ok_or_else(ApiError::internal)?,
                 revision: Some(r.revision),
             })
         }
@@ -561,25 +714,24 @@ impl Writer {
     ) -> std::result::Result<(), StoreError> {
         let internal = |_| StoreError::Backend("audit record serialization".into());
         let first = self.chain.next_seq;
-        let mut prev = self.chain.last_hash.clone();
+        let before = self.chain.last_hash;
+        let mut prev = before;
+        let mut canonical = Vec::with_capacity(batch.len());
         for (i, s) in batch.iter_mut().enumerate() {
             s.event.seq = first + i as u64;
-            s.event.prev = std::mem::take(&mut prev);
-            s.event.hash.clear();
-            s.event.hash = hex(&s.event.digest());
-            prev = s.event.hash.clone();
+            let c = s.event.canonical();
+            prev = chain_hash(&prev, &c);
+            canonical.push(c);
         }
         let next_seq = first + batch.len() as u64;
-        let mac = hmac_sha256(&self.mac_key, &head_mac_input(next_seq, &prev));
+        let last_hex = hex(&prev);
+        let mac = hmac_sha256(&self.mac_key, &head_mac_input(next_seq, &last_hex));
         let head = AuditHead {
             next_seq,
-            last_hash: prev.clone(),
+            last_hash: last_hex,
             mac: keyshift_api::b64::encode(&mac),
         };
-        let block = serde_json::to_vec(&BlockRef {
-            events: batch.iter().map(|s| &s.event).collect(),
-        })
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let block = encode_block(first, &before, &prev, &canonical);
         let mut ops = vec![
             Op::Put {
                 ns: ns::AUDIT,
@@ -681,7 +833,13 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let started = std::time::Instant::now();
             let result = self.append(&mut batch).await;
+            tracing::debug!(
+                events = batch.len(),
+                micros = started.elapsed().as_micros() as u64,
+                "audit batch chained"
+            );
             for s in batch.drain(..) {
                 if let Some(done) = s.done {
                     let _ = done.send(result.clone());
@@ -689,11 +847,6 @@ impl Writer {
             }
         }
     }
-}
-
-#[derive(Serialize)]
-struct BlockRef<'a> {
-    events: Vec<&'a AuditEvent>,
 }
 
 impl Deployment {
@@ -787,14 +940,28 @@ impl Deployment {
 
     /// Chains the finished event of `trace` and returns once it is durable. Until
     /// [`Deployment::start_audit`] ran, returns at once.
-    pub async fn finish_trace(&self, trace: &Trace, status: u16, latency_us: u64) -> Result<()> {
+    pub async fn finish_trace(
+        &self,
+        trace: Arc<Trace>,
+        status: u16,
+        latency_us: u64,
+    ) -> Result<()> {
         let Some(writer) = self.audit.get() else {
             return Ok(());
         };
-        let mut event = trace.draft.clone();
-        if let Some((key, version)) = trace.used() {
-            event.key = Some(key.clone());
-            event.version = Some(version.clone());
+        // The request is over, so the trace is normally ours alone: take its parts.
+        let trace = Arc::try_unwrap(trace).unwrap_or_else(|shared| Trace {
+            vault_id: shared.vault_id.clone(),
+            draft: shared.draft.clone(),
+            marked: AtomicBool::new(shared.marked.load(Ordering::Acquire)),
+            used: shared.used.clone(),
+        });
+        let clears_pending = trace.marked.load(Ordering::Acquire);
+        let vault_id = trace.vault_id;
+        let mut event = trace.draft;
+        if let Some((key, version)) = trace.used.into_inner() {
+            event.key = Some(key);
+            event.version = Some(version);
         }
         event.status = status;
         event.latency_us = latency_us;
@@ -802,9 +969,9 @@ impl Deployment {
         writer
             .tx
             .send(Submission {
-                vault_id: trace.vault_id.clone(),
+                vault_id,
                 event,
-                clears_pending: trace.marked.load(Ordering::Acquire),
+                clears_pending,
                 done: Some(done),
             })
             .await
@@ -829,7 +996,10 @@ impl Deployment {
             .flatten();
         let mut events = Vec::new();
         for r in page {
-            let block: AuditBlock = from_json(&r.value)?;
+            let block = Block::decode(&r.value).map_err(|e| {
+                tracing::error!(key = %r.key, error = %e, "an audit block does not decode");
+                ApiError::internal()
+            })?;
             events.extend(block.events);
         }
         Ok((events, next))
@@ -860,13 +1030,13 @@ impl Deployment {
         }
     }
 
-    /// Walks the whole chain: every block where its first event says, every sequence number
-    /// once and in order, every `prev` the hash before, every `hash` its event's, and the head's
-    /// HMAC over the last of them.
+    /// Walks the whole chain: every block stored where its first event says, every sequence
+    /// number once and in order, every block starting from the hash the one before ended on and
+    /// ending on the hash its events give, and the head's HMAC over the last of them.
     pub async fn verify_audit(&self) -> Result<AuditVerification> {
         let mac_key = self.audit_mac_key().await?;
         let mut expected_seq = 0u64;
-        let mut last_hash = hex(&[0u8; 32]);
+        let mut last_hash = [0u8; 32];
         let mut after: Option<String> = None;
         let broken = |events: u64, problem: String| AuditVerification {
             events,
@@ -882,27 +1052,48 @@ impl Deployment {
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
             for r in page {
-                let Ok(block) = serde_json::from_slice::<AuditBlock>(&r.value) else {
+                let block = match Block::decode(&r.value) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return Ok(broken(
+                            expected_seq,
+                            format!("the block stored at {} does not decode: {e}", r.key),
+                        ))
+                    }
+                };
+                if r.key != block_key(block.first_seq) {
                     return Ok(broken(
                         expected_seq,
-                        format!("the block stored at {} does not parse", r.key),
+                        format!(
+                            "the block stored at {} starts with event {}",
+                            r.key, block.first_seq
+                        ),
                     ));
-                };
-                let Some(first) = block.events.first() else {
+                }
+                if block.first_seq != expected_seq {
+                    return Ok(broken(
+                        expected_seq,
+                        format!(
+                            "event {expected_seq} is missing or out of order (found event {} in its place)",
+                            block.first_seq
+                        ),
+                    ));
+                }
+                if block.prev != last_hash {
+                    return Ok(broken(
+                        expected_seq,
+                        format!(
+                            "the block from event {} does not follow the event before it",
+                            block.first_seq
+                        ),
+                    ));
+                }
+                let Some(last_event) = block.events.last() else {
                     return Ok(broken(
                         expected_seq,
                         format!("the block at {} is empty", r.key),
                     ));
                 };
-                if r.key != block_key(first.seq) {
-                    return Ok(broken(
-                        expected_seq,
-                        format!(
-                            "the block stored at {} starts with event {}",
-                            r.key, first.seq
-                        ),
-                    ));
-                }
                 for e in &block.events {
                     if e.seq != expected_seq {
                         return Ok(broken(
@@ -913,27 +1104,19 @@ impl Deployment {
                             ),
                         ));
                     }
-                    if e.prev != last_hash {
-                        return Ok(broken(
-                            expected_seq,
-                            format!(
-                                "event {} does not follow the event before it (prev differs)",
-                                e.seq
-                            ),
-                        ));
-                    }
-                    if e.hash != hex(&e.digest()) {
-                        return Ok(broken(
-                            expected_seq,
-                            format!(
-                                "event {} was modified (its hash does not match its content)",
-                                e.seq
-                            ),
-                        ));
-                    }
-                    last_hash = e.hash.clone();
                     expected_seq += 1;
                 }
+                let ends_on = unhex32(&last_event.hash).unwrap_or_default();
+                if ends_on != block.last {
+                    return Ok(broken(
+                        block.first_seq,
+                        format!(
+                            "an event among {}..={} was modified (its block's hash does not match its content)",
+                            block.first_seq, last_event.seq
+                        ),
+                    ));
+                }
+                last_hash = block.last;
             }
         }
         let head = match self
@@ -985,7 +1168,7 @@ impl Deployment {
                 ),
             ));
         }
-        if head.last_hash != last_hash {
+        if unhex32(&head.last_hash) != Some(last_hash) {
             return Ok(broken(
                 expected_seq,
                 "the chain's last hash is not the one its head recorded: events were rewritten"
@@ -1161,12 +1344,79 @@ mod tests {
     }
 
     #[test]
+    fn blocks_round_trip_and_malformed_ones_are_refused() {
+        let mut events = Vec::new();
+        for i in 0..3u64 {
+            let mut e = AuditEvent::draft(
+                1_000 + i as i64,
+                format!("r{i}"),
+                "127.0.0.1:1",
+                "kv",
+                "KeyWrap",
+            );
+            e.seq = 7 + i;
+            e.status = 200;
+            events.push(e);
+        }
+        let mut chain = [3u8; 32];
+        for e in &mut events {
+            e.prev = hex(&chain);
+            chain = e.chain_hash(&chain);
+            e.hash = hex(&chain);
+        }
+        let block = Block {
+            first_seq: 7,
+            prev: [3; 32],
+            last: chain,
+            events,
+        };
+        let bytes = block.encode();
+        assert_eq!(Block::decode(&bytes).unwrap(), block);
+
+        let mut bad_magic = bytes.clone();
+        bad_magic[0] = b'X';
+        let mut bad_count = bytes.clone();
+        bad_count[15] = 4;
+        let mut bad_body = bytes.clone();
+        let n = bad_body.len();
+        bad_body[n - 3] ^= 0xff;
+        let mut not_json = bytes[..80].to_vec();
+        not_json.extend(miniz_oxide::deflate::compress_to_vec(b"[[1,2", 1));
+        let mut wrong_shape = bytes[..80].to_vec();
+        wrong_shape.extend(miniz_oxide::deflate::compress_to_vec(b"[{\"seq\":1}]", 1));
+        // A bomb: 80 MiB of zeros inflate past the limit and are refused, not allocated.
+        let mut bomb = bytes[..80].to_vec();
+        bomb.extend(miniz_oxide::deflate::compress_to_vec(
+            &vec![0u8; 80 << 20],
+            9,
+        ));
+        for (what, input) in [
+            ("empty", Vec::new()),
+            ("short", bytes[..40].to_vec()),
+            ("magic", bad_magic),
+            ("count", bad_count),
+            ("body", bad_body),
+            ("json", not_json),
+            ("shape", wrong_shape),
+            ("bomb", bomb),
+        ] {
+            assert!(Block::decode(&input).is_err(), "{what}");
+        }
+    }
+
+    #[test]
     fn the_hash_covers_every_field_but_itself() {
-        let mut e = AuditEvent::draft(1_000, "r", "127.0.0.1:1", "kv", "wrapKey");
-        e.prev = hex(&[0; 32]);
-        let h = e.digest();
-        e.hash = "anything".into();
-        assert_eq!(e.digest(), h);
+        let e = AuditEvent::draft(1_000, "r", "127.0.0.1:1", "kv", "wrapKey");
+        let h = e.chain_hash(&[0; 32]);
+        let mut other = e.clone();
+        other.hash = "anything".into();
+        other.prev = "anything".into();
+        assert_eq!(
+            other.chain_hash(&[0; 32]),
+            h,
+            "prev and hash are not content"
+        );
+        assert_ne!(e.chain_hash(&[1; 32]), h, "the previous hash is");
         let variants: Vec<fn(&mut AuditEvent)> = vec![
             |e| e.seq = 1,
             |e| e.time = format_millis(1_001),
@@ -1180,12 +1430,11 @@ mod tests {
             |e| e.version = Some("v".into()),
             |e| e.status = 403,
             |e| e.latency_us = 1,
-            |e| e.prev = hex(&[1; 32]),
         ];
         for change in variants {
             let mut changed = e.clone();
             change(&mut changed);
-            assert_ne!(changed.digest(), h);
+            assert_ne!(changed.chain_hash(&[0; 32]), h);
         }
     }
 }

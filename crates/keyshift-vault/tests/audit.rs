@@ -6,12 +6,11 @@ use keyshift_api::keys::{KeyCreateParameters, KeyOperationsParameters};
 use keyshift_crypto::seal::SealingKey;
 use keyshift_store::sqlite::SqliteStore;
 use keyshift_store::{Expect, Op, Store};
-use keyshift_vault::audit::{AuditEvent, AuditFilter, Trace};
+use keyshift_vault::audit::{AuditEvent, AuditFilter, Block, Trace};
 use keyshift_vault::records::ns;
 use keyshift_vault::{
     Deployment, FakeClock, KeyOperation, RequestContext, VaultKind, VaultRecord, VaultSpec,
 };
-use serde_json::Value;
 use std::sync::Arc;
 
 struct Fixture {
@@ -93,36 +92,36 @@ impl Fixture {
             )
             .await
             .unwrap();
-        self.d.finish_trace(&t, 200, 10).await.unwrap();
+        self.d.finish_trace(t.clone(), 200, 10).await.unwrap();
         for who in ["alice", "bob"] {
             let (ctx, t) = self.traced(who, "wrapKey", Some("k"));
             self.d
                 .key_operation(&ctx, &self.vault, "k", None, KeyOperation::WrapKey, wrap())
                 .await
                 .unwrap();
-            self.d.finish_trace(&t, 200, 10).await.unwrap();
+            self.d.finish_trace(t.clone(), 200, 10).await.unwrap();
         }
         let (_, t) = self.traced("mallory", "unwrapKey", Some("k"));
-        self.d.finish_trace(&t, 403, 10).await.unwrap();
+        self.d.finish_trace(t.clone(), 403, 10).await.unwrap();
         key.key.kid.unwrap()
     }
 
-    async fn blocks(&self) -> Vec<(String, Value, i64)> {
+    async fn blocks(&self) -> Vec<(String, Block)> {
         self.store
             .list(ns::AUDIT, "", None, 1000)
             .await
             .unwrap()
             .into_iter()
-            .map(|r| (r.key, serde_json::from_slice(&r.value).unwrap(), r.revision))
+            .map(|r| (r.key, Block::decode(&r.value).unwrap()))
             .collect()
     }
 
-    async fn put_block(&self, key: &str, value: &Value) {
+    async fn put_block(&self, key: &str, block: &Block) {
         self.store
             .commit(vec![Op::Put {
                 ns: ns::AUDIT,
                 key: key.into(),
-                value: serde_json::to_vec(value).unwrap(),
+                value: block.encode(),
                 expect: Expect::Any,
             }])
             .await
@@ -161,15 +160,15 @@ fn wrap() -> KeyOperationsParameters {
 async fn one_event_per_block(f: &mut Fixture) {
     for i in 0..4 {
         let (_, t) = f.traced("alice", "getKey", Some(&format!("k{i}")));
-        f.d.finish_trace(&t, 404, 1).await.unwrap();
+        f.d.finish_trace(t.clone(), 404, 1).await.unwrap();
     }
     let (_, a) = f.traced("alice", "getKey", Some("b1"));
     let (_, b) = f.traced("alice", "getKey", Some("b2"));
     let (_, c) = f.traced("alice", "getKey", Some("b3"));
     let (x, y, z) = tokio::join!(
-        f.d.finish_trace(&a, 404, 1),
-        f.d.finish_trace(&b, 404, 1),
-        f.d.finish_trace(&c, 404, 1)
+        f.d.finish_trace(a.clone(), 404, 1),
+        f.d.finish_trace(b.clone(), 404, 1),
+        f.d.finish_trace(c.clone(), 404, 1)
     );
     x.unwrap();
     y.unwrap();
@@ -217,6 +216,11 @@ async fn an_untouched_chain_verifies_and_lists() {
         .is_empty());
 }
 
+/// The chain hash after `events`, starting from `prev`.
+fn rechain(prev: [u8; 32], events: &[AuditEvent]) -> [u8; 32] {
+    events.iter().fold(prev, |h, e| e.chain_hash(&h))
+}
+
 #[tokio::test]
 async fn a_modified_event_is_caught_even_with_its_hash_recomputed() {
     let mut f = fixture().await;
@@ -224,19 +228,18 @@ async fn a_modified_event_is_caught_even_with_its_hash_recomputed() {
     one_event_per_block(&mut f).await;
     let blocks = f.blocks().await;
     // The refused unwrap becomes a success.
-    let (key, mut block, _) = blocks
+    let (key, mut block) = blocks
         .iter()
-        .find(|(_, b, _)| b["events"][0]["operation"] == "unwrapKey")
+        .find(|(_, b)| b.events[0].operation == "unwrapKey")
         .cloned()
         .unwrap();
-    block["events"][0]["status"] = 200.into();
+    block.events[0].status = 200;
     f.put_block(&key, &block).await;
-    assert!(f.problem().await.contains("was modified"));
+    let problem = f.problem().await;
+    assert!(problem.contains("was modified"), "{problem}");
 
-    // Recomputing the event's hash moves the break to the next event.
-    let mut event: AuditEvent = serde_json::from_value(block["events"][0].clone()).unwrap();
-    event.hash = keyshift_vault_hex(&event.digest());
-    block["events"][0] = serde_json::to_value(&event).unwrap();
+    // Recomputing the block's hash moves the break to the next block.
+    block.last = rechain(block.prev, &block.events);
     f.put_block(&key, &block).await;
     let problem = f.problem().await;
     assert!(problem.contains("does not follow"), "{problem}");
@@ -246,20 +249,17 @@ async fn a_modified_event_is_caught_even_with_its_hash_recomputed() {
 async fn a_rewritten_chain_is_caught_by_its_head() {
     let mut f = fixture().await;
     f.some_events().await;
-    // Rewrite every event from the first on, with valid hashes: only the head's HMAC is left.
-    let mut prev = "0".repeat(64);
-    for (key, mut block, _) in f.blocks().await {
-        let events = block["events"].as_array_mut().unwrap();
-        for e in events.iter_mut() {
-            let mut event: AuditEvent = serde_json::from_value(e.clone()).unwrap();
-            if event.principal.as_deref() == Some("mallory") {
-                event.principal = Some("alice".into());
+    // Rewrite every block from the first on, with valid hashes: only the head's HMAC is left.
+    let mut prev = [0u8; 32];
+    for (key, mut block) in f.blocks().await {
+        for e in &mut block.events {
+            if e.principal.as_deref() == Some("mallory") {
+                e.principal = Some("alice".into());
             }
-            event.prev = prev.clone();
-            event.hash = keyshift_vault_hex(&event.digest());
-            prev = event.hash.clone();
-            *e = serde_json::to_value(&event).unwrap();
         }
+        block.prev = prev;
+        block.last = rechain(prev, &block.events);
+        prev = block.last;
         f.put_block(&key, &block).await;
     }
     let problem = f.problem().await;
@@ -267,8 +267,8 @@ async fn a_rewritten_chain_is_caught_by_its_head() {
 
     // Rewriting the head too, without the MAC key, does not help.
     let head = f.store.get(ns::META, "audit_head").await.unwrap().unwrap();
-    let mut head: Value = serde_json::from_slice(&head.value).unwrap();
-    head["last_hash"] = prev.into();
+    let mut head: serde_json::Value = serde_json::from_slice(&head.value).unwrap();
+    head["last_hash"] = keyshift_vault::audit::hex(&prev).into();
     f.store
         .commit(vec![Op::Put {
             ns: ns::META,
@@ -288,10 +288,10 @@ async fn a_deleted_event_is_caught() {
     one_event_per_block(&mut f).await;
     // From inside a block.
     let blocks = f.blocks().await;
-    let (key, original, _) = blocks.last().cloned().unwrap();
-    assert_eq!(original["events"].as_array().unwrap().len(), 3);
+    let (key, original) = blocks.last().cloned().unwrap();
+    assert_eq!(original.events.len(), 3);
     let mut block = original.clone();
-    block["events"].as_array_mut().unwrap().remove(1);
+    block.events.remove(1);
     f.put_block(&key, &block).await;
     assert!(f.problem().await.contains("missing or out of order"));
     f.put_block(&key, &original).await;
@@ -333,9 +333,9 @@ async fn reordered_events_are_caught() {
     one_event_per_block(&mut f).await;
     let blocks = f.blocks().await;
     // Two events swapped inside one record.
-    let (key, original, _) = blocks.last().cloned().unwrap();
+    let (key, original) = blocks.last().cloned().unwrap();
     let mut block = original.clone();
-    block["events"].as_array_mut().unwrap().swap(0, 2);
+    block.events.swap(0, 2);
     f.put_block(&key, &block).await;
     let problem = f.problem().await;
     assert!(
@@ -353,11 +353,10 @@ async fn reordered_events_are_caught() {
     f.put_block(&a.0, &a.1).await;
     f.put_block(&b.0, &b.1).await;
     assert!(f.d.verify_audit().await.unwrap().intact);
-    let mut x: Value = a.1.clone();
-    let mut y: Value = b.1.clone();
-    let seq_x = x["events"][0]["seq"].clone();
-    x["events"][0]["seq"] = y["events"][0]["seq"].clone();
-    y["events"][0]["seq"] = seq_x;
+    let mut x = a.1.clone();
+    let mut y = b.1.clone();
+    std::mem::swap(&mut x.events[0].seq, &mut y.events[0].seq);
+    std::mem::swap(&mut x.first_seq, &mut y.first_seq);
     f.put_block(&a.0, &y).await;
     f.put_block(&b.0, &x).await;
     let problem = f.problem().await;
@@ -429,7 +428,7 @@ async fn usage_counts_successful_uses_per_version_principal_and_operation() {
         f.d.key_operation(&ctx, &f.vault, "k", None, KeyOperation::WrapKey, wrap())
             .await
             .unwrap();
-        f.d.finish_trace(&t, 200, 10).await.unwrap();
+        f.d.finish_trace(t.clone(), 200, 10).await.unwrap();
     }
     // A new version nobody has used yet.
     f.d.rotate_key(&RequestContext::system("https://kv.test"), &f.vault, "k")
