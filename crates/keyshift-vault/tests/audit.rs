@@ -481,7 +481,3 @@ async fn usage_counts_successful_uses_per_version_principal_and_operation() {
     assert_eq!(one.versions.len(), 1);
     assert_eq!(one.versions[0].usage.len(), 2);
 }
-
-fn keyshift_vault_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
