@@ -145,6 +145,7 @@ export KEYSHIFT_E2E_ADMIN="$ADMIN"
 export KEYSHIFT_E2E_KV2_URL="$KV2_URL"
 export KEYSHIFT_E2E_KV2_HOST_URL="$KV2_HOST_URL"
 export KEYSHIFT_E2E_DATA_DIR="$DATA_DIR"
+export KEYSHIFT_E2E_SERVER_LOG="$SERVER_LOG"
 
 # ---------------------------------------------------------------------------------------------------------------
 # suites
@@ -184,5 +185,15 @@ if [[ "$SUITES" == all || "$SUITES" == js ]]; then
   run_js "$@" || JS_RC=$?
 fi
 
-log "python suite: $( [[ $PY_RC == 0 ]] && echo ok || echo "$PY_RC" ), js suite: $( [[ $JS_RC == 0 ]] && echo ok || echo "$JS_RC" )"
-[[ "$PY_RC" == 0 || "$PY_RC" == skipped ]] && [[ "$JS_RC" == 0 || "$JS_RC" == skipped ]]
+# Last, after both SDK suites: the audit log of the whole run (secret scan, verify, tampering).
+AUDIT_RC=skipped
+if [[ "$SUITES" == all ]]; then
+  AUDIT_RC=0
+  log "checking the audit log of the full run"
+  KEYSHIFT_E2E_AFTER_RUN=1 run_python test_zz_audit_after_run.py || AUDIT_RC=$?
+fi
+
+ok() { [[ "$1" == 0 ]] && echo ok || echo "$1"; }
+log "python suite: $(ok "$PY_RC"), js suite: $(ok "$JS_RC"), audit after the run: $(ok "$AUDIT_RC")"
+[[ "$PY_RC" == 0 || "$PY_RC" == skipped ]] && [[ "$JS_RC" == 0 || "$JS_RC" == skipped ]] \
+  && [[ "$AUDIT_RC" == 0 || "$AUDIT_RC" == skipped ]]
