@@ -380,17 +380,40 @@ fn plausible_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 127 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
+/// Request ids: 64 random bits fixed at start (so ids of different runs do not collide) and a
+/// counter, in the GUID shape Azure's `x-ms-request-id` has. Unique, not secret.
 fn request_id() -> String {
-    let bytes = keyshift_crypto::random_bytes(16).unwrap_or_else(|_| vec![0; 16]);
+    static PREFIX: std::sync::OnceLock<[u8; 8]> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut p = [0u8; 8];
+        if let Ok(random) = keyshift_crypto::random_bytes(8) {
+            p.copy_from_slice(&random);
+        }
+        p
+    });
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(prefix);
+    bytes[8..].copy_from_slice(&n.to_be_bytes());
     let hex = keyshift_vault::audit::hex(&bytes);
-    format!(
-        "{}-{}-{}-{}-{}",
+    let mut id = String::with_capacity(36);
+    for (i, part) in [
         &hex[0..8],
         &hex[8..12],
         &hex[12..16],
         &hex[16..20],
-        &hex[20..32]
-    )
+        &hex[20..32],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            id.push('-');
+        }
+        id.push_str(part);
+    }
+    id
 }
 
 /// Every keys API request: authentication first (so the SDKs' bodiless first request gets its

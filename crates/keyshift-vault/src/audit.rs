@@ -756,8 +756,10 @@ impl Writer {
                 expect: Expect::Any,
             });
         }
-        // Usage counters touched by this batch, merged in memory, written once each.
-        let mut touched: HashMap<String, UsageRecord> = HashMap::new();
+        // Usage counters touched by this batch: grouped by borrowed names first (most batches
+        // touch a handful), then merged with the stored counters, written once each.
+        type Group<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+        let mut groups: HashMap<Group<'_>, (u64, &str, &str)> = HashMap::new();
         for s in batch.iter() {
             let e = &s.event;
             let (Some(principal), Some(key), Some(version)) = (&e.principal, &e.key, &e.version)
@@ -767,38 +769,43 @@ impl Writer {
             if !(200..300).contains(&e.status) {
                 continue;
             }
-            let k = usage_key(&s.vault_id, key, version, principal, &e.operation);
-            if !touched.contains_key(&k) {
-                let known = match self.usage.get(&k) {
-                    Some((r, _)) => Some(r.clone()),
-                    None => match self.store.get(ns::KEY_USAGE, &k).await? {
-                        Some(r) => Some(
-                            serde_json::from_slice(&r.value)
-                                .map_err(|e| StoreError::Backend(format!("usage record: {e}")))?,
-                        ),
-                        None => None,
-                    },
-                };
-                let record = known.unwrap_or_else(|| UsageRecord {
-                    principal: principal.clone(),
-                    operation: e.operation.clone(),
-                    count: 0,
-                    first: e.time.clone(),
-                    last: e.time.clone(),
-                    key: key.clone(),
-                    version: version.clone(),
-                });
-                touched.insert(k.clone(), record);
+            let g = groups
+                .entry((&s.vault_id, key, version, principal, &e.operation))
+                .or_insert((0, &e.time, &e.time));
+            g.0 += 1;
+            g.1 = g.1.min(&e.time);
+            g.2 = g.2.max(&e.time);
+        }
+        let mut touched: HashMap<String, UsageRecord> = HashMap::with_capacity(groups.len());
+        for ((vault_id, key, version, principal, operation), (count, first, last)) in groups {
+            let k = usage_key(vault_id, key, version, principal, operation);
+            let known = match self.usage.get(&k) {
+                Some((r, _)) => Some(r.clone()),
+                None => match self.store.get(ns::KEY_USAGE, &k).await? {
+                    Some(r) => Some(
+                        serde_json::from_slice(&r.value)
+                            .map_err(|e| StoreError::Backend(format!("usage record: {e}")))?,
+                    ),
+                    None => None,
+                },
+            };
+            let mut record = known.unwrap_or_else(|| UsageRecord {
+                principal: principal.to_owned(),
+                operation: operation.to_owned(),
+                count: 0,
+                first: first.to_owned(),
+                last: last.to_owned(),
+                key: key.to_owned(),
+                version: version.to_owned(),
+            });
+            record.count += count;
+            if first < record.first.as_str() {
+                record.first = first.to_owned();
             }
-            if let Some(r) = touched.get_mut(&k) {
-                r.count += 1;
-                if e.time < r.first {
-                    r.first = e.time.clone();
-                }
-                if e.time > r.last {
-                    r.last = e.time.clone();
-                }
+            if last > record.last.as_str() {
+                record.last = last.to_owned();
             }
+            touched.insert(k, record);
         }
         for (k, r) in &touched {
             ops.push(Op::Put {
