@@ -309,7 +309,7 @@ pub struct Trace {
     vault_id: String,
     draft: AuditEvent,
     marked: AtomicBool,
-    used: OnceLock<(String, String)>,
+    used: OnceLock<(String, String, bool)>,
 }
 
 impl Trace {
@@ -346,11 +346,16 @@ impl Trace {
     }
 
     pub(crate) fn note_use(&self, key: &str, version: &str) {
-        let _ = self.used.set((key.to_owned(), version.to_owned()));
+        let _ = self.used.set((key.to_owned(), version.to_owned(), true));
     }
 
-    /// The key name and version a crypto operation or read resolved to.
-    pub fn used(&self) -> Option<&(String, String)> {
+    pub(crate) fn note_version(&self, key: &str, version: &str) {
+        let _ = self.used.set((key.to_owned(), version.to_owned(), false));
+    }
+
+    /// The key name and version the request resolved to or made, and whether it was a use of
+    /// that version (a crypto operation or a read) rather than its making.
+    pub fn used(&self) -> Option<&(String, String, bool)> {
         self.used.get()
     }
 }
@@ -374,6 +379,13 @@ impl RequestContext {
     pub(crate) fn note_use(&self, key: &str, version: &str) {
         if let Some(t) = &self.trace {
             t.note_use(key, version);
+        }
+    }
+
+    /// Records the version a request made (create, import, rotate), which is not a use of it.
+    pub(crate) fn note_version(&self, key: &str, version: &str) {
+        if let Some(t) = &self.trace {
+            t.note_version(key, version);
         }
     }
 }
@@ -664,6 +676,8 @@ struct Submission {
     vault_id: String,
     event: AuditEvent,
     clears_pending: bool,
+    /// Whether the event counts in the key usage report (a successful use of a version).
+    counts_as_use: bool,
     done: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -760,7 +774,7 @@ impl Writer {
         // touch a handful), then merged with the stored counters, written once each.
         type Group<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
         let mut groups: HashMap<Group<'_>, (u64, &str, &str)> = HashMap::new();
-        for s in batch.iter() {
+        for s in batch.iter().filter(|s| s.counts_as_use) {
             let e = &s.event;
             let (Some(principal), Some(key), Some(version)) = (&e.principal, &e.key, &e.version)
             else {
@@ -925,6 +939,7 @@ impl Deployment {
                     vault_id: p.vault_id,
                     event,
                     clears_pending: true,
+                    counts_as_use: false,
                     done: None,
                 });
             }
@@ -966,9 +981,11 @@ impl Deployment {
         let clears_pending = trace.marked.load(Ordering::Acquire);
         let vault_id = trace.vault_id;
         let mut event = trace.draft;
-        if let Some((key, version)) = trace.used.into_inner() {
+        let mut counts_as_use = false;
+        if let Some((key, version, use_)) = trace.used.into_inner() {
             event.key = Some(key);
             event.version = Some(version);
+            counts_as_use = use_;
         }
         event.status = status;
         event.latency_us = latency_us;
@@ -979,6 +996,7 @@ impl Deployment {
                 vault_id,
                 event,
                 clears_pending,
+                counts_as_use,
                 done: Some(done),
             })
             .await

@@ -620,6 +620,7 @@ impl Deployment {
             match self.store.commit(ops).await {
                 Ok(()) => {
                     self.cache.invalidate(&kk);
+                    ctx.note_version(&key_name, &record.version);
                     return Ok(self.bundle(ctx, vault, &key_name, &record));
                 }
                 Err(StoreError::Conflict { ns, .. }) if ns == ns::DELETED_KEY => {
