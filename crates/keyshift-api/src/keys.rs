@@ -445,3 +445,116 @@ mod tests {
         assert!(v.get("key").is_some());
     }
 }
+
+/// Most items in one rewrap request.
+pub const MAX_REWRAP_ITEMS: usize = 1000;
+
+/// Keyshift extension: body of `POST /keys/{name}[/{version}]/rewrap`: items protected by this
+/// key, to be returned protected by `target` without their plaintext leaving the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RewrapParameters {
+    /// The target key's identifier (versioned, or not for its current version), in this
+    /// vault or another vault of the deployment.
+    pub target: String,
+    /// What the items are.
+    #[serde(default)]
+    pub mode: RewrapMode,
+    /// The algorithm the items were made with under the source key.
+    pub source_alg: String,
+    /// The algorithm to use under the target key.
+    pub target_alg: String,
+    /// 1 to [`MAX_REWRAP_ITEMS`] items.
+    pub items: Vec<RewrapItem>,
+}
+
+/// What rewrap items are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RewrapMode {
+    /// Wrapped keys: unwrapKey under the source, wrapKey under the target.
+    #[default]
+    Wrapped,
+    /// Ciphertexts: decrypt under the source, encrypt under the target.
+    Ciphertext,
+}
+
+/// One item of a rewrap request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RewrapItem {
+    /// The source version this item is under, when not the one the path names (a kid of the
+    /// same key, or a bare version id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// The wrapped key or ciphertext.
+    #[serde(with = "b64::bytes")]
+    pub value: Vec<u8>,
+    /// IV (AES-GCM and AES-CBC ciphertexts).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub iv: Option<Vec<u8>>,
+    /// Tag (AES-GCM ciphertexts).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub tag: Option<Vec<u8>>,
+    /// Additional authenticated data (AES-GCM), used again under the target.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub aad: Option<Vec<u8>>,
+}
+
+/// Result of a rewrap request: one result per item, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RewrapResult {
+    /// The target key's versioned identifier every item is now under.
+    pub target: String,
+    /// Per item: the new form, or why this item could not be rewrapped.
+    pub items: Vec<RewrapItemResult>,
+}
+
+/// One item's result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RewrapItemResult {
+    /// The item under the target key.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub value: Option<Vec<u8>>,
+    /// IV of the new ciphertext (AES-GCM, AES-CBC targets).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub iv: Option<Vec<u8>>,
+    /// Tag of the new ciphertext (AES-GCM targets).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "b64::opt_bytes"
+    )]
+    pub tag: Option<Vec<u8>>,
+    /// Why the item failed (the others are unaffected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RewrapItemError>,
+}
+
+/// Why one item failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RewrapItemError {
+    /// Azure-style error code (`BadParameter`, `KeyNotFound`, ...).
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+}

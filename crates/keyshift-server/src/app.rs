@@ -270,6 +270,28 @@ pub(crate) fn challenge(app: &App) -> Response {
 }
 
 impl App {
+    /// The vault a URL's authority names, as a client reaching it would: a vault's own port, a
+    /// vault host name, or the default vault. Used for key identifiers in request bodies.
+    fn vault_by_authority(&self, authority: &str) -> Result<Arc<VaultRecord>, ApiError> {
+        if !valid_authority(authority) {
+            return Err(ApiError::bad_parameter(
+                "The key identifier has no valid host.",
+            ));
+        }
+        let port = authority
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok());
+        if let Some(v) = port.and_then(|p| {
+            self.deployment
+                .vaults()
+                .into_iter()
+                .find(|v| v.port == Some(p))
+        }) {
+            return Ok(v);
+        }
+        self.vault_for(&ListenerInfo { vault: None }, authority)
+    }
+
     fn vault_for(
         &self,
         listener: &ListenerInfo,
@@ -530,7 +552,7 @@ async fn answer(
         ctx = ctx.with_trace(t.clone());
     }
     let result = match route {
-        Call::Keys(route) => dispatch(&app.deployment, &ctx, &vault, route, &query, &body).await,
+        Call::Keys(route) => dispatch(app, &ctx, &vault, route, &query, &body).await,
         Call::Rbac(route) => {
             crate::rbac_api::dispatch(&app.deployment, &ctx, &vault, route, &query, &body).await
         }
@@ -598,13 +620,14 @@ fn max_results(query: &Query) -> Result<Option<i64>, ApiError> {
 }
 
 async fn dispatch(
-    d: &Deployment,
+    app: &App,
     ctx: &RequestContext,
     vault: &VaultRecord,
     route: Route,
     query: &Query,
     body: &[u8],
 ) -> Result<Response, ApiError> {
+    let d: &Deployment = &app.deployment;
     let skiptoken = query.get("$skiptoken");
     Ok(match route {
         Route::ListKeys => ok_json(
@@ -679,8 +702,58 @@ async fn dispatch(
             let req: keyshift_api::keys::GetRandomBytesRequest = parse_json(body)?;
             ok_json(&d.random_bytes(ctx, vault, req.count).await?)
         }
+        Route::Rewrap { name, version } => {
+            let p: keyshift_api::keys::RewrapParameters = parse_json(body)?;
+            let target = parse_target_kid(&p.target)?;
+            let target_vault = app.vault_by_authority(&target.authority)?;
+            ok_json(
+                &d.rewrap(
+                    ctx,
+                    vault,
+                    &name,
+                    version.as_deref(),
+                    &target_vault,
+                    &format!("https://{}", target.authority),
+                    &target.name,
+                    target.version.as_deref(),
+                    p,
+                )
+                .await?,
+            )
+        }
         Route::KeyUsage { name, version } => {
             ok_json(&d.key_usage(ctx, vault, &name, version.as_deref()).await?)
         }
+    })
+}
+
+/// A key identifier given in a request body: `https://<authority>/keys/<name>[/<version>]`.
+struct TargetKid {
+    authority: String,
+    name: String,
+    version: Option<String>,
+}
+
+fn parse_target_kid(kid: &str) -> Result<TargetKid, ApiError> {
+    let bad = || {
+        ApiError::bad_parameter(
+            "The target must be a key identifier of this deployment: https://<vault host>/keys/<name>[/<version>].",
+        )
+    };
+    let rest = kid.strip_prefix("https://").ok_or_else(bad)?;
+    let (authority, path) = rest.split_once('/').ok_or_else(bad)?;
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let (name, version) = match segs.as_slice() {
+        ["keys", name] => (*name, None),
+        ["keys", name, version] => (*name, Some((*version).to_owned())),
+        _ => return Err(bad()),
+    };
+    if name.is_empty() || authority.is_empty() {
+        return Err(bad());
+    }
+    Ok(TargetKid {
+        authority: authority.to_ascii_lowercase(),
+        name: name.to_owned(),
+        version,
     })
 }

@@ -109,6 +109,11 @@ pub enum Route {
         name: String,
         version: Option<String>,
     },
+    /// Keyshift extension: `POST /keys/{name}/rewrap`, `POST /keys/{name}/{version}/rewrap`.
+    Rewrap {
+        name: String,
+        version: Option<String>,
+    },
 }
 
 impl Route {
@@ -143,6 +148,7 @@ impl Route {
             Route::RecoverDeletedKey { .. } => "KeyRecover",
             Route::GetRandomBytes => "RandomBytesGet",
             Route::KeyUsage { .. } => "KeyUsageGet",
+            Route::Rewrap { .. } => "KeyRewrap",
         }
     }
 
@@ -171,7 +177,8 @@ impl Route {
             | Route::Verify { name, version }
             | Route::Release { name, version }
             | Route::Attestation { name, version }
-            | Route::KeyUsage { name, version } => (Some(name), version.as_deref()),
+            | Route::KeyUsage { name, version }
+            | Route::Rewrap { name, version } => (Some(name), version.as_deref()),
         }
     }
 }
@@ -255,6 +262,10 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
                     name,
                     version: None,
                 },
+                Post if eq(s, "rewrap") => Route::Rewrap {
+                    name,
+                    version: None,
+                },
                 Put if eq(s, "rotationpolicy") => Route::SetRotationPolicy { name },
                 Get if eq(s, "attestation") => Route::Attestation {
                     name,
@@ -301,6 +312,7 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
                 Post if eq(op, "release") => Route::Release { name, version },
                 Get if eq(op, "attestation") => Route::Attestation { name, version },
                 Get if eq(op, "usage") => Route::KeyUsage { name, version },
+                Post if eq(op, "rewrap") => Route::Rewrap { name, version },
                 _ if [
                     "encrypt",
                     "decrypt",
@@ -311,6 +323,7 @@ pub fn parse(method: Method, path: &str) -> Result<Route, ApiError> {
                     "release",
                     "attestation",
                     "usage",
+                    "rewrap",
                 ]
                 .iter()
                 .any(|o| eq(op, o)) =>

@@ -36,7 +36,8 @@ const MAC_KEY: &str = "audit_mac_key";
 const MAC_KEY_AAD: &[u8] = b"keyshift audit head mac key v1";
 const HEAD_MAC_DOMAIN: &[u8] = b"keyshift audit head v1";
 const EVENT_HASH_DOMAIN: &[u8] = b"keyshift audit event v1\n";
-/// Most events in one transaction.
+/// Events in one transaction: a batch stops taking requests once it holds this many (one
+/// request's events are never split, and a rewrap request has up to 2,001).
 const MAX_BATCH: usize = 4096;
 /// Requests waiting for the writer before new ones wait for room.
 const QUEUE: usize = 65_536;
@@ -310,6 +311,19 @@ pub struct Trace {
     draft: AuditEvent,
     marked: AtomicBool,
     used: OnceLock<(String, String, bool)>,
+    children: std::sync::Mutex<Vec<Child>>,
+}
+
+/// An event of one item a request processed (a rewrap's unwrap under the source key and wrap
+/// under the target), chained right after the request's own event.
+#[derive(Debug, Clone)]
+struct Child {
+    vault_id: String,
+    vault: String,
+    operation: &'static str,
+    key: String,
+    version: String,
+    status: u16,
 }
 
 impl Trace {
@@ -321,6 +335,7 @@ impl Trace {
             draft,
             marked: AtomicBool::new(false),
             used: OnceLock::new(),
+            children: Default::default(),
         }
     }
 
@@ -351,6 +366,27 @@ impl Trace {
 
     pub(crate) fn note_version(&self, key: &str, version: &str) {
         let _ = self.used.set((key.to_owned(), version.to_owned(), false));
+    }
+
+    pub(crate) fn note_item(
+        &self,
+        vault: &VaultRecord,
+        operation: &'static str,
+        key: &str,
+        version: &str,
+        status: u16,
+    ) {
+        self.children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Child {
+                vault_id: vault.id.clone(),
+                vault: vault.name.clone(),
+                operation,
+                key: key.to_owned(),
+                version: version.to_owned(),
+                status,
+            });
     }
 
     /// The key name and version the request resolved to or made, and whether it was a use of
@@ -386,6 +422,21 @@ impl RequestContext {
     pub(crate) fn note_version(&self, key: &str, version: &str) {
         if let Some(t) = &self.trace {
             t.note_version(key, version);
+        }
+    }
+
+    /// Records one item of a batch request as an event of its own (`status` 200 if it was
+    /// done, else the status its error has), which counts as a use of `key`/`version` if done.
+    pub(crate) fn note_item(
+        &self,
+        vault: &VaultRecord,
+        operation: &'static str,
+        key: &str,
+        version: &str,
+        status: u16,
+    ) {
+        if let Some(t) = &self.trace {
+            t.note_item(vault, operation, key, version, status);
         }
     }
 }
@@ -672,13 +723,20 @@ async fn load_chain(store: &dyn Store, mac_key: &[u8]) -> Result<Chain> {
     }
 }
 
+/// The events of one request (its own, then those of the items it processed), chained together
+/// in one batch.
 struct Submission {
+    entries: Vec<Entry>,
+    /// The pending copy to delete (the request changed the store).
+    clears_pending: Option<String>,
+    done: Option<oneshot::Sender<Result<()>>>,
+}
+
+struct Entry {
     vault_id: String,
     event: AuditEvent,
-    clears_pending: bool,
     /// Whether the event counts in the key usage report (a successful use of a version).
     counts_as_use: bool,
-    done: Option<oneshot::Sender<Result<()>>>,
 }
 
 /// The handle requests use to reach the writer task.
@@ -690,7 +748,7 @@ pub(crate) struct AuditWriter {
 impl std::fmt::Debug for Submission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Submission")
-            .field("seq", &self.event.seq)
+            .field("events", &self.entries.len())
             .finish_non_exhaustive()
     }
 }
@@ -731,13 +789,14 @@ impl Writer {
         let before = self.chain.last_hash;
         let mut prev = before;
         let mut canonical = Vec::with_capacity(batch.len());
-        for (i, s) in batch.iter_mut().enumerate() {
-            s.event.seq = first + i as u64;
-            let c = s.event.canonical();
+        let entries = batch.iter_mut().flat_map(|s| s.entries.iter_mut());
+        for (i, entry) in entries.enumerate() {
+            entry.event.seq = first + i as u64;
+            let c = entry.event.canonical();
             prev = chain_hash(&prev, &c);
             canonical.push(c);
         }
-        let next_seq = first + batch.len() as u64;
+        let next_seq = first + canonical.len() as u64;
         let last_hex = hex(&prev);
         let mac = hmac_sha256(&self.mac_key, &head_mac_input(next_seq, &last_hex));
         let head = AuditHead {
@@ -763,10 +822,10 @@ impl Writer {
                 },
             },
         ];
-        for s in batch.iter().filter(|s| s.clears_pending) {
+        for request_id in batch.iter().filter_map(|s| s.clears_pending.as_ref()) {
             ops.push(Op::Delete {
                 ns: ns::AUDIT_PENDING,
-                key: s.event.request_id.clone(),
+                key: request_id.clone(),
                 expect: Expect::Any,
             });
         }
@@ -774,7 +833,11 @@ impl Writer {
         // touch a handful), then merged with the stored counters, written once each.
         type Group<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
         let mut groups: HashMap<Group<'_>, (u64, &str, &str)> = HashMap::new();
-        for s in batch.iter().filter(|s| s.counts_as_use) {
+        let uses = batch
+            .iter()
+            .flat_map(|s| s.entries.iter())
+            .filter(|s| s.counts_as_use);
+        for s in uses {
             let e = &s.event;
             let (Some(principal), Some(key), Some(version)) = (&e.principal, &e.key, &e.version)
             else {
@@ -847,10 +910,14 @@ impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Submission>) {
         let mut batch = Vec::new();
         while let Some(first) = rx.recv().await {
+            let mut events = first.entries.len();
             batch.push(first);
-            while batch.len() < MAX_BATCH {
+            while events < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(s) => batch.push(s),
+                    Ok(s) => {
+                        events += s.entries.len();
+                        batch.push(s);
+                    }
                     Err(_) => break,
                 }
             }
@@ -936,10 +1003,12 @@ impl Deployment {
                 let mut event = p.event;
                 event.status = STATUS_INTERRUPTED;
                 batch.push(Submission {
-                    vault_id: p.vault_id,
-                    event,
-                    clears_pending: true,
-                    counts_as_use: false,
+                    clears_pending: Some(event.request_id.clone()),
+                    entries: vec![Entry {
+                        vault_id: p.vault_id,
+                        event,
+                        counts_as_use: false,
+                    }],
                     done: None,
                 });
             }
@@ -977,9 +1046,18 @@ impl Deployment {
             draft: shared.draft.clone(),
             marked: AtomicBool::new(shared.marked.load(Ordering::Acquire)),
             used: shared.used.clone(),
+            children: std::sync::Mutex::new(
+                shared
+                    .children
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
         });
-        let clears_pending = trace.marked.load(Ordering::Acquire);
-        let vault_id = trace.vault_id;
+        let clears_pending = trace
+            .marked
+            .load(Ordering::Acquire)
+            .then(|| trace.draft.request_id.clone());
         let mut event = trace.draft;
         let mut counts_as_use = false;
         if let Some((key, version, use_)) = trace.used.into_inner() {
@@ -989,14 +1067,39 @@ impl Deployment {
         }
         event.status = status;
         event.latency_us = latency_us;
+        let children = trace
+            .children
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut entries = Vec::with_capacity(1 + children.len());
+        for c in children {
+            let mut e = event.clone();
+            e.vault = c.vault;
+            e.operation = c.operation.to_owned();
+            e.key = Some(c.key);
+            e.version = Some(c.version);
+            e.status = c.status;
+            e.latency_us = 0;
+            entries.push(Entry {
+                vault_id: c.vault_id,
+                event: e,
+                counts_as_use: (200..300).contains(&c.status),
+            });
+        }
+        entries.insert(
+            0,
+            Entry {
+                vault_id: trace.vault_id,
+                event,
+                counts_as_use,
+            },
+        );
         let (done, wait) = oneshot::channel();
         writer
             .tx
             .send(Submission {
-                vault_id,
-                event,
+                entries,
                 clears_pending,
-                counts_as_use,
                 done: Some(done),
             })
             .await

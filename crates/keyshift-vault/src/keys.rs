@@ -240,6 +240,32 @@ fn canonical_key_ops(kty: KeyType, ops: Option<&[String]>) -> Result<Vec<String>
     Ok(out)
 }
 
+fn item_error(e: &ApiError) -> RewrapItemResult {
+    RewrapItemResult {
+        error: Some(RewrapItemError {
+            code: e.code.as_str().to_owned(),
+            message: e.message.clone(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The version a rewrap item names: a bare 32-hex version, or a kid of key `name`.
+fn item_version(kid: &str, name: &str) -> Option<String> {
+    let version = match kid.rsplit_once("/keys/") {
+        None => kid,
+        Some((_, path)) => {
+            let (key, version) = path.trim_end_matches('/').split_once('/')?;
+            if !key.eq_ignore_ascii_case(name) {
+                return None;
+            }
+            version
+        }
+    };
+    (version.len() == 32 && version.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| version.to_ascii_lowercase())
+}
+
 fn crypto_error(e: CryptoError) -> ApiError {
     match e {
         CryptoError::Internal => {
@@ -1670,6 +1696,179 @@ impl Deployment {
             }
         };
         Ok(result)
+    }
+
+    /// Keyshift extension `POST /keys/{name}[/{version}]/rewrap`: items protected by this key
+    /// (any of its versions, per item) returned protected by the target key, in this vault or
+    /// `target_vault`, without their plaintext leaving the server. The caller needs unwrapKey
+    /// (or decrypt) on this key and wrapKey (or encrypt) on the target. An item that fails does not
+    /// fail the others; each item is audited as its two operations.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn rewrap(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+        target_vault: &VaultRecord,
+        target_base_url: &str,
+        target_name: &str,
+        target_version: Option<&str>,
+        p: RewrapParameters,
+    ) -> Result<RewrapResult> {
+        if p.items.is_empty() || p.items.len() > MAX_REWRAP_ITEMS {
+            return Err(ApiError::bad_parameter(format!(
+                "A rewrap request carries 1 to {MAX_REWRAP_ITEMS} items; this one has {}.",
+                p.items.len()
+            )));
+        }
+        let wrapped = p.mode == RewrapMode::Wrapped;
+        let (source_action, target_action) = if wrapped {
+            (Action::Unwrap, Action::Wrap)
+        } else {
+            (Action::Decrypt, Action::Encrypt)
+        };
+        let (source_op, target_op) = if wrapped {
+            ("unwrapKey", "wrapKey")
+        } else {
+            ("decrypt", "encrypt")
+        };
+        let (source_event, target_event) = if wrapped {
+            ("KeyUnwrap", "KeyWrap")
+        } else {
+            ("KeyDecrypt", "KeyEncrypt")
+        };
+        self.authorize(ctx, vault, source_action, &key_resource(name))
+            .await?;
+        self.authorize(ctx, target_vault, target_action, &key_resource(target_name))
+            .await?;
+        let alg = |name: &str| {
+            EncryptionAlgorithm::from_name(name).ok_or_else(|| {
+                ApiError::bad_parameter(format!(
+                    "The algorithm '{}' is not supported.",
+                    printable(name)
+                ))
+            })
+        };
+        let (source_alg, target_alg) = (alg(&p.source_alg)?, alg(&p.target_alg)?);
+        // A missing source key fails the request; a missing version fails its items.
+        self.require_key(vault, name).await?;
+        let (target_key, target) = self
+            .usable(target_vault, target_name, target_version)
+            .await?;
+        self.check_usable(&target.record, target_op, true)?;
+        let target_kid = format!(
+            "{target_base_url}/keys/{target_key}/{}",
+            target.record.version
+        );
+
+        // Source versions, each resolved once.
+        let mut sources: HashMap<String, Result<(String, Arc<CachedVersion>)>> = HashMap::new();
+        let mut items = Vec::with_capacity(p.items.len());
+        for item in p.items {
+            let wanted = match item.kid.as_deref() {
+                None => version.unwrap_or("").to_ascii_lowercase(),
+                Some(kid) => match item_version(kid, name) {
+                    Some(v) => v,
+                    None => {
+                        items.push(item_error(&ApiError::bad_parameter(format!(
+                            "The item's kid is not a version of key '{}'.",
+                            printable(name)
+                        ))));
+                        continue;
+                    }
+                },
+            };
+            if !sources.contains_key(&wanted) {
+                let v = (!wanted.is_empty()).then_some(wanted.as_str());
+                let resolved = match self.usable(vault, name, v).await {
+                    Ok((key_name, entry)) => self
+                        .check_usable(&entry.record, source_op, false)
+                        .map(|()| (key_name, entry)),
+                    Err(e) => Err(e),
+                };
+                sources.insert(wanted.clone(), resolved);
+            }
+            let (key_name, source) = match sources.get(&wanted) {
+                Some(Ok(found)) => found,
+                Some(Err(e)) => {
+                    items.push(item_error(e));
+                    continue;
+                }
+                None => {
+                    items.push(item_error(&ApiError::internal()));
+                    continue;
+                }
+            };
+            let plain = if wrapped {
+                source.material.unwrap_key(source_alg, &item.value)
+            } else {
+                source.material.decrypt(
+                    source_alg,
+                    &item.value,
+                    item.iv.as_deref(),
+                    item.aad.as_deref(),
+                    item.tag.as_deref(),
+                )
+            };
+            let plain = match plain.map_err(crypto_error) {
+                Ok(plain) => plain,
+                Err(e) => {
+                    ctx.note_item(
+                        vault,
+                        source_event,
+                        key_name,
+                        &source.record.version,
+                        e.code.status(),
+                    );
+                    items.push(item_error(&e));
+                    continue;
+                }
+            };
+            ctx.note_item(vault, source_event, key_name, &source.record.version, 200);
+            let out = if wrapped {
+                target
+                    .material
+                    .wrap_key(target_alg, &plain)
+                    .map(|value| (value, None, None))
+            } else {
+                target
+                    .material
+                    .encrypt(target_alg, &plain, None, item.aad.as_deref())
+                    .map(|out| (out.ciphertext, out.iv, out.tag))
+            };
+            match out.map_err(crypto_error) {
+                Ok((value, iv, tag)) => {
+                    ctx.note_item(
+                        target_vault,
+                        target_event,
+                        &target_key,
+                        &target.record.version,
+                        200,
+                    );
+                    items.push(RewrapItemResult {
+                        value: Some(value),
+                        iv,
+                        tag,
+                        error: None,
+                    });
+                }
+                Err(e) => {
+                    ctx.note_item(
+                        target_vault,
+                        target_event,
+                        &target_key,
+                        &target.record.version,
+                        e.code.status(),
+                    );
+                    items.push(item_error(&e));
+                }
+            }
+        }
+        Ok(RewrapResult {
+            target: target_kid,
+            items,
+        })
     }
 
     /// `POST /keys/{name}/{version}/sign`
