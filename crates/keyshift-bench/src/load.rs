@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 pub const AES_KEY: &str = "bench-aes";
 /// The RSA key used by `decrypt`.
 pub const RSA_KEY: &str = "bench-rsa";
+/// The target key of `rewrap`.
+pub const TARGET_KEY: &str = "bench-aes-target";
+/// Items per `rewrap` request.
+pub const REWRAP_ITEMS: usize = 1000;
 
 /// An operation the load generator sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,6 +47,9 @@ pub enum LoadOp {
     /// `GET /health`: no token, no JSON parsing, no crypto. The cost of TLS, HTTP and the
     /// generator alone, to tell where time goes.
     Health,
+    /// `POST /keys/bench-aes//rewrap`: the same 1,000 A256KW-wrapped keys each time, moved to
+    /// `bench-aes-target` (the rewrap extension). One op is 1,000 items.
+    Rewrap,
 }
 
 impl LoadOp {
@@ -54,6 +61,7 @@ impl LoadOp {
             LoadOp::Decrypt => "decrypt",
             LoadOp::Create => "create",
             LoadOp::Health => "health",
+            LoadOp::Rewrap => "rewrap",
         }
     }
 }
@@ -144,6 +152,8 @@ struct Workload {
     bearer: Option<HeaderValue>,
     /// Bytes a good response body contains.
     expect: Vec<u8>,
+    /// Bytes a good response body does not contain.
+    forbid: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -174,7 +184,9 @@ impl Workload {
     }
 
     fn is_good(&self, status: StatusCode, body: &[u8]) -> bool {
-        status == StatusCode::OK && contains(body, &self.expect)
+        status == StatusCode::OK
+            && contains(body, &self.expect)
+            && self.forbid.as_ref().is_none_or(|f| !contains(body, f))
     }
 }
 
@@ -339,6 +351,35 @@ async fn prepare(op: LoadOp, setup: &mut Setup<'_>) -> Result<Workload> {
             Value::Null,
             "\"ok\"".to_owned(),
         ),
+        LoadOp::Rewrap => {
+            setup.ensure_key(AES_KEY, aes.clone()).await?;
+            setup.ensure_key(TARGET_KEY, aes).await?;
+            let target = setup
+                .call(Method::GET, &format!("/keys/{TARGET_KEY}"), None)
+                .await?
+                .1["key"]["kid"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no kid for {TARGET_KEY}"))?
+                .to_owned();
+            let mut items = Vec::with_capacity(REWRAP_ITEMS);
+            for _ in 0..REWRAP_ITEMS {
+                let wrapped = setup
+                    .call_ok(
+                        Method::POST,
+                        &format!("/keys/{AES_KEY}//wrapkey"),
+                        json!({"alg": "A256KW", "value": b64(&random(32)?)}),
+                    )
+                    .await?;
+                items.push(json!({"value": value_field(&wrapped)?}));
+            }
+            let body = json!({"target": target, "sourceAlg": "A256KW", "targetAlg": "A256KW", "items": items});
+            (
+                Method::POST,
+                Target::Fixed(op_path(AES_KEY, "rewrap")),
+                body,
+                format!("\"target\":\"{target}\""),
+            )
+        }
     };
     Ok(Workload {
         method,
@@ -351,6 +392,7 @@ async fn prepare(op: LoadOp, setup: &mut Setup<'_>) -> Result<Workload> {
         host: setup.host.clone(),
         bearer: (op != LoadOp::Health).then(|| setup.bearer.clone()),
         expect: expect.into_bytes(),
+        forbid: (op == LoadOp::Rewrap).then(|| b"\"error\"".to_vec()),
     })
 }
 
@@ -519,11 +561,22 @@ mod tests {
             host: HeaderValue::from_static("localhost:1"),
             bearer: None,
             expect: b"\"abc\"".to_vec(),
+            forbid: None,
         };
         assert!(w.is_good(StatusCode::OK, br#"{"value":"abc"}"#));
         assert!(!w.is_good(StatusCode::OK, br#"{"value":"abd"}"#));
         assert!(!w.is_good(StatusCode::UNAUTHORIZED, br#"{"value":"abc"}"#));
         assert!(!w.is_good(StatusCode::NO_CONTENT, b""));
+        let rewrap = Workload {
+            forbid: Some(b"\"error\"".to_vec()),
+            expect: b"\"target\"".to_vec(),
+            ..w
+        };
+        assert!(rewrap.is_good(StatusCode::OK, br#"{"target":"t","items":[{"value":"a"}]}"#));
+        assert!(!rewrap.is_good(
+            StatusCode::OK,
+            br#"{"target":"t","items":[{"error":{"code":"BadParameter"}}]}"#
+        ));
     }
 
     #[test]
@@ -535,6 +588,7 @@ mod tests {
             host: HeaderValue::from_static("localhost:1"),
             bearer: None,
             expect: Vec::new(),
+            forbid: None,
         };
         let a = w.request(0, 1).unwrap();
         let b = w.request(1, 0).unwrap();
