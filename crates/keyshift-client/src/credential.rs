@@ -151,7 +151,7 @@ struct Inner {
 }
 
 /// OAuth2 client credentials (`client_id` + `client_secret`): the token endpoint is configured
-/// ([`ClientSecretCredential::new`], [`ClientSecretCredential::from_admin_json`]) or learned from
+/// ([`ClientSecretCredential::with_token_url`], [`ClientSecretCredential::from_admin_json`]) or learned from
 /// the vault's bearer challenge ([`ClientSecretCredential::for_challenge`]).
 ///
 /// Tokens are cached per scope until five minutes before `expires_in` (half the lifetime for
@@ -198,7 +198,7 @@ impl fmt::Debug for ClientSecretCredentialBuilder {
 impl ClientSecretCredential {
     /// A credential that posts to `token_url` (e.g.
     /// `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`). Challenges never change it.
-    pub fn new(
+    pub fn with_token_url(
         token_url: &str,
         client_id: &str,
         client_secret: &str,
@@ -557,9 +557,13 @@ impl AdminJson {
     /// The administrator's credential, trusting the deployment CA besides the system roots.
     pub fn credential(&self) -> Result<ClientSecretCredential, ClientError> {
         let pem = self.ca_pem()?;
-        ClientSecretCredential::new(&self.token_url, &self.client_id, &self.client_secret.0)
-            .ca_pem(Some(&pem))
-            .build()
+        ClientSecretCredential::with_token_url(
+            &self.token_url,
+            &self.client_id,
+            &self.client_secret.0,
+        )
+        .ca_pem(Some(&pem))
+        .build()
     }
 }
 
@@ -576,7 +580,7 @@ mod tests {
             format!("{:?}", StaticToken::new(token)),
             format!(
                 "{:?}",
-                ClientSecretCredential::new(
+                ClientSecretCredential::with_token_url(
                     "https://login.example/t/oauth2/v2.0/token",
                     "app",
                     secret
@@ -584,7 +588,7 @@ mod tests {
             ),
             format!(
                 "{:?}",
-                ClientSecretCredential::new(
+                ClientSecretCredential::with_token_url(
                     "https://login.example/t/oauth2/v2.0/token",
                     "app",
                     secret
@@ -612,7 +616,7 @@ mod tests {
 
     #[tokio::test]
     async fn built_credential_debug_is_redacted() {
-        let c = ClientSecretCredential::new(
+        let c = ClientSecretCredential::with_token_url(
             "https://login.example/t/oauth2/v2.0/token",
             "app",
             "hunter2-secret",

@@ -82,21 +82,20 @@ impl ClientError {
     }
 
     /// A transport failure from reqwest. The URL is dropped from the source: reqwest puts it in
-    /// its messages, and it is already known to the caller.
+    /// its messages, and it is already known to the caller. This client decodes JSON itself, so
+    /// any reqwest error (a "decode" error included: reqwest reports a body cut short that way)
+    /// is the connection's fault.
     pub(crate) fn transport(context: &str, e: reqwest::Error) -> Self {
-        let kind = if e.is_decode() || (e.is_body() && !e.is_timeout()) {
-            ErrorKind::InvalidResponse
-        } else {
-            ErrorKind::Transport
-        };
         let what = if e.is_timeout() {
             "timed out"
         } else if e.is_connect() {
             "could not connect"
+        } else if e.is_body() || e.is_decode() {
+            "the answer was cut short or unreadable"
         } else {
-            "failed"
+            "the exchange failed"
         };
-        Self::new(kind, format!("{context}: {what}")).with_source(e.without_url())
+        Self::new(ErrorKind::Transport, format!("{context}: {what}")).with_source(e.without_url())
     }
 
     /// The kind of failure.
