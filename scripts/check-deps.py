@@ -82,6 +82,14 @@ for client in ("keyshift-client", "keyshift-envelope", "keyshift-migrate"):
         bad = transitive(client) & server_side
         rule(not bad, f"{client} must not reach server crates: {sorted(bad)}")
 
+# 5b. The client speaks the wire format only: among Keyshift crates it depends on keyshift-api, so
+# tools built on it (envelope CLI, migration engine) never link the server, vault, store or testkit.
+if "keyshift-client" in ours:
+    bad = direct("keyshift-client") & ours - {"keyshift-api"}
+    rule(not bad, f"keyshift-client may depend on keyshift-api only among Keyshift crates, not {sorted(bad)}")
+    bad = transitive("keyshift-client") & (server_side | {"keyshift-testkit", "keyshift-crypto"})
+    rule(not bad, f"keyshift-client must not reach {sorted(bad)}")
+
 # 6. Only keyshift-crypto names aws-lc-rs.
 for name in sorted(ours):
     if name != "keyshift-crypto":

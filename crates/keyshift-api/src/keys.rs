@@ -204,23 +204,31 @@ pub struct ListResult<T> {
 }
 
 /// Body of create.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct KeyCreateParameters {
     /// Key type.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kty: Option<String>,
     /// RSA or oct size in bits.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_size: Option<u32>,
     /// RSA public exponent.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub public_exponent: Option<u64>,
     /// Permitted operations.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_ops: Option<Vec<String>>,
     /// Attributes.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attributes: Option<KeyAttributes>,
     /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<Tags>,
     /// Curve.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub crv: Option<String>,
     /// Release policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub release_policy: Option<KeyReleasePolicy>,
 }
 
@@ -241,20 +249,24 @@ pub struct KeyImportParameters {
 }
 
 /// Body of update; omitted members stay unchanged.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct KeyUpdateParameters {
     /// Permitted operations.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_ops: Option<Vec<String>>,
     /// Attributes.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub attributes: Option<KeyAttributes>,
     /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<Tags>,
     /// Release policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub release_policy: Option<KeyReleasePolicy>,
 }
 
 /// Body of encrypt, decrypt, wrapkey, unwrapkey.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyOperationsParameters {
     /// Algorithm.
     pub alg: String,
@@ -262,13 +274,25 @@ pub struct KeyOperationsParameters {
     #[serde(with = "b64::bytes")]
     pub value: Vec<u8>,
     /// IV (CBC, GCM decrypt).
-    #[serde(default, with = "b64::opt_bytes")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        with = "b64::opt_bytes"
+    )]
     pub iv: Option<Vec<u8>>,
     /// Additional authenticated data (GCM).
-    #[serde(default, with = "b64::opt_bytes")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        with = "b64::opt_bytes"
+    )]
     pub aad: Option<Vec<u8>>,
     /// Authentication tag (GCM decrypt).
-    #[serde(default, with = "b64::opt_bytes")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        with = "b64::opt_bytes"
+    )]
     pub tag: Option<Vec<u8>>,
 }
 
@@ -307,7 +331,7 @@ pub struct KeyOperationResult {
 }
 
 /// Body of sign.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeySignParameters {
     /// Algorithm.
     pub alg: String,
@@ -317,7 +341,7 @@ pub struct KeySignParameters {
 }
 
 /// Body of verify.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyVerifyParameters {
     /// Algorithm.
     pub alg: String,
@@ -345,7 +369,7 @@ pub struct BackupBlob {
 }
 
 /// Body of get random bytes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GetRandomBytesRequest {
     /// 1 to 128.
     pub count: i64,
