@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub type Tags = BTreeMap<String, String>;
 
 /// A JSON Web Key as Azure carries it. Responses carry public members only.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JsonWebKey {
     /// Key identifier (versioned).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -266,7 +266,7 @@ pub struct KeyUpdateParameters {
 }
 
 /// Body of encrypt, decrypt, wrapkey, unwrapkey.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct KeyOperationsParameters {
     /// Algorithm.
     pub alg: String,
@@ -297,7 +297,7 @@ pub struct KeyOperationsParameters {
 }
 
 /// Result of a key operation.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeyOperationResult {
     /// Versioned kid of the key used.
     pub kid: String,
@@ -376,7 +376,7 @@ pub struct GetRandomBytesRequest {
 }
 
 /// Random bytes.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RandomBytes {
     /// The bytes.
     #[serde(with = "b64::bytes")]
@@ -581,4 +581,115 @@ pub struct RewrapItemError {
     pub code: String,
     /// What went wrong.
     pub message: String,
+}
+
+/// How secret bytes appear in `Debug` output: never their content.
+fn redacted(value: &Option<Vec<u8>>) -> Option<&'static str> {
+    value.as_ref().map(|_| "<redacted>")
+}
+
+impl std::fmt::Debug for JsonWebKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonWebKey")
+            .field("kid", &self.kid)
+            .field("kty", &self.kty)
+            .field("key_ops", &self.key_ops)
+            .field("crv", &self.crv)
+            .field("n", &self.n.as_ref().map(Vec::len))
+            .field("e", &self.e)
+            .field("x", &self.x)
+            .field("y", &self.y)
+            .field("d", &redacted(&self.d))
+            .field("dp", &redacted(&self.dp))
+            .field("dq", &redacted(&self.dq))
+            .field("qi", &redacted(&self.qi))
+            .field("p", &redacted(&self.p))
+            .field("q", &redacted(&self.q))
+            .field("k", &redacted(&self.k))
+            .field("key_hsm", &redacted(&self.key_hsm))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for KeyOperationsParameters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyOperationsParameters")
+            .field("alg", &self.alg)
+            .field("value", &"<redacted>")
+            .field("iv", &self.iv.is_some())
+            .field("aad", &self.aad.is_some())
+            .field("tag", &self.tag.is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for KeyOperationResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyOperationResult")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("value", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for RandomBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RandomBytes")
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secret_bytes() {
+        let secret = vec![0x5a; 16];
+        let canary = format!("{:?}", secret);
+        let jwk = JsonWebKey {
+            kty: Some("RSA".into()),
+            d: Some(secret.clone()),
+            p: Some(secret.clone()),
+            q: Some(secret.clone()),
+            dp: Some(secret.clone()),
+            dq: Some(secret.clone()),
+            qi: Some(secret.clone()),
+            k: Some(secret.clone()),
+            key_hsm: Some(secret.clone()),
+            ..Default::default()
+        };
+        let ops = KeyOperationsParameters {
+            alg: "A256KW".into(),
+            value: secret.clone(),
+            iv: None,
+            aad: None,
+            tag: None,
+        };
+        let result = KeyOperationResult {
+            kid: "k".into(),
+            alg: None,
+            value: secret.clone(),
+            iv: None,
+            tag: None,
+            aad: None,
+        };
+        let random = RandomBytes {
+            value: secret.clone(),
+        };
+        for shown in [
+            format!("{jwk:?}"),
+            format!("{ops:?}"),
+            format!("{result:?}"),
+            format!("{random:?}"),
+        ] {
+            assert!(
+                !shown.contains(&canary) && !shown.contains("90, 90"),
+                "{shown}"
+            );
+            assert!(shown.contains("redacted"), "{shown}");
+        }
+    }
 }
