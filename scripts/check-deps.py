@@ -82,6 +82,15 @@ for client in ("keyshift-client", "keyshift-envelope", "keyshift-migrate"):
         bad = transitive(client) & server_side
         rule(not bad, f"{client} must not reach server crates: {sorted(bad)}")
 
+# 5b. The envelope crate is a client-side library: Keyshift's crypto and wire types only, no
+# server, store, web or SQL framework (a remote KEK lives in keyshift-client, behind its trait).
+if "keyshift-envelope" in ours:
+    bad = direct("keyshift-envelope") & ours - {"keyshift-crypto", "keyshift-api"}
+    rule(not bad, f"keyshift-envelope may depend on keyshift-crypto and keyshift-api only, not {sorted(bad)}")
+    banned = transitive("keyshift-envelope") & {"axum", "hyper", "sqlx", "reqwest", "rustls", "keyshift-server",
+                                                "keyshift-store", "keyshift-vault"}
+    rule(not banned, f"keyshift-envelope must not reach {sorted(banned)}")
+
 # 6. Only keyshift-crypto names aws-lc-rs.
 for name in sorted(ours):
     if name != "keyshift-crypto":
