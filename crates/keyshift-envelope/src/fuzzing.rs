@@ -8,14 +8,25 @@ use std::task::{Context, Poll, Waker};
 
 use crate::{Decryptor, Header, LocalKek, MasterKey};
 
+/// `N` consecutive byte values from `start` (wrapping): readable test keys.
+pub const fn sequence<const N: usize>(start: u8) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = start.wrapping_add(i as u8);
+        i += 1;
+    }
+    out
+}
+
 /// The fixed keys of the fuzzing harness: those of the checked-in test vectors.
 pub const FUZZ_KEK_KID: &str = "https://vault.example/keys/kek/00112233445566778899aabbccddeeff";
 /// The KEK's bytes.
-pub const FUZZ_KEK_KEY: [u8; 32] = [0x0b; 32];
-/// The master-key id.
-pub const FUZZ_MASTER_KEY_ID: [u8; 16] = [0x6d; 16];
+pub const FUZZ_KEK_KEY: [u8; 32] = sequence(0x00);
 /// The master key.
-pub const FUZZ_MASTER_KEY: [u8; 32] = [0x4b; 32];
+pub const FUZZ_MASTER_KEY: [u8; 32] = sequence(0x20);
+/// The master-key id.
+pub const FUZZ_MASTER_KEY_ID: [u8; 16] = sequence(0x40);
 /// The context.
 pub const FUZZ_CONTEXT: &[u8] = b"tenant=acme;object=reports/2026/q1.csv";
 
@@ -40,32 +51,22 @@ pub fn parse_header(data: &[u8]) {
 }
 
 /// Parses and decrypts `data` as a whole file under the harness keys, streaming and by
-/// ranges; must never panic, and a range read must agree with the stream.
-pub fn decrypt_stream(data: &[u8]) {
-    let Ok(header) = Header::parse(data) else {
-        return;
-    };
+/// ranges; must never panic, and a range read must agree with the stream. Returns the
+/// plaintext length when the input decrypted.
+pub fn decrypt_stream(data: &[u8]) -> Option<usize> {
+    let header = Header::parse(data).ok()?;
     let decryptor = match header.master_key_id() {
         Some(_) => {
-            let Ok(master) = MasterKey::from_parts(FUZZ_MASTER_KEY_ID, &FUZZ_MASTER_KEY) else {
-                return;
-            };
+            let master = MasterKey::from_parts(FUZZ_MASTER_KEY_ID, &FUZZ_MASTER_KEY).ok()?;
             Decryptor::from_master_key(&header, &master, FUZZ_CONTEXT)
         }
         None => {
             let mut kek = LocalKek::new();
-            if kek.insert(FUZZ_KEK_KID, &FUZZ_KEK_KEY).is_err() {
-                return;
-            }
-            match ready(Decryptor::from_kek(&header, &kek, FUZZ_CONTEXT)) {
-                Some(result) => result,
-                None => return,
-            }
+            kek.insert(FUZZ_KEK_KID, &FUZZ_KEK_KEY).ok()?;
+            ready(Decryptor::from_kek(&header, &kek, FUZZ_CONTEXT))?
         }
     };
-    let Ok(decryptor) = decryptor else {
-        return;
-    };
+    let decryptor = decryptor.ok()?;
     let mut out = Vec::new();
     let streamed = decryptor.decrypt_stream(&data[header.len()..], &mut out);
     let whole = decryptor.decrypt_range(Cursor::new(data), 0, u64::MAX);
@@ -79,7 +80,9 @@ pub fn decrypt_stream(data: &[u8]) {
             let end = (offset.saturating_add(len) as usize).min(out.len());
             assert_eq!(part.as_deref(), Some(&out[start..end]));
         }
+        Some(out.len())
     } else {
         assert!(out.len() as u64 <= data.len() as u64);
+        None
     }
 }
