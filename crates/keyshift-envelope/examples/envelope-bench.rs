@@ -88,7 +88,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             nonce[4..].copy_from_slice(&i.to_be_bytes());
             raw.seal_in_place(&nonce, &[], &mut block)?;
         }
-        report("  raw GCM seal, 16 KiB", blocks * block.len() as u64, start.elapsed().as_secs_f64());
+        report(
+            "  raw GCM seal, 16 KiB",
+            blocks * block.len() as u64,
+            start.elapsed().as_secs_f64(),
+        );
 
         let nonce = [0u8; 12];
         let tag = raw.seal_in_place(&nonce, &[], &mut block)?;
@@ -97,7 +101,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..blocks {
             raw.open_to(&nonce, &[], &block, &tag, &mut out)?;
         }
-        report("  raw GCM open_to, 16 KiB", blocks * block.len() as u64, start.elapsed().as_secs_f64());
+        report(
+            "  raw GCM open_to, 16 KiB",
+            blocks * block.len() as u64,
+            start.elapsed().as_secs_f64(),
+        );
     }
     Ok(())
 }

@@ -120,7 +120,13 @@ async fn encrypt(mode: Mode, segment_size: u32, plaintext: &[u8]) -> Vec<u8> {
 /// The derivations of docs/format.md, section "Keys".
 fn derive(material: &[u8], salt: &[u8], context: &[u8]) -> ([u8; 32], [u8; 32], [u8; 32]) {
     let mut mac_key = [0u8; 32];
-    hkdf_sha256(material, salt, b"keyshift-envelope/v1/header-mac", &mut mac_key).unwrap();
+    hkdf_sha256(
+        material,
+        salt,
+        b"keyshift-envelope/v1/header-mac",
+        &mut mac_key,
+    )
+    .unwrap();
     let mut info = b"keyshift-envelope/v1/data-key\x00".to_vec();
     info.extend_from_slice(context);
     let mut okm = [0u8; 64];
@@ -268,7 +274,12 @@ async fn vectors_decrypt_and_reencrypt_identically() {
         let decryptor = Decryptor::unlock(&header, &kek, keyring.as_ref(), &context)
             .await
             .unwrap();
-        assert_eq!(decryptor.decrypt_slice(&file).unwrap(), plaintext, "{}", case.name);
+        assert_eq!(
+            decryptor.decrypt_slice(&file).unwrap(),
+            plaintext,
+            "{}",
+            case.name
+        );
 
         // 2. The specification alone decrypts it, to the same intermediate values.
         let (spec_plaintext, intermediates) = spec_decrypt(&v);
@@ -278,7 +289,12 @@ async fn vectors_decrypt_and_reencrypt_identically() {
         // 3. Re-encrypting with the same randomness gives the same bytes.
         assert_eq!(case.plaintext, plaintext, "{}: the case changed", case.name);
         let again = encrypt(case.mode, case.segment_size, &plaintext).await;
-        assert_eq!(hex(&again), hex(&file), "{}: re-encryption differs", case.name);
+        assert_eq!(
+            hex(&again),
+            hex(&file),
+            "{}: re-encryption differs",
+            case.name
+        );
         if let Some(keyring) = keyring {
             let rebuilt = Keyring::wrap(&kek, FUZZ_KEK_KID, CREATED, &master())
                 .await
