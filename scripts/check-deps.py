@@ -90,6 +90,15 @@ if "keyshift-client" in ours:
     bad = transitive("keyshift-client") & (server_side | {"keyshift-testkit", "keyshift-crypto"})
     rule(not bad, f"keyshift-client must not reach {sorted(bad)}")
 
+# 5c. The envelope crate is a client-side library: Keyshift's crypto and wire types, and (its
+# optional `remote` feature) keyshift-client for a KEK in a vault; no server, store, vault, web or
+# SQL framework.
+if "keyshift-envelope" in ours:
+    bad = direct("keyshift-envelope") & ours - {"keyshift-crypto", "keyshift-api", "keyshift-client"}
+    rule(not bad, f"keyshift-envelope may depend on keyshift-crypto, keyshift-api and keyshift-client only, not {sorted(bad)}")
+    banned = transitive("keyshift-envelope") & {"axum", "sqlx", "keyshift-server", "keyshift-store", "keyshift-vault"}
+    rule(not banned, f"keyshift-envelope must not reach {sorted(banned)}")
+
 # 6. Only keyshift-crypto names aws-lc-rs.
 for name in sorted(ours):
     if name != "keyshift-crypto":
