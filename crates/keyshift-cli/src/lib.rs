@@ -3,6 +3,7 @@
 mod audit_cmd;
 pub mod config;
 pub mod datadir;
+mod envelope_cmd;
 mod identity_cmd;
 pub mod serve;
 mod vault_cmd;
@@ -43,6 +44,18 @@ enum Command {
     /// Key reports.
     #[command(subcommand)]
     Key(audit_cmd::KeyCommand),
+    /// Keyrings of envelope encryption: a master key wrapped by a KEK in a vault.
+    #[command(subcommand)]
+    Keyring(envelope_cmd::KeyringCommand),
+    /// Encrypt files, standard input or directory trees (envelope encryption, KEK in a vault).
+    Encrypt(envelope_cmd::EncryptArgs),
+    /// Decrypt what `keyshift encrypt` wrote.
+    Decrypt(envelope_cmd::DecryptArgs),
+    /// Show an envelope file's header without decrypting it.
+    Inspect {
+        /// The file, or `-` for standard input.
+        file: std::path::PathBuf,
+    },
     /// Manage the external OIDC issuers trusted for workload identity federation.
     #[command(subcommand)]
     Federation(identity_cmd::FederationCommand),
@@ -70,6 +83,10 @@ pub fn main() -> ExitCode {
             Command::Token(cmd) => identity_cmd::run_token(&cli.common, cmd).await,
             Command::Audit(cmd) => audit_cmd::run_audit(&cli.common, cmd).await,
             Command::Key(cmd) => audit_cmd::run_key(&cli.common, cmd).await,
+            Command::Keyring(cmd) => envelope_cmd::run_keyring(&cli.common, cmd).await,
+            Command::Encrypt(args) => envelope_cmd::run_encrypt(&cli.common, args).await,
+            Command::Decrypt(args) => envelope_cmd::run_decrypt(&cli.common, args).await,
+            Command::Inspect { file } => envelope_cmd::run_inspect(&file),
             Command::Federation(cmd) => identity_cmd::run_federation(&cli.common, cmd).await,
         }
     });

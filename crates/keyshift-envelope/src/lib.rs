@@ -68,6 +68,8 @@ mod header;
 mod hex;
 mod kek;
 mod keyring;
+#[cfg(feature = "remote")]
+mod remote;
 mod stream;
 
 pub use cache::{MasterKeyCache, DEFAULT_MASTER_KEY_TTL};
@@ -77,6 +79,8 @@ pub use header::{
 };
 pub use kek::{Kek, KekError, LocalKek, WrappedKey};
 pub use keyring::{Keyring, MasterKey, KEYRING_VERSION, MASTER_KEY_ID_LEN, MASTER_KEY_LEN};
+#[cfg(feature = "remote")]
+pub use remote::RemoteKek;
 #[doc(hidden)]
 pub use stream::FileRandomness;
 pub use stream::{Decryptor, Encryptor};
