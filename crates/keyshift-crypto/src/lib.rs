@@ -17,11 +17,12 @@ mod algorithm;
 pub mod digest;
 pub mod error;
 mod jwk;
-mod key;
+pub(crate) mod key;
 pub mod seal;
 pub mod secret;
 mod signature;
 pub mod token;
+pub mod transfer;
 pub mod x509;
 
 pub use algorithm::{Curve, EncryptionAlgorithm, KeyFamily, SignatureAlgorithm};
