@@ -16,12 +16,15 @@ use std::sync::{Arc, Mutex};
 /// Certificates kept before the cache is emptied (one per vault host name in practice).
 const MAX_CACHED_CERTS: usize = 256;
 
+/// A certificate chain (DER, leaf first) cached by vault host and SubjectPublicKeyInfo.
+type ChainCache = HashMap<(String, Vec<u8>), Arc<Vec<Vec<u8>>>>;
+
 /// The server's release support, shared by every listener.
 pub struct ReleaseSupport {
     keys: IssuerKeys,
     ca: LocalCa,
     /// Issued chains by (host, SubjectPublicKeyInfo): the key and CA rarely change.
-    certs: Mutex<HashMap<(String, Vec<u8>), Arc<Vec<Vec<u8>>>>>,
+    certs: Mutex<ChainCache>,
 }
 
 impl std::fmt::Debug for ReleaseSupport {
