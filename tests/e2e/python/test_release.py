@@ -153,8 +153,7 @@ class Enclave:
                                  padding.PKCS1v15(), hashes.SHA256())
         ca = x509.load_pem_x509_certificate(ca_pem)
         assert issuer == ca, "x5c ends at the deployment's CA"
-        ca.public_key().verify(leaf.signature, leaf.tbs_certificate_bytes, padding.PKCS1v15(),
-                               leaf.signature_hash_algorithm)
+        leaf.verify_directly_issued_by(ca)
         names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert vault_host in names.get_values_for_type(x509.DNSName) + [
             str(ip) for ip in names.get_values_for_type(x509.IPAddress)], "the leaf names the vault host"
@@ -194,7 +193,7 @@ def _byok_blob(kek, target_pkcs8: bytes) -> bytes:
 
 def test_release_of_a_created_key(key_client, crypto_client, authority, ca_cert, vault_url):
     name = unique("skr")
-    key = key_client.create_rsa_key(name, hsm=True, size=2048, exportable=True, release_policy=authority.policy())
+    key = key_client.create_rsa_key(name, hardware_protected=True, size=2048, exportable=True, release_policy=authority.policy())
     assert key.properties.exportable is True
     assert key.properties.release_policy.content_type == "application/json; charset=utf-8"
     assert json.loads(key.properties.release_policy.encoded_policy)["version"] == "1.0.0"
@@ -212,30 +211,30 @@ def test_release_of_a_created_key(key_client, crypto_client, authority, ca_cert,
     value = digest.finalize()
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
     signature = released.sign(value, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
-    assert crypto_client(key, remote_only=True).verify(SignatureAlgorithm.rs256, value, signature).is_valid
+    assert crypto_client(key.id, remote_only=True).verify(SignatureAlgorithm.rs256, value, signature).is_valid
 
 
 def test_release_refused_without_satisfied_policy_or_exportability(key_client, authority):
     name = unique("skrno")
-    key_client.create_rsa_key(name, hsm=True, exportable=True, release_policy=authority.policy())
+    key_client.create_rsa_key(name, hardware_protected=True, exportable=True, release_policy=authority.policy())
     enclave = Enclave()
     with pytest.raises(HttpResponseError) as e:
         key_client.release_key(name, authority.token(enclave, **{"sdk-test": False}))
     assert e.value.status_code == 403
     plain = unique("skrplain")
-    key_client.create_rsa_key(plain, hsm=True)
+    key_client.create_rsa_key(plain, hardware_protected=True)
     with pytest.raises(HttpResponseError) as e:
         key_client.release_key(plain, authority.token(enclave))
     assert e.value.status_code == 400
     frozen = unique("skrfrozen")
-    key_client.create_rsa_key(frozen, hsm=True, exportable=True, release_policy=authority.policy(immutable=True))
+    key_client.create_rsa_key(frozen, hardware_protected=True, exportable=True, release_policy=authority.policy(immutable=True))
     with pytest.raises(HttpResponseError):
         key_client.update_key_properties(frozen, release_policy=authority.policy())
 
 
 def test_byok_import_through_the_sdk_then_release_returns_the_same_bytes(
         key_client, crypto_client, authority, ca_cert, vault_url):
-    kek = key_client.create_rsa_key(unique("kek"), hsm=True, size=3072, key_operations=["import"])
+    kek = key_client.create_rsa_key(unique("kek"), hardware_protected=True, size=3072, key_operations=["import"])
     assert [str(op.value if hasattr(op, "value") else op) for op in kek.key_operations] == ["import"]
     target = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pkcs8 = target.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
@@ -251,7 +250,7 @@ def test_byok_import_through_the_sdk_then_release_returns_the_same_bytes(
     digest = hashes.Hash(hashes.SHA256())
     digest.update(b"byok")
     value = digest.finalize()
-    signed = crypto_client(imported, remote_only=True).sign(SignatureAlgorithm.rs256, value)
+    signed = crypto_client(imported.id, remote_only=True).sign(SignatureAlgorithm.rs256, value)
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
     target.public_key().verify(signed.signature, value, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
     # Released, it is byte for byte what was imported.
@@ -261,7 +260,7 @@ def test_byok_import_through_the_sdk_then_release_returns_the_same_bytes(
     assert payload["request"]["enc"] == "RSA_AES_KEY_WRAP_256"
     assert released == pkcs8
     # A blob made for another KEK is refused with a 400.
-    other = key_client.create_rsa_key(unique("kek"), hsm=True, key_operations=["import"])
+    other = key_client.create_rsa_key(unique("kek"), hardware_protected=True, key_operations=["import"])
     blob = json.loads(_byok_blob(other, pkcs8))
     blob["header"]["kid"] = kek.id
     with pytest.raises(HttpResponseError) as e:
