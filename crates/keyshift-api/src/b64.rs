@@ -10,6 +10,11 @@ pub fn encode(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Encodes bytes as padded standard base64 (RFC 4648 section 4), as `x5c` certificates are.
+pub fn encode_standard(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
 /// Decodes base64url or standard base64, padded or not.
 pub fn decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     let text = text.trim();

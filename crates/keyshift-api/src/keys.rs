@@ -693,3 +693,26 @@ mod debug_tests {
         }
     }
 }
+
+/// Body of `POST /keys/{name}[/{version}]/release`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeyReleaseParameters {
+    /// The attestation token of the environment the key is released to.
+    pub target: String,
+    /// A client nonce, echoed in the signed response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// `CKM_RSA_AES_KEY_WRAP` (default), `RSA_AES_KEY_WRAP_256` or `RSA_AES_KEY_WRAP_384`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enc: Option<String>,
+}
+
+/// Result of release: a compact JWS whose payload holds the wrapped key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyReleaseResult {
+    /// The signed object.
+    pub value: String,
+}
+
+/// The content type of release policies, the default Azure echoes when none is given.
+pub const RELEASE_POLICY_CONTENT_TYPE: &str = "application/json; charset=utf-8";

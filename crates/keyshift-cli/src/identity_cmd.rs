@@ -148,11 +148,11 @@ pub enum RoleCommand {
     },
 }
 
-fn msg(e: ApiError) -> anyhow::Error {
+pub(crate) fn msg(e: ApiError) -> anyhow::Error {
     anyhow!("{}", e.message)
 }
 
-async fn open(common: &CommonArgs) -> Result<Arc<Deployment>> {
+pub(crate) async fn open(common: &CommonArgs) -> Result<Arc<Deployment>> {
     let settings = Settings::resolve(common, &ServeArgs::default())?;
     Ok(datadir::open(&settings).await?.deployment)
 }
@@ -283,7 +283,7 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
     Ok(())
 }
 
-fn absolute(path: &std::path::Path) -> Result<String> {
+pub(crate) fn absolute(path: &std::path::Path) -> Result<String> {
     let full = std::fs::canonicalize(path)
         .map_err(|e| anyhow!("cannot resolve {}: {e}", path.display()))?;
     full.to_str()

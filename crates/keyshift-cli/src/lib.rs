@@ -1,5 +1,6 @@
 //! The `keyshift` command line, as a library so that each command is testable in-process.
 
+mod attestation_cmd;
 mod audit_cmd;
 pub mod config;
 pub mod datadir;
@@ -59,6 +60,12 @@ enum Command {
     /// Manage the external OIDC issuers trusted for workload identity federation.
     #[command(subcommand)]
     Federation(identity_cmd::FederationCommand),
+    /// Manage the attestation authorities trusted for secure key release.
+    #[command(subcommand)]
+    Attestation(attestation_cmd::AttestationCommand),
+    /// Development tools for secure key release: `--insecure-test-authority` runs a local
+    /// attestation authority that signs anything.
+    Attest(attestation_cmd::AttestArgs),
 }
 
 /// Entry point of the binary.
@@ -88,6 +95,8 @@ pub fn main() -> ExitCode {
             Command::Decrypt(args) => envelope_cmd::run_decrypt(&cli.common, args).await,
             Command::Inspect { file } => envelope_cmd::run_inspect(&file),
             Command::Federation(cmd) => identity_cmd::run_federation(&cli.common, cmd).await,
+            Command::Attestation(cmd) => attestation_cmd::run(&cli.common, cmd).await,
+            Command::Attest(args) => attestation_cmd::run_attest(&args).await,
         }
     });
     match result {

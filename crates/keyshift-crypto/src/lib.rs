@@ -20,11 +20,12 @@ pub mod error;
 pub mod gcm;
 mod jwk;
 pub mod kdf;
-mod key;
+pub(crate) mod key;
 pub mod seal;
 pub mod secret;
 mod signature;
 pub mod token;
+pub mod transfer;
 pub mod x509;
 
 pub use algorithm::{Curve, EncryptionAlgorithm, KeyFamily, SignatureAlgorithm};

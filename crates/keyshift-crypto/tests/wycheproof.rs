@@ -563,3 +563,100 @@ fn rsa_pkcs1_signature_3072_sha384() {
 fn rsa_pkcs1_signature_4096_sha512() {
     rsa_verify("rsa_signature_4096_sha512_test.json", 250);
 }
+
+// ---------------------------------------------------------------------------
+// Key transfer (BYOK import, secure key release): RSA-OAEP with SHA-1, SHA-256
+// and SHA-384 through `transfer`, and AES-KWP as a free function
+// ---------------------------------------------------------------------------
+
+fn transfer_oaep(file: &str, min_ran: usize) {
+    use keyshift_crypto::transfer::{rsa_oaep_encrypt, OaepHash};
+    let doc = load(file);
+    let mut tally = Tally::new(file);
+    for group in groups(&doc) {
+        let hash = match (group["sha"].as_str(), group["mgfSha"].as_str()) {
+            (Some("SHA-1"), Some("SHA-1")) => Some(OaepHash::Sha1),
+            (Some("SHA-256"), Some("SHA-256")) => Some(OaepHash::Sha256),
+            (Some("SHA-384"), Some("SHA-384")) => Some(OaepHash::Sha384),
+            _ => None,
+        };
+        let key = KeyMaterial::from_pkcs8_der(&hex(&group["privateKeyPkcs8"])).ok();
+        let (Some(hash), Some(key)) = (hash, key) else {
+            tally.skipped += tests(group).len();
+            continue;
+        };
+        for test in tests(group) {
+            if test["label"].as_str().is_some_and(|l| !l.is_empty()) {
+                tally.skipped += 1;
+                continue;
+            }
+            let exp = expect(test);
+            let msg = hex(&test["msg"]);
+            let opened = key.rsa_oaep_decrypt(hash, &hex(&test["ct"]));
+            let ok = match exp {
+                Expect::Valid => {
+                    // Encryption is randomised: check it by the private key instead.
+                    let sealed = rsa_oaep_encrypt(&key.public_key(), hash, &msg);
+                    let back = sealed
+                        .as_ref()
+                        .ok()
+                        .and_then(|ct| key.rsa_oaep_decrypt(hash, ct).ok());
+                    let public_ok = if key.size_bits() >= 2048 {
+                        back.as_deref().map(|b| b.as_slice()) == Some(msg.as_slice())
+                    } else {
+                        sealed.is_err()
+                    };
+                    matches!(&opened, Ok(p) if p.as_slice() == msg.as_slice()) && public_ok
+                }
+                _ => opened.is_err(),
+            };
+            tally.record(test, exp, ok, || {
+                format!("decrypt gave {:?}", opened.as_ref().map(|p| p.len()))
+            });
+        }
+    }
+    tally.finish(min_ran);
+}
+
+#[test]
+fn transfer_oaep_sha1() {
+    transfer_oaep("rsa_oaep_2048_sha1_mgf1sha1_test.json", 25);
+}
+
+#[test]
+fn transfer_oaep_sha256() {
+    transfer_oaep("rsa_oaep_2048_sha256_mgf1sha256_test.json", 25);
+}
+
+#[test]
+fn transfer_oaep_misc_sha1_sha256_sha384() {
+    // The misc file is the only one with SHA-384/MGF1-SHA-384 groups.
+    transfer_oaep("rsa_oaep_misc_test.json", 25);
+}
+
+#[test]
+fn transfer_aes_kwp() {
+    use keyshift_crypto::transfer::{aes_kwp_unwrap, aes_kwp_wrap};
+    let file = "aes_kwp_test.json";
+    let doc = load(file);
+    let mut tally = Tally::new(file);
+    for group in groups(&doc) {
+        for test in tests(group) {
+            let exp = expect(test);
+            let (key, msg, ct) = (hex(&test["key"]), hex(&test["msg"]), hex(&test["ct"]));
+            let unwrapped = aes_kwp_unwrap(&key, &ct);
+            let ok = match exp {
+                Expect::Valid => {
+                    matches!(&unwrapped, Ok(k) if k.as_slice() == msg.as_slice())
+                        && aes_kwp_wrap(&key, &msg).as_deref() == Ok(ct.as_slice())
+                }
+                Expect::Invalid => unwrapped.is_err(),
+                Expect::Acceptable => true,
+            };
+            tally.record(test, exp, ok, || {
+                format!("unwrap gave {:?}", unwrapped.as_ref().map(|k| k.len()))
+            });
+        }
+    }
+    tally.finish(230);
+}

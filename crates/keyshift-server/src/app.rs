@@ -35,6 +35,8 @@ pub struct App {
     pub vault_domain: String,
     /// Other host names of the default vault.
     pub extra_hosts: Vec<String>,
+    /// Attestation verification and the release-signing certificate (secure key release).
+    pub release: crate::release::ReleaseSupport,
 }
 
 /// Which listener a request came through.
@@ -586,18 +588,27 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     })
 }
 
-/// Import bodies name `Hsm` in any case.
+/// Renames the member matching `canonical` case-insensitively to `canonical`.
+fn canonical_member(map: &mut serde_json::Map<String, serde_json::Value>, canonical: &str) {
+    if let Some(k) = map
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(canonical) && k.as_str() != canonical)
+        .cloned()
+    {
+        if let Some(v) = map.remove(&k) {
+            map.insert(canonical.into(), v);
+        }
+    }
+}
+
+/// Import bodies name `Hsm`, and the key's `key_hsm` (BYOK), in any case.
 fn parse_import(body: &[u8]) -> Result<keyshift_api::keys::KeyImportParameters, ApiError> {
     let mut value: serde_json::Value = parse_json(body)?;
     if let Some(map) = value.as_object_mut() {
-        if let Some(k) = map
-            .keys()
-            .find(|k| k.eq_ignore_ascii_case("hsm") && k.as_str() != "Hsm")
-            .cloned()
-        {
-            if let Some(v) = map.remove(&k) {
-                map.insert("Hsm".into(), v);
-            }
+        canonical_member(map, "Hsm");
+        canonical_member(map, "key");
+        if let Some(key) = map.get_mut("key").and_then(|k| k.as_object_mut()) {
+            canonical_member(key, "key_hsm");
         }
     }
     serde_json::from_value(value).map_err(|e| {
@@ -678,8 +689,15 @@ async fn dispatch(
                 .await?,
         ),
         Route::Release { name, version } => {
-            d.release_key(ctx, vault, &name, version.as_deref()).await?;
-            return Err(ApiError::internal());
+            let request = keyshift_vault::release::ReleaseRequest {
+                params: parse_json(body)?,
+                api_version: query.get("api-version").unwrap_or_default().to_owned(),
+            };
+            let services = app.release.services(d.clock().now());
+            ok_json(
+                &d.release_key(ctx, vault, &name, version.as_deref(), request, &services)
+                    .await?,
+            )
         }
         Route::Attestation { name, version } => {
             d.key_attestation(ctx, vault, &name, version.as_deref())

@@ -404,6 +404,10 @@ struct Claims {
     sub: String,
     #[serde(default)]
     aud: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct Times {
     #[serde(default)]
     exp: Option<f64>,
     #[serde(default)]
@@ -450,17 +454,17 @@ fn whole_seconds(value: f64) -> Result<i64, FederationError> {
     }
 }
 
-/// Verifies an external token of a trusted `issuer` (its `iss` already matched) presented for
-/// `client_id`, and returns the principal it stands for.
-pub async fn verify_federated_assertion(
-    deployment: &Deployment,
+/// Verifies a JWT of a trusted `issuer` (its `iss` already matched): an algorithm the issuer is
+/// trusted with (never `none` or HMAC), a key of its JWKS by `kid` whose type fits, the
+/// signature, `exp` (required) and `nbf`/`iat` with [`SKEW_SECONDS`]. Returns the claims. Used
+/// for federated client assertions and for attestation tokens of secure key release.
+pub async fn verify_signed_token(
     keys: &IssuerKeys,
     issuer: &TrustedIssuerRecord,
-    client_id: Option<&str>,
-    assertion: &str,
-) -> Result<PrincipalRecord, FederationError> {
-    let now = deployment.clock().now();
-    let mut parts = assertion.split('.');
+    token: &str,
+    now: i64,
+) -> Result<serde_json::Map<String, serde_json::Value>, FederationError> {
+    let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
@@ -485,22 +489,40 @@ pub async fn verify_federated_assertion(
         .find(|k| key_fits(k, alg))
         .ok_or(FederationError::KeyMismatch)?;
     let signature = b64::decode(s).map_err(|_| FederationError::Malformed)?;
-    let signed = &assertion.as_bytes()[..h.len() + 1 + p.len()];
+    let signed = &token.as_bytes()[..h.len() + 1 + p.len()];
     match keyshift_crypto::verify_message_with_public(&jwk.key, alg, signed, &signature) {
         Ok(true) => {}
         Ok(false) => return Err(FederationError::Signature),
         Err(_) => return Err(FederationError::KeyMismatch),
     }
-    let claims: Claims = decode_part(p)?;
-    let exp = whole_seconds(claims.exp.ok_or(FederationError::NoExpiry)?)?;
+    let claims: serde_json::Map<String, serde_json::Value> = decode_part(p)?;
+    let times: Times = serde_json::from_value(serde_json::Value::Object(claims.clone()))
+        .map_err(|_| FederationError::Malformed)?;
+    let exp = whole_seconds(times.exp.ok_or(FederationError::NoExpiry)?)?;
     if now >= exp.saturating_add(SKEW_SECONDS) {
         return Err(FederationError::Expired);
     }
-    for not_before in [claims.nbf, claims.iat].into_iter().flatten() {
+    for not_before in [times.nbf, times.iat].into_iter().flatten() {
         if whole_seconds(not_before)? > now + SKEW_SECONDS {
             return Err(FederationError::NotYetValid);
         }
     }
+    Ok(claims)
+}
+
+/// Verifies an external token of a trusted `issuer` (its `iss` already matched) presented for
+/// `client_id`, and returns the principal it stands for.
+pub async fn verify_federated_assertion(
+    deployment: &Deployment,
+    keys: &IssuerKeys,
+    issuer: &TrustedIssuerRecord,
+    client_id: Option<&str>,
+    assertion: &str,
+) -> Result<PrincipalRecord, FederationError> {
+    let now = deployment.clock().now();
+    let claims = verify_signed_token(keys, issuer, assertion, now).await?;
+    let claims: Claims = serde_json::from_value(serde_json::Value::Object(claims))
+        .map_err(|_| FederationError::Malformed)?;
     let client_id = client_id
         .filter(|c| !c.is_empty())
         .ok_or(FederationError::NoClientId)?;

@@ -9,7 +9,9 @@ pub mod federation;
 mod listener;
 pub mod query;
 pub mod rbac_api;
+pub mod release;
 pub mod routes;
+pub mod test_authority;
 pub mod tls;
 
 use app::{App, ListenerInfo};
@@ -173,6 +175,7 @@ pub async fn start(
         public_url: public_url.clone(),
         vault_domain: config.vault_domain.clone(),
         extra_hosts: config.extra_hosts.clone(),
+        release: release::ReleaseSupport::new(config.ca.clone()),
     });
     let mut tasks = Vec::new();
     let main_router = app::router(app.clone(), ListenerInfo { vault: None });

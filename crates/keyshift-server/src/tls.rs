@@ -110,6 +110,41 @@ impl LocalCa {
     }
 }
 
+impl LocalCa {
+    /// Issues the certificate of the deployment's release-signing key (given by its
+    /// SubjectPublicKeyInfo DER; the private key stays in the vault) naming the vault `host`,
+    /// valid for two years. Returns the chain for a JWS `x5c`: the leaf, then this CA.
+    pub fn issue_release_cert(
+        &self,
+        host: &str,
+        spki_der: &[u8],
+        now: i64,
+    ) -> Result<Vec<Vec<u8>>, TlsError> {
+        let ca_key = KeyPair::from_pem(&self.key_pem).map_err(cert_err)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key).map_err(cert_err)?;
+        let public = rcgen::SubjectPublicKeyInfo::from_der(spki_der).map_err(cert_err)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, host);
+        dn.push(DnType::OrganizationName, "Keyshift secure key release");
+        params.distinguished_name = dn;
+        let san = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(host.to_owned().try_into().map_err(cert_err)?),
+        };
+        params.subject_alt_names.push(san);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let year = year_of(now);
+        params.not_before = date_time_ymd(year - 1, 1, 1);
+        params.not_after = date_time_ymd(year + 2, 1, 1);
+        let cert = params.signed_by(&public, &issuer).map_err(cert_err)?;
+        let ca_der: CertificateDer<'static> =
+            rustls::pki_types::pem::PemObject::from_pem_slice(self.cert_pem.as_bytes())
+                .map_err(|e: rustls::pki_types::pem::Error| cert_err(e))?;
+        Ok(vec![cert.der().to_vec(), ca_der.to_vec()])
+    }
+}
+
 /// Serves the current server certificate; swapped in place when vaults are added.
 #[derive(Debug)]
 pub struct CertResolver {

@@ -221,6 +221,39 @@ impl TestServer {
     }
 }
 
+pub use keyshift_server::test_authority::{EnclaveKey, TestAuthority};
+
+impl TestServer {
+    /// Starts an (insecure) test attestation authority over HTTPS on an ephemeral port.
+    pub async fn start_attestation_authority(&self) -> TestAuthority {
+        TestAuthority::start(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(keyshift_vault::SystemClock),
+        )
+        .await
+        .expect("test attestation authority starts")
+    }
+
+    /// Trusts `authority` for secure key release: its JWKS by URL, with its CA.
+    pub async fn trust_attestation(&self, authority: &TestAuthority) {
+        let ca_file = self
+            .data_dir
+            .join(format!("attestation-ca-{}.pem", authority.addr.port()));
+        std::fs::write(&ca_file, authority.ca_pem.as_bytes()).unwrap();
+        self.deployment()
+            .trust_attestation_authority(
+                authority.issuer(),
+                keyshift_vault::records::JwksSource::Url {
+                    url: authority.jwks_url(),
+                    ca_file: Some(ca_file.to_str().unwrap().to_owned()),
+                },
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+}
+
 /// Appends `api-version=2025-07-01` to a path.
 pub fn v(path: &str) -> String {
     let sep = if path.contains('?') { '&' } else { '?' };

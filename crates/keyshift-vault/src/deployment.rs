@@ -59,6 +59,8 @@ pub struct Deployment {
     pub(crate) assignments: crate::access::AssignmentCache,
     administrator: RwLock<Option<String>>,
     pub(crate) audit: std::sync::OnceLock<crate::audit::AuditWriter>,
+    /// The release-signing key, once loaded or created (`release.rs`).
+    pub(crate) release_key: tokio::sync::OnceCell<Arc<keyshift_crypto::KeyMaterial>>,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -172,6 +174,7 @@ impl Deployment {
             assignments: Default::default(),
             administrator: RwLock::new(None),
             audit: Default::default(),
+            release_key: Default::default(),
         };
         *deployment
             .administrator

@@ -30,7 +30,7 @@ fn has_control(text: &str) -> bool {
 }
 
 /// An `https://host...` URL of bounded length, without spaces or control characters.
-fn check_https_url(what: &str, url: &str) -> Result<()> {
+pub(crate) fn check_https_url(what: &str, url: &str) -> Result<()> {
     let host = url.strip_prefix("https://").unwrap_or("");
     if host.is_empty()
         || host.starts_with('/')
@@ -78,7 +78,7 @@ pub fn normalize_algorithms(algorithms: &[String]) -> Result<Vec<String>> {
         .collect())
 }
 
-fn check_source(source: &JwksSource) -> Result<()> {
+pub(crate) fn check_source(source: &JwksSource) -> Result<()> {
     match source {
         JwksSource::File { path } => check_absolute_path("JWKS file", path),
         JwksSource::Url { url, ca_file } => {

@@ -1,11 +1,13 @@
 //! Key operations: the keys data plane of one vault.
 
 use crate::access::key_resource;
+use crate::byok::{is_kek, parse_blob, IMPORT_OP};
 use crate::deployment::{from_json, store_error, to_json, Deployment};
 use crate::duration::parse_seconds;
 use crate::naming::{check_key_name, key_key, new_id, printable, version_key};
 use crate::rbac::Action;
 use crate::records::{ns, Deletion, KeyRecord, VaultKind, VaultRecord, VersionRecord};
+use crate::release_policy::ReleasePolicy;
 use crate::sealing::{open_version, seal_version};
 use crate::{RequestContext, Result};
 use keyshift_api::keys::*;
@@ -32,9 +34,9 @@ const CACHE_CAPACITY: usize = 10_000;
 /// A key version with its material unsealed, for the hot path.
 pub(crate) struct CachedVersion {
     /// The key's name with its stored casing.
-    name: String,
-    record: VersionRecord,
-    material: KeyMaterial,
+    pub(crate) name: String,
+    pub(crate) record: VersionRecord,
+    pub(crate) material: KeyMaterial,
 }
 
 /// Unsealed key versions and latest-version pointers of this process. Every write to a key through
@@ -136,13 +138,13 @@ const ALL_KEY_OPS: &[&str] = &[
 
 /// Key type as requested, with whether it is an HSM type.
 #[derive(Debug, Clone, Copy)]
-struct KeyType {
+pub(crate) struct KeyType {
     family: KeyFamily,
     hsm: bool,
 }
 
 impl KeyType {
-    fn parse(kty: &str) -> Result<Self> {
+    pub(crate) fn parse(kty: &str) -> Result<Self> {
         let (base, hsm) = match kty.len().checked_sub(4).map(|i| kty.split_at(i)) {
             Some((base, suffix)) if suffix.eq_ignore_ascii_case("-HSM") => (base, true),
             _ => (kty, false),
@@ -320,16 +322,82 @@ fn check_window(nbf: Option<i64>, exp: Option<i64>) -> Result<()> {
     Ok(())
 }
 
-fn check_release_policy(exportable: Option<bool>, policy: Option<&KeyReleasePolicy>) -> Result<()> {
-    match (exportable.unwrap_or(false), policy.is_some()) {
-        (true, false) => Err(ApiError::bad_parameter(
+/// A release policy in the form the vault stores and returns: the document checked against the
+/// grammar and normalised (version 1.0.0), the content type defaulted, `immutable` explicit.
+fn normalize_policy(p: &KeyReleasePolicy) -> Result<KeyReleasePolicy> {
+    let content_type = match p.content_type.as_deref() {
+        None | Some("") => RELEASE_POLICY_CONTENT_TYPE.to_owned(),
+        Some(ct) if ct.to_ascii_lowercase().starts_with("application/json") => ct.to_owned(),
+        Some(ct) => {
+            return Err(ApiError::bad_parameter(format!(
+                "The release policy's contentType '{}' is not supported: use {RELEASE_POLICY_CONTENT_TYPE}.",
+                printable(ct)
+            )))
+        }
+    };
+    let data = p
+        .data
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| ApiError::bad_parameter("The release policy needs its 'data'."))?;
+    let policy = ReleasePolicy::parse(data).map_err(|why| {
+        ApiError::bad_parameter(format!("The release policy is invalid: {why}."))
+            .with_inner("InvalidReleasePolicy")
+    })?;
+    Ok(KeyReleasePolicy {
+        content_type: Some(content_type),
+        immutable: Some(p.immutable.unwrap_or(false)),
+        data: Some(to_json(&policy.to_json())?),
+    })
+}
+
+/// Azure's rules on exportable keys and release policies; returns the policy to store.
+fn check_release_policy(
+    kty: KeyType,
+    vault: &VaultRecord,
+    exportable: Option<bool>,
+    policy: Option<&KeyReleasePolicy>,
+) -> Result<Option<KeyReleasePolicy>> {
+    let exportable = exportable.unwrap_or(false);
+    if exportable && !kty.hsm {
+        return Err(ApiError::bad_parameter(format!(
+            "Only HSM-protected keys may be exportable: use {}-HSM instead of {}.",
+            kty.name(),
+            kty.name()
+        )));
+    }
+    if exportable && kty.family == KeyFamily::Oct && vault.kind != VaultKind::ManagedHsm {
+        return Err(ApiError::bad_parameter(
+            "oct-HSM keys may be exportable in a managed HSM only.",
+        ));
+    }
+    match (exportable, policy) {
+        (true, None) => Err(ApiError::bad_parameter(
             "AKV.SKR.1004: Exportable keys must have release policy.",
         )),
-        (false, true) => Err(ApiError::bad_parameter(
+        (false, Some(_)) => Err(ApiError::bad_parameter(
             "Non-exportable keys must not have release policy",
         )),
-        _ => Ok(()),
+        (_, policy) => policy.map(normalize_policy).transpose(),
     }
+}
+
+/// A key-exchange key is an RSA-HSM key, never exportable; returns whether `new` is one.
+fn check_kek(kty: KeyType, key_ops: &[String], exportable: Option<bool>) -> Result<bool> {
+    if !is_kek(key_ops)? {
+        return Ok(false);
+    }
+    if kty.family != KeyFamily::Rsa || !kty.hsm {
+        return Err(ApiError::bad_parameter(
+            "A key-exchange key (key_ops [\"import\"]) must be of type RSA-HSM.",
+        ));
+    }
+    if exportable == Some(true) {
+        return Err(ApiError::bad_parameter(
+            "A key-exchange key is never exportable.",
+        ));
+    }
+    Ok(true)
 }
 
 fn max_results(value: Option<i64>) -> Result<u32> {
@@ -437,7 +505,7 @@ impl Deployment {
     }
 
     /// Builds the wire bundle of a version.
-    fn bundle(
+    pub(crate) fn bundle(
         &self,
         ctx: &RequestContext,
         vault: &VaultRecord,
@@ -457,7 +525,7 @@ impl Deployment {
         }
     }
 
-    fn attributes(&self, vault: &VaultRecord, v: &VersionRecord) -> KeyAttributes {
+    pub(crate) fn attributes(&self, vault: &VaultRecord, v: &VersionRecord) -> KeyAttributes {
         KeyAttributes {
             enabled: Some(v.enabled),
             nbf: v.nbf,
@@ -545,7 +613,7 @@ impl Deployment {
     }
 
     /// The version to use for a crypto operation, unsealed, from the cache when possible.
-    async fn usable(
+    pub(crate) async fn usable(
         &self,
         vault: &VaultRecord,
         name: &str,
@@ -581,12 +649,18 @@ impl Deployment {
         ctx: &RequestContext,
         vault: &VaultRecord,
         name: &str,
-        new: NewVersion,
+        mut new: NewVersion,
     ) -> Result<KeyBundle> {
         check_key_name(name)?;
         new.kty.check_vault(vault)?;
         check_window(new.attributes.nbf, new.attributes.exp)?;
-        check_release_policy(new.attributes.exportable, new.release_policy.as_ref())?;
+        check_kek(new.kty, &new.key_ops, new.attributes.exportable)?;
+        new.release_policy = check_release_policy(
+            new.kty,
+            vault,
+            new.attributes.exportable,
+            new.release_policy.as_ref(),
+        )?;
         let sd = self.security_domain_key(&vault.security_domain).await?;
         let kk = key_key(&vault.id, name);
         for _ in 0..MAX_CAS_RETRIES {
@@ -745,11 +819,6 @@ impl Deployment {
         let jwk = p
             .key
             .ok_or_else(|| ApiError::bad_parameter("The 'key' to import is required."))?;
-        if jwk.key_hsm.is_some() {
-            return Err(ApiError::bad_parameter(
-                "Import of a BYOK transfer blob (key_hsm) is not supported by this version of Keyshift.",
-            ));
-        }
         let mut kty = KeyType::parse(
             jwk.kty
                 .as_deref()
@@ -757,6 +826,28 @@ impl Deployment {
         )?;
         if p.hsm == Some(true) {
             kty.hsm = true;
+        }
+        let key_ops = canonical_key_ops(kty, jwk.key_ops.as_deref())?;
+        if is_kek(&key_ops)? {
+            return Err(ApiError::bad_parameter(
+                "A key-exchange key (key_ops [\"import\"]) must be created in this vault, not imported.",
+            ));
+        }
+        if let Some(blob) = &jwk.key_hsm {
+            // A transfer blob is HSM-protected material: it becomes an -HSM key.
+            kty.hsm = true;
+            let material = self
+                .open_transfer_blob(vault, kty, jwk.crv.as_deref(), blob)
+                .await?;
+            let new = NewVersion {
+                kty,
+                material,
+                key_ops,
+                attributes: p.attributes.unwrap_or_default(),
+                tags: p.tags,
+                release_policy: p.release_policy,
+            };
+            return self.add_version(ctx, vault, name, new).await;
         }
         let crv = match (&jwk.crv, kty.family) {
             (Some(name), KeyFamily::Ec) => Some(Curve::from_jwk_name(name).ok_or_else(|| {
@@ -790,7 +881,6 @@ impl Deployment {
             CryptoError::Internal => ApiError::internal(),
             other => ApiError::bad_parameter(format!("The key to import is invalid: {other}")),
         })?;
-        let key_ops = canonical_key_ops(kty, jwk.key_ops.as_deref())?;
         let new = NewVersion {
             kty,
             material,
@@ -800,6 +890,116 @@ impl Deployment {
             release_policy: p.release_policy,
         };
         self.add_version(ctx, vault, name, new).await
+    }
+
+    /// Opens a BYOK transfer blob with the key-exchange key of this vault its header names, and
+    /// checks that the key inside is what the request says (`kty`, `crv`, size).
+    async fn open_transfer_blob(
+        &self,
+        vault: &VaultRecord,
+        kty: KeyType,
+        crv: Option<&str>,
+        key_hsm: &[u8],
+    ) -> Result<KeyMaterial> {
+        let blob = parse_blob(key_hsm)?;
+        let kek_id = format!("{}/{}", blob.kek_name, blob.kek_version);
+        let (_, kek) = match self
+            .usable(vault, &blob.kek_name, Some(&blob.kek_version))
+            .await
+        {
+            Ok(found) => found,
+            Err(e) if e.code == ErrorCode::KeyNotFound => {
+                return Err(ApiError::bad_parameter(format!(
+                    "The key-exchange key {} named by the transfer blob is not a key of this vault: the blob was made for another vault or key.",
+                    printable(&kek_id)
+                ))
+                .with_inner("KeyExchangeKeyNotFound"))
+            }
+            Err(e) => return Err(e),
+        };
+        if kek.record.kty != "RSA-HSM" || kek.record.key_ops != [IMPORT_OP] {
+            return Err(ApiError::bad_parameter(format!(
+                "Key {} is not a key-exchange key: a KEK is an RSA-HSM key with key_ops [\"import\"] only.",
+                printable(&kek_id)
+            ))
+            .with_inner("NotAKeyExchangeKey"));
+        }
+        if !kek.record.enabled {
+            return Err(ApiError::bad_parameter(format!(
+                "The key-exchange key {} is disabled.",
+                printable(&kek_id)
+            ))
+            .with_inner("KeyDisabled"));
+        }
+        let plaintext = kek
+            .material
+            .rsa_aes_key_unwrap(blob.wrap.hash(), &blob.ciphertext)
+            .map_err(|_| {
+                ApiError::bad_parameter(format!(
+                    "The transfer blob does not open with key-exchange key {} and {}: it was made for another key-exchange key, or it is corrupted.",
+                    printable(&kek_id),
+                    blob.wrap.name()
+                ))
+                .with_inner("TransferBlobDoesNotOpen")
+            })?;
+        let (material, padded) =
+            KeyMaterial::from_transfer_plaintext(&plaintext, kty.family == KeyFamily::Oct)
+                .map_err(|_| {
+                    let expected = match kty.family {
+                        KeyFamily::Oct => "a 128, 192 or 256-bit AES key",
+                        _ => "a PKCS#8 RSA or EC private key",
+                    };
+                    ApiError::bad_parameter(format!(
+                        "The key in the transfer blob is not {expected}, as kty {} requires.",
+                        kty.name()
+                    ))
+                    .with_inner("TransferBlobKeyMismatch")
+                })?;
+        if padded {
+            tracing::warn!(
+                kek = %kek_id,
+                "BYOK key data had zero padding after its DER (as SoftHSM 2.6.1 adds); removed"
+            );
+        }
+        let mismatch = |what: String| {
+            ApiError::bad_parameter(format!(
+                "The key in the transfer blob does not match the request: {what}."
+            ))
+            .with_inner("TransferBlobKeyMismatch")
+        };
+        if material.family() != kty.family {
+            let found = match material.family() {
+                KeyFamily::Rsa => "RSA",
+                KeyFamily::Ec => "EC",
+                KeyFamily::Oct => "oct",
+            };
+            return Err(mismatch(format!(
+                "it is an {found} key, the request says {}",
+                kty.name()
+            )));
+        }
+        match kty.family {
+            KeyFamily::Rsa if !(2048..=4096).contains(&material.size_bits()) => {
+                return Err(mismatch(format!(
+                    "an RSA key of {} bits (2048 to 4096 are supported)",
+                    material.size_bits()
+                )));
+            }
+            KeyFamily::Ec => {
+                let found = material.curve().map(|c| c.jwk_name()).unwrap_or("?");
+                if let Some(wanted) = crv {
+                    let wanted_curve = Curve::from_jwk_name(wanted);
+                    if wanted_curve != material.curve() {
+                        return Err(mismatch(format!(
+                            "the key is on {found}, the request says {}",
+                            printable(wanted)
+                        )));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(material)
     }
 
     /// `GET /keys/{name}/{version}`
@@ -875,7 +1075,14 @@ impl Deployment {
                 self.resolve_with_key_revision(vault, name, version).await?;
             let kty = KeyType::parse(&record.kty)?;
             if let Some(ops) = &p.key_ops {
-                record.key_ops = canonical_key_ops(kty, Some(ops))?;
+                let ops = canonical_key_ops(kty, Some(ops))?;
+                let was_kek = record.key_ops.iter().any(|o| o == IMPORT_OP);
+                if is_kek(&ops)? != was_kek {
+                    return Err(ApiError::bad_parameter(
+                        "A key-exchange key keeps key_ops [\"import\"], and no other key can be given 'import'.",
+                    ));
+                }
+                record.key_ops = ops;
             }
             if let Some(a) = &p.attributes {
                 if let Some(enabled) = a.enabled {
@@ -903,10 +1110,11 @@ impl Deployment {
                 if record.release_policy.as_ref().and_then(|r| r.immutable) == Some(true) {
                     return Err(ApiError::forbidden(
                         "The key's release policy is immutable and cannot be changed.",
-                    ));
+                    )
+                    .with_inner("ReleasePolicyImmutable"));
                 }
-                check_release_policy(record.exportable, Some(policy))?;
-                record.release_policy = Some(policy.clone());
+                record.release_policy =
+                    check_release_policy(kty, vault, record.exportable, Some(policy))?;
             }
             record.updated = self.clock.now();
             let op = Op::Put {
@@ -1971,23 +2179,6 @@ impl Deployment {
     ) -> Result<RandomBytes> {
         self.authorize(ctx, vault, Action::Random, "/").await?;
         random_bytes(count)
-    }
-
-    /// `POST /keys/{name}/{version}/release`: authorized and the key resolved, then refused while
-    /// no attestation authority is configured.
-    pub async fn release_key(
-        &self,
-        ctx: &RequestContext,
-        vault: &VaultRecord,
-        name: &str,
-        version: Option<&str>,
-    ) -> Result<()> {
-        self.authorize(ctx, vault, Action::Release, &key_resource(name))
-            .await?;
-        self.get_key_unchecked(ctx, vault, name, version).await?;
-        Err(ApiError::bad_parameter(
-            "Secure key release needs a trusted attestation authority, and this deployment has none configured.",
-        ))
     }
 
     /// `GET /keys/{name}/{version}/attestation`: refused while no HSM is configured.

@@ -6,7 +6,9 @@
 //! HTTP and no SQL: storage is a [`keyshift_store::Store`] and time is a [`Clock`].
 
 pub mod access;
+mod attestation;
 pub mod audit;
+pub mod byok;
 pub mod clock;
 mod deployment;
 pub mod duration;
@@ -16,6 +18,8 @@ pub use keys::KeyOperation;
 mod naming;
 pub mod rbac;
 pub mod records;
+pub mod release;
+pub mod release_policy;
 mod sealing;
 
 pub use clock::{Clock, FakeClock, SystemClock};

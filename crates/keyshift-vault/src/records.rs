@@ -32,6 +32,9 @@ pub mod ns {
     pub const KEY_USAGE: &str = "key_usage";
     /// External OIDC issuers trusted for workload identity federation, by issuer URL.
     pub const TRUSTED_ISSUER: &str = "trusted_issuer";
+    /// Attestation authorities trusted for secure key release, by issuer URL without a trailing
+    /// `/`. Values are [`super::TrustedIssuerRecord`]s: the same shape as federation issuers.
+    pub const ATTESTATION_AUTHORITY: &str = "attestation_authority";
 }
 
 /// Kind of vault.
@@ -266,7 +269,8 @@ pub enum JwksSource {
     },
 }
 
-/// An external OIDC issuer whose tokens may be exchanged for Keyshift tokens.
+/// An external OIDC issuer whose tokens may be exchanged for Keyshift tokens; the same record
+/// describes an attestation authority trusted for secure key release.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TrustedIssuerRecord {
     /// Issuer URL, compared exactly with `iss`.

@@ -154,11 +154,8 @@ impl KeyMaterial {
         }
     }
 
-    /// Builds RSA or EC material from an unencrypted PKCS#8 private key.
-    ///
-    /// For tests against published vectors; key import goes through
-    /// [`KeyMaterial::from_jwk`].
-    #[doc(hidden)]
+    /// Builds RSA or EC material from an unencrypted PKCS#8 private key (BYOK
+    /// transfer blobs carry this form; tests use it for published vectors).
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self> {
         if let Ok(key) = RsaKey::from_pkcs8(der) {
             return Ok(Self::rsa(key, der));
@@ -254,6 +251,13 @@ impl KeyMaterial {
             }
         }
         Ok((key.as_slice(), mode))
+    }
+
+    pub(crate) fn rsa_private(&self) -> Result<&RsaKey> {
+        match &self.inner {
+            Inner::Rsa(key) => Ok(key),
+            _ => Err(mismatch("RSA-OAEP needs an RSA key")),
+        }
     }
 
     fn rsa_key(&self, alg: EncryptionAlgorithm) -> Result<&RsaKey> {

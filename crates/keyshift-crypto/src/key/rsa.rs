@@ -185,6 +185,27 @@ impl RsaKey {
         Ok(out)
     }
 
+    /// RSA-OAEP decryption with any of the OAEP hashes aws-lc offers (no label).
+    pub(crate) fn oaep_decrypt(
+        &self,
+        oaep: &'static OaepAlgorithm,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        if ciphertext.len() != self.decrypting.key_size_bytes() {
+            return Err(invalid_input(
+                "RSA ciphertext length must equal the modulus length",
+            ));
+        }
+        let mut out = Zeroizing::new(vec![0u8; self.decrypting.key_size_bytes()]);
+        let len = OaepPrivateDecryptingKey::new(self.decrypting.clone())
+            .map_err(|_| CryptoError::Internal)?
+            .decrypt(oaep, ciphertext, &mut out, None)
+            .map_err(|_| CryptoError::DecryptionFailed)?
+            .len();
+        out.truncate(len);
+        Ok(out)
+    }
+
     pub(crate) fn sign(&self, alg: SignatureAlgorithm, digest: &[u8]) -> Result<Vec<u8>> {
         let encoding: &'static dyn RsaEncoding = match alg {
             SignatureAlgorithm::Rs256 => &signature::RSA_PKCS1_SHA256,
