@@ -1055,7 +1055,13 @@ impl Deployment {
                 versions.push((v.created, v.version));
             }
         }
-        versions.sort_by(|a, b| b.cmp(a));
+        // Newest first; creation times are whole seconds, so the current version leads its
+        // second (a rotation in the same second as the create is still ordered right).
+        versions.sort_by(|a, b| {
+            (b.0, b.1 == key.latest)
+                .cmp(&(a.0, a.1 == key.latest))
+                .then_with(|| b.1.cmp(&a.1))
+        });
         Ok((key.name, versions.into_iter().map(|(_, v)| v).collect()))
     }
 
