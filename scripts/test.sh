@@ -19,6 +19,26 @@ run cargo test --workspace --locked
 echo "== end-to-end: official Python and JavaScript SDKs"
 run tests/e2e/harness.sh
 
+echo "== fuzzing: the envelope header and segment parser, briefly (cargo-fuzz, nightly)"
+# The seed corpus runs on stable in the Rust tests above; this mutates it for FUZZ_SECONDS per
+# target. Without a nightly toolchain (or the registry, to install cargo-fuzz) it is skipped, said.
+fuzz_seconds=${FUZZ_SECONDS:-20}
+if [[ "$fuzz_seconds" != 0 ]] && cargo +nightly --version > /dev/null 2>&1; then
+  if [[ ! -x target/tools/bin/cargo-fuzz ]]; then
+    cargo install cargo-fuzz --locked --quiet --root target/tools
+  fi
+  fuzz_tmp=$(mktemp -d)
+  for t in parse_header decrypt_stream; do
+    mkdir -p "$fuzz_tmp/$t"
+    (cd crates/keyshift-envelope/fuzz && PATH="$PWD/../../../target/tools/bin:$PATH" \
+      cargo +nightly fuzz run "$t" "$fuzz_tmp/$t" "corpus/$t" -- -max_total_time="$fuzz_seconds" 2>&1 | tail -3)
+    echo "fuzz target $t: no crash in ${fuzz_seconds} s" | tee -a "$log"
+  done
+  rm -rf "$fuzz_tmp"
+else
+  echo "fuzzing skipped: no nightly toolchain (or FUZZ_SECONDS=0)"
+fi
+
 echo "== README tour"
 cargo build --release --locked -p keyshift-cli
 run scripts/readme-tour.sh
@@ -37,6 +57,7 @@ for line in re.findall(r"^=+ (.*) in [\d.]+s =+$", text, re.M):  # pytest
 passed += sum(int(n) for n in re.findall(r"^# pass (\d+)$", text, re.M))  # node --test
 failed += sum(int(n) for n in re.findall(r"^# fail (\d+)$", text, re.M))
 passed += len(re.findall(r"^README tour: passed$", text, re.M))
+passed += len(re.findall(r"^fuzz target \S+: no crash", text, re.M))
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
 PY
