@@ -61,13 +61,33 @@ pub enum EnvelopeError {
     InvalidInput(String),
     /// The KEK could not wrap or unwrap; a wrong KEK is `Kek(KekError::UnwrapFailed)`.
     #[error("key encryption key: {0}")]
-    Kek(#[from] KekError),
+    Kek(KekError),
     /// Reading the input or writing the output failed.
     #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// A failure inside the cryptographic layer that is not the input's fault.
     #[error("cryptographic failure: {0}")]
-    Crypto(#[from] keyshift_crypto::CryptoError),
+    Crypto(keyshift_crypto::CryptoError),
+}
+
+// The causes are part of each message, so they are not also reported as `source()`: a chain
+// printer (`{:#}` in anyhow) would say everything twice.
+impl From<KekError> for EnvelopeError {
+    fn from(e: KekError) -> Self {
+        EnvelopeError::Kek(e)
+    }
+}
+
+impl From<std::io::Error> for EnvelopeError {
+    fn from(e: std::io::Error) -> Self {
+        EnvelopeError::Io(e)
+    }
+}
+
+impl From<keyshift_crypto::CryptoError> for EnvelopeError {
+    fn from(e: keyshift_crypto::CryptoError) -> Self {
+        EnvelopeError::Crypto(e)
+    }
 }
 
 fn segment_message(index: u64, is_final: bool) -> String {
@@ -114,5 +134,29 @@ impl DecryptStreamError {
 impl From<DecryptStreamError> for EnvelopeError {
     fn from(err: DecryptStreamError) -> Self {
         err.error
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_said_once() {
+        let e = EnvelopeError::from(KekError::Unavailable("could not connect".into()));
+        let chain = format!("{:#}", anyhow_like(&e));
+        assert_eq!(chain.matches("could not connect").count(), 1, "{chain}");
+    }
+
+    /// What a chain printer shows: the message, then each source's.
+    fn anyhow_like(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut next = e.source();
+        while let Some(s) = next {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            next = s.source();
+        }
+        out
     }
 }
