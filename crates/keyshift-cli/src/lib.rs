@@ -2,6 +2,7 @@
 
 mod attestation_cmd;
 mod audit_cmd;
+mod byok_cmd;
 pub mod config;
 pub mod datadir;
 mod envelope_cmd;
@@ -52,6 +53,9 @@ enum Command {
     Encrypt(envelope_cmd::EncryptArgs),
     /// Decrypt what `keyshift encrypt` wrote.
     Decrypt(envelope_cmd::DecryptArgs),
+    /// Bring your own key: export a key-exchange key, wrap a key into a transfer blob.
+    #[command(subcommand)]
+    Byok(byok_cmd::ByokCommand),
     /// Show an envelope file's header without decrypting it.
     Inspect {
         /// The file, or `-` for standard input.
@@ -94,6 +98,7 @@ pub fn main() -> ExitCode {
             Command::Encrypt(args) => envelope_cmd::run_encrypt(&cli.common, args).await,
             Command::Decrypt(args) => envelope_cmd::run_decrypt(&cli.common, args).await,
             Command::Inspect { file } => envelope_cmd::run_inspect(&file),
+            Command::Byok(cmd) => byok_cmd::run(&cli.common, cmd).await,
             Command::Federation(cmd) => identity_cmd::run_federation(&cli.common, cmd).await,
             Command::Attestation(cmd) => attestation_cmd::run(&cli.common, cmd).await,
             Command::Attest(args) => attestation_cmd::run_attest(&args).await,

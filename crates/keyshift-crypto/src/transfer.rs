@@ -146,6 +146,26 @@ pub fn rsa_aes_key_wrap(public: &PublicKey, hash: OaepHash, plaintext: &[u8]) ->
     Ok(out)
 }
 
+/// [`rsa_aes_key_wrap`] for a public key given as X.509 SubjectPublicKeyInfo DER (the PEM a
+/// key-exchange key is exported as). Keys under 2048 bits are refused.
+pub fn rsa_aes_key_wrap_spki(spki_der: &[u8], hash: OaepHash, plaintext: &[u8]) -> Result<Vec<u8>> {
+    let key = PublicEncryptingKey::from_der(spki_der)
+        .map_err(|_| invalid_key("not an RSA public key (SubjectPublicKeyInfo DER)"))?;
+    if key.key_size_bits() < 2048 {
+        return Err(invalid_key("the RSA key is smaller than 2048 bits"));
+    }
+    let key = OaepPublicEncryptingKey::new(key).map_err(|_| CryptoError::Internal)?;
+    let ephemeral = Zeroizing::new(random_bytes(32)?);
+    let mut out = vec![0u8; key.ciphertext_size()];
+    let len = key
+        .encrypt(hash.algorithm(), &ephemeral, &mut out, None)
+        .map_err(|_| CryptoError::Internal)?
+        .len();
+    out.truncate(len);
+    out.extend_from_slice(&aes::kwp_wrap(&ephemeral, plaintext)?);
+    Ok(out)
+}
+
 /// The length of the DER SEQUENCE `der` starts with, header included (up to 64 KiB).
 fn der_sequence_len(der: &[u8]) -> Option<usize> {
     match der {
@@ -244,6 +264,31 @@ mod tests {
         assert_eq!(strip_wrap_padding(&long), &long[..]);
         assert_eq!(strip_wrap_padding(&[0x30]), &[0x30]);
         assert_eq!(strip_wrap_padding(&[]), &[] as &[u8]);
+    }
+
+    #[test]
+    fn wrapping_for_an_spki_public_key_opens_with_its_private_key() {
+        let kek = KeyMaterial::generate_rsa(2048).unwrap();
+        let spki = rsa_spki_der(&kek.public_key()).unwrap();
+        let target = KeyMaterial::generate_ec(crate::Curve::P256).unwrap();
+        let plain = target.transfer_plaintext();
+        for wrap in TransferWrap::ALL {
+            let blob = rsa_aes_key_wrap_spki(&spki, wrap.hash(), &plain).unwrap();
+            assert_eq!(blob.len(), 256 + plain.len().div_ceil(8) * 8 + 8);
+            let opened = kek.rsa_aes_key_unwrap(wrap.hash(), &blob).unwrap();
+            assert_eq!(opened.as_slice(), plain.as_slice());
+        }
+        // Not a public key, a truncated one, a 1024-bit RSA key: refused.
+        assert!(rsa_aes_key_wrap_spki(b"garbage", OaepHash::Sha1, &plain).is_err());
+        assert!(rsa_aes_key_wrap_spki(&spki[..spki.len() - 5], OaepHash::Sha1, &plain).is_err());
+        let mut n = vec![0xc5; 128];
+        n[127] |= 1;
+        let short = rsa_spki_der(&PublicKey::Rsa {
+            n,
+            e: vec![1, 0, 1],
+        })
+        .unwrap();
+        assert!(rsa_aes_key_wrap_spki(&short, OaepHash::Sha1, &plain).is_err());
     }
 
     #[test]
