@@ -86,27 +86,10 @@ impl Deployment {
             return Ok(hit);
         }
         let prefix = format!("{}/", vault.id);
-        let mut assignments = Vec::new();
-        let mut custom_roles = Vec::new();
-        for (namespace, is_role) in [(ns::ROLE_ASSIGNMENT, false), (ns::ROLE_DEFINITION, true)] {
-            let mut after: Option<String> = None;
-            loop {
-                let page = self
-                    .store
-                    .list(namespace, &prefix, after.as_deref(), 500)
-                    .await
-                    .map_err(store_error)?;
-                let Some(last) = page.last() else { break };
-                after = Some(last.key.clone());
-                for r in page {
-                    if is_role {
-                        custom_roles.push(from_json::<RoleDefinition>(&r.value)?);
-                    } else {
-                        assignments.push(from_json::<RoleAssignment>(&r.value)?);
-                    }
-                }
-            }
-        }
+        let assignments: Vec<RoleAssignment> =
+            self.list_all(ns::ROLE_ASSIGNMENT, &prefix).await?;
+        let custom_roles: Vec<RoleDefinition> =
+            self.list_all(ns::ROLE_DEFINITION, &prefix).await?;
         let access = VaultAccess {
             assignments: Arc::new(assignments),
             custom_roles: Arc::new(custom_roles),

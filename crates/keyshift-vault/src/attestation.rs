@@ -93,20 +93,6 @@ impl Deployment {
 
     /// Every trusted attestation authority, by URL.
     pub async fn attestation_authorities(&self) -> Result<Vec<TrustedIssuerRecord>> {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .list(ns::ATTESTATION_AUTHORITY, "", after.as_deref(), 200)
-                .await
-                .map_err(store_error)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for r in page {
-                all.push(from_json(&r.value)?);
-            }
-        }
-        Ok(all)
+        self.list_all(ns::ATTESTATION_AUTHORITY, "").await
     }
 }

@@ -1331,27 +1331,18 @@ impl Deployment {
         let mut out = Vec::new();
         for v in versions.1 {
             let prefix = format!("{}/{v}/", crate::naming::key_key(&vault.id, &key_name));
-            let mut usage = Vec::new();
-            let mut after: Option<String> = None;
-            loop {
-                let page = self
-                    .store
-                    .list(ns::KEY_USAGE, &prefix, after.as_deref(), 500)
-                    .await
-                    .map_err(store_error)?;
-                let Some(last) = page.last() else { break };
-                after = Some(last.key.clone());
-                for r in page {
-                    let u: UsageRecord = from_json(&r.value)?;
-                    usage.push(UsageEntry {
-                        principal: u.principal,
-                        operation: u.operation,
-                        count: u.count,
-                        first_used: u.first,
-                        last_used: u.last,
-                    });
-                }
-            }
+            let usage = self
+                .list_all::<UsageRecord>(ns::KEY_USAGE, &prefix)
+                .await?
+                .into_iter()
+                .map(|u| UsageEntry {
+                    principal: u.principal,
+                    operation: u.operation,
+                    count: u.count,
+                    first_used: u.first,
+                    last_used: u.last,
+                })
+                .collect();
             out.push(VersionUsage {
                 kid: format!("{}/keys/{key_name}/{v}", ctx.base_url),
                 usage,

@@ -284,22 +284,38 @@ impl Deployment {
         &self.clock
     }
 
-    /// Reloads the vault list from the store (another process may have changed it).
-    pub async fn refresh_vaults(&self) -> Result<Vec<Arc<VaultRecord>>> {
+    /// Every record of `ns` whose key starts with `prefix`, parsed, in key order (read a page at
+    /// a time).
+    pub(crate) async fn list_all<T: serde::de::DeserializeOwned>(
+        &self,
+        ns: &'static str,
+        prefix: &str,
+    ) -> Result<Vec<T>> {
         let mut all = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let page = self
                 .store
-                .list(ns::VAULT, "", after.as_deref(), 200)
+                .list(ns, prefix, after.as_deref(), 200)
                 .await
                 .map_err(store_error)?;
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
-            for r in &page {
-                all.push(Arc::new(from_json::<VaultRecord>(&r.value)?));
+            for r in page {
+                all.push(from_json(&r.value)?);
             }
         }
+        Ok(all)
+    }
+
+    /// Reloads the vault list from the store (another process may have changed it).
+    pub async fn refresh_vaults(&self) -> Result<Vec<Arc<VaultRecord>>> {
+        let all: Vec<Arc<VaultRecord>> = self
+            .list_all::<VaultRecord>(ns::VAULT, "")
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let map = all
             .iter()
             .map(|v| (v.name.to_ascii_lowercase(), v.clone()))
@@ -692,21 +708,7 @@ impl Deployment {
 
     /// Every principal.
     pub async fn principals(&self) -> Result<Vec<PrincipalRecord>> {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .list(ns::PRINCIPAL, "", after.as_deref(), 200)
-                .await
-                .map_err(store_error)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for r in page {
-                all.push(from_json(&r.value)?);
-            }
-        }
-        Ok(all)
+        self.list_all(ns::PRINCIPAL, "").await
     }
 
     /// Enables or disables a principal. A disabled principal gets no tokens, and the tokens it

@@ -193,21 +193,7 @@ impl Deployment {
 
     /// Every trusted issuer, by URL.
     pub async fn trusted_issuers(&self) -> Result<Vec<TrustedIssuerRecord>> {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .list(ns::TRUSTED_ISSUER, "", after.as_deref(), 200)
-                .await
-                .map_err(store_error)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for r in page {
-                all.push(from_json(&r.value)?);
-            }
-        }
-        Ok(all)
+        self.list_all(ns::TRUSTED_ISSUER, "").await
     }
 
     /// Adds a federated credential to a principal. Its issuer must be trusted already.

@@ -1040,21 +1040,12 @@ impl Deployment {
         }
         let (key, _) = self.require_key(vault, name).await?;
         let prefix = format!("{}/", key_key(&vault.id, &key.name));
-        let mut versions = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .list(ns::KEY_VERSION, &prefix, after.as_deref(), 200)
-                .await
-                .map_err(store_error)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for r in page {
-                let v: VersionRecord = from_json(&r.value)?;
-                versions.push((v.created, v.version));
-            }
-        }
+        let mut versions: Vec<(i64, String)> = self
+            .list_all::<VersionRecord>(ns::KEY_VERSION, &prefix)
+            .await?
+            .into_iter()
+            .map(|v| (v.created, v.version))
+            .collect();
         // Newest first; creation times are whole seconds, so the current version leads its
         // second (a rotation in the same second as the create is still ordered right).
         versions.sort_by(|a, b| {
