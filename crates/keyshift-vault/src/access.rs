@@ -86,10 +86,8 @@ impl Deployment {
             return Ok(hit);
         }
         let prefix = format!("{}/", vault.id);
-        let assignments: Vec<RoleAssignment> =
-            self.list_all(ns::ROLE_ASSIGNMENT, &prefix).await?;
-        let custom_roles: Vec<RoleDefinition> =
-            self.list_all(ns::ROLE_DEFINITION, &prefix).await?;
+        let assignments: Vec<RoleAssignment> = self.list_all(ns::ROLE_ASSIGNMENT, &prefix).await?;
+        let custom_roles: Vec<RoleDefinition> = self.list_all(ns::ROLE_DEFINITION, &prefix).await?;
         let access = VaultAccess {
             assignments: Arc::new(assignments),
             custom_roles: Arc::new(custom_roles),
@@ -143,14 +141,13 @@ impl Deployment {
             role_definition_id: definition.id,
             principal_id: principal_id.to_owned(),
         };
-        let mut ops = vec![Op::Put {
+        let ops = vec![Op::Put {
             ns: ns::ROLE_ASSIGNMENT,
             key: format!("{}/{}", vault.id, assignment.name),
             value: to_json(&assignment)?,
             expect: Expect::Absent,
         }];
-        ctx.mark(&mut ops)?;
-        self.store.commit(ops).await.map_err(|e| match e {
+        self.commit_as(ctx, ops).await.map_err(|e| match e {
             keyshift_store::StoreError::Conflict { .. } => ApiError::conflict(format!(
                 "A role assignment named {} exists already.",
                 assignment.name
@@ -190,13 +187,12 @@ impl Deployment {
                 )
             })?;
         let assignment: RoleAssignment = from_json(&record.value)?;
-        let mut ops = vec![Op::Delete {
+        let ops = vec![Op::Delete {
             ns: ns::ROLE_ASSIGNMENT,
             key,
             expect: Expect::Revision(record.revision),
         }];
-        ctx.mark(&mut ops)?;
-        self.store.commit(ops).await.map_err(store_error)?;
+        self.commit_as(ctx, ops).await.map_err(store_error)?;
         self.assignments.invalidate(&vault.id);
         Ok(assignment)
     }
@@ -486,14 +482,13 @@ impl Deployment {
         if definition.assignable_scopes.is_empty() {
             definition.assignable_scopes = vec!["/".into()];
         }
-        let mut ops = vec![Op::Put {
+        let ops = vec![Op::Put {
             ns: ns::ROLE_DEFINITION,
             key: format!("{}/{}", vault.id, definition.id),
             value: to_json(&definition)?,
             expect: Expect::Any,
         }];
-        ctx.mark(&mut ops)?;
-        self.store.commit(ops).await.map_err(store_error)?;
+        self.commit_as(ctx, ops).await.map_err(store_error)?;
         self.assignments.invalidate(&vault.id);
         Ok(definition)
     }
@@ -539,13 +534,12 @@ impl Deployment {
                 "The role definition is assigned; remove its assignments first.",
             ));
         }
-        let mut ops = vec![Op::Delete {
+        let ops = vec![Op::Delete {
             ns: ns::ROLE_DEFINITION,
             key,
             expect: Expect::Revision(record.revision),
         }];
-        ctx.mark(&mut ops)?;
-        self.store.commit(ops).await.map_err(store_error)?;
+        self.commit_as(ctx, ops).await.map_err(store_error)?;
         self.assignments.invalidate(&vault.id);
         Ok(definition)
     }

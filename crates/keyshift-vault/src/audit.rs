@@ -396,6 +396,20 @@ impl Trace {
     }
 }
 
+impl Deployment {
+    /// Commits a request's change together with the pending copy of its audit event (see the
+    /// module), so that no committed change can lack its event.
+    pub(crate) async fn commit_as(
+        &self,
+        ctx: &RequestContext,
+        mut ops: Vec<Op>,
+    ) -> std::result::Result<(), StoreError> {
+        ctx.mark(&mut ops)
+            .map_err(|e| StoreError::Backend(format!("audit event: {}", e.message)))?;
+        self.store.commit(ops).await
+    }
+}
+
 impl RequestContext {
     /// This context, with its request traced for the audit log.
     pub fn with_trace(mut self, trace: Arc<Trace>) -> Self {

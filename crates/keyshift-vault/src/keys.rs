@@ -716,8 +716,7 @@ impl Deployment {
                     });
                 }
             }
-            ctx.mark(&mut ops)?;
-            match self.store.commit(ops).await {
+            match self.commit_as(ctx, ops).await {
                 Ok(()) => {
                     self.cache.invalidate(&kk);
                     ctx.note_version(&key_name, &record.version);
@@ -1121,7 +1120,7 @@ impl Deployment {
                 expect: Expect::Revision(revision),
             };
             let kk = key_key(&vault.id, &key.name);
-            let mut ops = vec![
+            let ops = vec![
                 op,
                 // The key must still be live (not deleted meanwhile) when a version changes.
                 Op::Check {
@@ -1130,8 +1129,7 @@ impl Deployment {
                     expect: Expect::Revision(key_revision),
                 },
             ];
-            ctx.mark(&mut ops)?;
-            match self.store.commit(ops).await {
+            match self.commit_as(ctx, ops).await {
                 Ok(()) => {
                     self.cache.invalidate(&kk);
                     return Ok(self.bundle(ctx, vault, &key.name, &record));
@@ -1272,7 +1270,7 @@ impl Deployment {
                 scheduled_purge_date: now + i64::from(vault.retention_days) * 86_400,
             });
             let kk = key_key(&vault.id, &key.name);
-            let mut ops = vec![
+            let ops = vec![
                 Op::Delete {
                     ns: ns::KEY,
                     key: kk.clone(),
@@ -1285,8 +1283,7 @@ impl Deployment {
                     expect: Expect::Absent,
                 },
             ];
-            ctx.mark(&mut ops)?;
-            match self.store.commit(ops).await {
+            match self.commit_as(ctx, ops).await {
                 Ok(()) => {
                     self.cache.invalidate(&kk);
                     return Ok(self.deleted_bundle(ctx, vault, &key, &latest));
@@ -1394,7 +1391,7 @@ impl Deployment {
         let (mut key, revision) = self.require_deleted(vault, name).await?;
         key.deleted = None;
         let kk = key_key(&vault.id, &key.name);
-        let mut ops = vec![
+        let ops = vec![
             Op::Delete {
                 ns: ns::DELETED_KEY,
                 key: kk.clone(),
@@ -1407,8 +1404,7 @@ impl Deployment {
                 expect: Expect::Absent,
             },
         ];
-        ctx.mark(&mut ops)?;
-        self.store.commit(ops).await.map_err(|e| match e {
+        self.commit_as(ctx, ops).await.map_err(|e| match e {
             StoreError::Conflict { .. } => ApiError::conflict(format!(
                 "There was a conflict while recovering the soft-deleted key {}; retry.",
                 key.name
@@ -1473,8 +1469,7 @@ impl Deployment {
                 expect: Expect::Any,
             }));
         }
-        ctx.mark(&mut ops)?;
-        self.store.commit(ops).await.map_err(|e| match e {
+        self.commit_as(ctx, ops).await.map_err(|e| match e {
             StoreError::Conflict { .. } => ApiError::conflict(format!(
                 "Key {} changed while it was being purged; retry.",
                 key.name
@@ -1646,8 +1641,7 @@ impl Deployment {
                 latest_record = Some(record);
             }
         }
-        ctx.mark(&mut ops)?;
-        self.store.commit(ops).await.map_err(|e| match e {
+        self.commit_as(ctx, ops).await.map_err(|e| match e {
             StoreError::Conflict { .. } => ApiError::conflict(format!(
                 "There was a conflict restoring the key {}: a key with this name exists, live or soft-deleted.",
                 payload.name
@@ -1751,14 +1745,13 @@ impl Deployment {
             attrs.updated = Some(now);
             key.rotation_policy = Some(stored.clone());
             let kk = key_key(&vault.id, &key.name);
-            let mut ops = vec![Op::Put {
+            let ops = vec![Op::Put {
                 ns: ns::KEY,
                 key: kk,
                 value: to_json(&key)?,
                 expect: Expect::Revision(revision),
             }];
-            ctx.mark(&mut ops)?;
-            match self.store.commit(ops).await {
+            match self.commit_as(ctx, ops).await {
                 Ok(()) => {
                     stored.id = Some(format!("{}/keys/{}/rotationpolicy", ctx.base_url, key.name));
                     return Ok(stored);
