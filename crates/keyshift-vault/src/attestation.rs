@@ -6,13 +6,11 @@
 //! An authority is stored under its URL without a trailing `/` (Azure's tokens and policies
 //! differ on it), and a token's `iss` is looked up the same way.
 
-use crate::deployment::{from_json, store_error, to_json};
-use crate::federation::{check_https_url, check_source, normalize_algorithms};
+use crate::federation::check_https_url;
 use crate::records::{ns, JwksSource, TrustedIssuerRecord};
 use crate::release_policy::normalize_authority;
 use crate::{Deployment, Result};
 use keyshift_api::{ApiError, ErrorCode};
-use keyshift_store::{Expect, Op};
 
 impl Deployment {
     /// Trusts an attestation authority (or replaces how it is trusted). `algorithms` empty means
@@ -24,53 +22,24 @@ impl Deployment {
         algorithms: &[String],
     ) -> Result<TrustedIssuerRecord> {
         check_https_url("attestation authority", issuer)?;
-        check_source(&jwks)?;
         let issuer = normalize_authority(issuer);
-        let record = TrustedIssuerRecord {
-            issuer: issuer.to_owned(),
-            jwks,
-            algorithms: normalize_algorithms(algorithms)?,
-            updated: self.clock.now(),
-        };
-        self.store
-            .commit(vec![Op::Put {
-                ns: ns::ATTESTATION_AUTHORITY,
-                key: issuer.to_owned(),
-                value: to_json(&record)?,
-                expect: Expect::Any,
-            }])
+        self.put_trusted(ns::ATTESTATION_AUTHORITY, issuer, jwks, algorithms)
             .await
-            .map_err(store_error)?;
-        Ok(record)
     }
 
     /// Stops trusting an attestation authority: releases vouched for by it are refused at once.
     pub async fn untrust_attestation_authority(&self, issuer: &str) -> Result<TrustedIssuerRecord> {
         let key = normalize_authority(issuer);
-        let r = self
-            .store
-            .get(ns::ATTESTATION_AUTHORITY, key)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NotFound,
-                    format!(
-                        "Attestation authority '{}' is not trusted.",
-                        crate::naming::printable(issuer)
-                    ),
-                )
-            })?;
-        let record = from_json(&r.value)?;
-        self.store
-            .commit(vec![Op::Delete {
-                ns: ns::ATTESTATION_AUTHORITY,
-                key: key.to_owned(),
-                expect: Expect::Revision(r.revision),
-            }])
-            .await
-            .map_err(store_error)?;
-        Ok(record)
+        self.remove_trusted(ns::ATTESTATION_AUTHORITY, key, || {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "Attestation authority '{}' is not trusted.",
+                    crate::naming::printable(issuer)
+                ),
+            )
+        })
+        .await
     }
 
     /// The trusted authority a token's `iss` names, read from the store (so a change made by
@@ -80,15 +49,7 @@ impl Deployment {
         if key.is_empty() || key.len() > 2048 {
             return Ok(None);
         }
-        match self
-            .store
-            .get(ns::ATTESTATION_AUTHORITY, key)
-            .await
-            .map_err(store_error)?
-        {
-            Some(r) => Ok(Some(from_json(&r.value)?)),
-            None => Ok(None),
-        }
+        self.get_trusted(ns::ATTESTATION_AUTHORITY, key).await
     }
 
     /// Every trusted attestation authority, by URL.

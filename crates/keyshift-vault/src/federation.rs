@@ -134,6 +134,19 @@ impl Deployment {
         algorithms: &[String],
     ) -> Result<TrustedIssuerRecord> {
         check_https_url("issuer", issuer)?;
+        self.put_trusted(ns::TRUSTED_ISSUER, issuer, jwks, algorithms)
+            .await
+    }
+
+    /// Stores how an issuer of `namespace` (federation issuers, attestation authorities) is
+    /// trusted, under `issuer`.
+    pub(crate) async fn put_trusted(
+        &self,
+        namespace: &'static str,
+        issuer: &str,
+        jwks: JwksSource,
+        algorithms: &[String],
+    ) -> Result<TrustedIssuerRecord> {
         check_source(&jwks)?;
         let record = TrustedIssuerRecord {
             issuer: issuer.to_owned(),
@@ -143,7 +156,7 @@ impl Deployment {
         };
         self.store
             .commit(vec![Op::Put {
-                ns: ns::TRUSTED_ISSUER,
+                ns: namespace,
                 key: issuer.to_owned(),
                 value: to_json(&record)?,
                 expect: Expect::Any,
@@ -153,19 +166,23 @@ impl Deployment {
         Ok(record)
     }
 
-    /// Stops trusting an issuer. Federated credentials naming it stay, inert, until it is trusted
-    /// again or they are removed.
-    pub async fn untrust_issuer(&self, issuer: &str) -> Result<TrustedIssuerRecord> {
+    /// Removes the issuer of `namespace` stored under `issuer`; `missing` when there is none.
+    pub(crate) async fn remove_trusted(
+        &self,
+        namespace: &'static str,
+        issuer: &str,
+        missing: impl FnOnce() -> ApiError,
+    ) -> Result<TrustedIssuerRecord> {
         let r = self
             .store
-            .get(ns::TRUSTED_ISSUER, issuer)
+            .get(namespace, issuer)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| not_trusted(issuer))?;
+            .ok_or_else(missing)?;
         let record = from_json(&r.value)?;
         self.store
             .commit(vec![Op::Delete {
-                ns: ns::TRUSTED_ISSUER,
+                ns: namespace,
                 key: issuer.to_owned(),
                 expect: Expect::Revision(r.revision),
             }])
@@ -174,21 +191,37 @@ impl Deployment {
         Ok(record)
     }
 
-    /// The trusted issuer with exactly this URL, read from the store (so a change made by another
-    /// process counts at once).
-    pub async fn trusted_issuer(&self, issuer: &str) -> Result<Option<TrustedIssuerRecord>> {
-        if issuer.is_empty() || issuer.len() > MAX_URL_LEN {
-            return Ok(None);
-        }
+    /// The issuer of `namespace` stored under `issuer`, if any.
+    pub(crate) async fn get_trusted(
+        &self,
+        namespace: &'static str,
+        issuer: &str,
+    ) -> Result<Option<TrustedIssuerRecord>> {
         match self
             .store
-            .get(ns::TRUSTED_ISSUER, issuer)
+            .get(namespace, issuer)
             .await
             .map_err(store_error)?
         {
             Some(r) => Ok(Some(from_json(&r.value)?)),
             None => Ok(None),
         }
+    }
+
+    /// Stops trusting an issuer. Federated credentials naming it stay, inert, until it is trusted
+    /// again or they are removed.
+    pub async fn untrust_issuer(&self, issuer: &str) -> Result<TrustedIssuerRecord> {
+        self.remove_trusted(ns::TRUSTED_ISSUER, issuer, || not_trusted(issuer))
+            .await
+    }
+
+    /// The trusted issuer with exactly this URL, read from the store (so a change made by another
+    /// process counts at once).
+    pub async fn trusted_issuer(&self, issuer: &str) -> Result<Option<TrustedIssuerRecord>> {
+        if issuer.is_empty() || issuer.len() > MAX_URL_LEN {
+            return Ok(None);
+        }
+        self.get_trusted(ns::TRUSTED_ISSUER, issuer).await
     }
 
     /// Every trusted issuer, by URL.
