@@ -340,7 +340,10 @@ pub struct ClientAddr(pub std::net::SocketAddr);
 
 /// What the audit event of a request needs that is known before it is understood.
 struct Arrival {
-    vault: Option<Arc<VaultRecord>>,
+    /// The Host (or `:authority`) the client used, if it is a valid one.
+    authority: Option<String>,
+    /// The vault it names; the error is the request's answer once it is authenticated.
+    vault: Result<Arc<VaultRecord>, ApiError>,
     time_ms: i64,
     request_id: String,
     client: String,
@@ -349,10 +352,13 @@ struct Arrival {
 
 impl Arrival {
     fn new(app: &App, listener: &ListenerInfo, req: &Request) -> Self {
-        let vault = authority(req)
-            .filter(|a| valid_authority(a))
-            .and_then(|a| app.vault_for(listener, &a).ok());
+        let authority = authority(req).filter(|a| valid_authority(a));
+        let vault = match &authority {
+            Some(a) => app.vault_for(listener, a),
+            None => Err(ApiError::bad_parameter("The request has no valid Host.")),
+        };
         Arrival {
+            authority,
             vault,
             time_ms: app.deployment.clock().now_millis(),
             request_id: request_id(),
@@ -383,7 +389,7 @@ impl Arrival {
         operation: &str,
         key: (Option<&str>, Option<&str>),
     ) -> Option<Arc<Trace>> {
-        let vault = self.vault.as_ref()?;
+        let vault = self.vault.as_ref().ok()?;
         let mut draft = AuditEvent::draft(
             self.time_ms,
             self.request_id.clone(),
@@ -450,7 +456,7 @@ async fn api(
 ) -> Response {
     let started = std::time::Instant::now();
     let arrival = Arrival::new(&app, &listener, &req);
-    let (mut response, trace) = answer(&app, &listener, &arrival, req).await;
+    let (mut response, trace) = answer(&app, &arrival, req).await;
     if let Some(trace) = trace {
         let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         if let Err(e) = app
@@ -467,12 +473,7 @@ async fn api(
     response
 }
 
-async fn answer(
-    app: &App,
-    listener: &ListenerInfo,
-    arrival: &Arrival,
-    req: Request,
-) -> (Response, Option<Arc<Trace>>) {
+async fn answer(app: &App, arrival: &Arrival, req: Request) -> (Response, Option<Arc<Trace>>) {
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -534,15 +535,12 @@ async fn answer(
         }
         Some(_) => {}
     }
-    let Some(authority) = authority(&req).filter(|a| valid_authority(a)) else {
-        return (
-            error_response(&ApiError::bad_parameter("The request has no valid Host.")),
-            trace,
-        );
-    };
-    let vault = match app.vault_for(listener, &authority) {
-        Ok(v) => v,
-        Err(e) => return (error_response(&e), trace),
+    let (Some(authority), Ok(vault)) = (&arrival.authority, &arrival.vault) else {
+        let e = match &arrival.vault {
+            Err(e) => e.clone(),
+            Ok(_) => ApiError::bad_parameter("The request has no valid Host."),
+        };
+        return (error_response(&e), trace);
     };
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
@@ -554,9 +552,9 @@ async fn answer(
         ctx = ctx.with_trace(t.clone());
     }
     let result = match route {
-        Call::Keys(route) => dispatch(app, &ctx, &vault, route, &query, &body).await,
+        Call::Keys(route) => dispatch(app, &ctx, vault, route, &query, &body).await,
         Call::Rbac(route) => {
-            crate::rbac_api::dispatch(&app.deployment, &ctx, &vault, route, &query, &body).await
+            crate::rbac_api::dispatch(&app.deployment, &ctx, vault, route, &query, &body).await
         }
     };
     let response = match result {
