@@ -8,7 +8,7 @@
 //! Durability is group commit: one writer task appends the events of all requests that arrived
 //! while the previous batch was being written in one store transaction (one fsync), and each
 //! response waits for its batch. A request that changes the store also writes a *pending* copy
-//! of its event in the same transaction as the change ([`Deployment::commit_as`]): should the
+//! of its event in the same transaction as the change (`Deployment::commit_as`): should the
 //! process die between that change and the event, the pending copy is chained at the next start
 //! with status 0. So no acknowledged operation is without its event, and no committed change is.
 //!
