@@ -7,6 +7,7 @@ pub mod config;
 pub mod datadir;
 mod envelope_cmd;
 mod identity_cmd;
+mod migrate_cmd;
 pub mod serve;
 mod vault_cmd;
 
@@ -70,6 +71,12 @@ enum Command {
     /// Development tools for secure key release: `--insecure-test-authority` runs a local
     /// attestation authority that signs anything.
     Attest(attestation_cmd::AttestArgs),
+    /// Key workload migration campaigns: plan, apply, resume, status, verify, retire.
+    #[command(subcommand)]
+    Migrate(migrate_cmd::MigrateCommand),
+    /// Rekey envelope files in place: decrypt with the old keys, encrypt with new data keys under
+    /// a new KEK or keyring.
+    Rekey(migrate_cmd::RekeyArgs),
 }
 
 /// Entry point of the binary.
@@ -102,6 +109,8 @@ pub fn main() -> ExitCode {
             Command::Federation(cmd) => identity_cmd::run_federation(&cli.common, cmd).await,
             Command::Attestation(cmd) => attestation_cmd::run(&cli.common, cmd).await,
             Command::Attest(args) => attestation_cmd::run_attest(&args).await,
+            Command::Migrate(cmd) => migrate_cmd::run(&cli.common, cmd).await,
+            Command::Rekey(args) => migrate_cmd::run_rekey(&cli.common, args).await,
         }
     });
     match result {

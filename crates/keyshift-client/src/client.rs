@@ -215,6 +215,17 @@ impl KeyClient {
     /// Sends `call` with a bearer token, discovering the scope and re-authenticating once on a
     /// challenge, and returns the body of a 2xx answer.
     pub(crate) async fn execute(&self, call: &Call<'_>) -> Result<Vec<u8>, ClientError> {
+        self.execute_with_request_id(call)
+            .await
+            .map(|(body, _)| body)
+    }
+
+    /// [`Self::execute`], also returning the service's `x-ms-request-id` (Keyshift's audit event
+    /// id for the request).
+    pub(crate) async fn execute_with_request_id(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<(Vec<u8>, Option<String>), ClientError> {
         let mut reauthenticated = false;
         loop {
             let token = self.bearer(call).await?;
@@ -228,7 +239,12 @@ impl KeyClient {
                 }
             }
             if (200..300).contains(&reply.status) {
-                return Ok(reply.body);
+                let request_id = reply
+                    .headers
+                    .get("x-ms-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                return Ok((reply.body, request_id));
             }
             return Err(ClientError::from_response(reply.status, &reply.body));
         }

@@ -8,8 +8,9 @@ use keyshift_api::b64;
 use keyshift_api::keys::{
     BackupBlob, DeletedKeyBundle, KeyBundle, KeyCreateParameters, KeyImportParameters, KeyItem,
     KeyOperationResult, KeyOperationsParameters, KeySignParameters, KeyUpdateParameters,
-    KeyVerifyParameters, KeyVerifyResult, ListResult, RandomBytes,
+    KeyVerifyParameters, KeyVerifyResult, ListResult, RandomBytes, RewrapParameters, RewrapResult,
 };
+use keyshift_api::rbac::{RoleAssignment, RoleDefinition};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -404,6 +405,102 @@ impl KeyClient {
         self.call("key_usage", Method::GET, vault, url, None, Safe)
             .await
     }
+    /// Keyshift extension: moves up to 1,000 wrapped keys (or ciphertexts) from the key `source`
+    /// to `parameters.target` without the plaintext leaving the server
+    /// (`POST /keys/{name}[/{version}]/rewrap`, see `docs/api-extensions.md`). Item failures are
+    /// per item, in the result. Retried on throttling: it changes no state.
+    /// Also returns the service's request id: the audit event that records the batch.
+    pub async fn rewrap(
+        &self,
+        source: &Kid,
+        parameters: &RewrapParameters,
+    ) -> Result<(RewrapResult, Option<String>), ClientError> {
+        let url = self.url(&source.vault_url, &format!("{}/rewrap", source.path()), &[])?;
+        let call = Call {
+            what: "rewrap",
+            method: Method::POST,
+            vault: &source.vault_url,
+            url,
+            body: Some(json(parameters)?),
+            idempotency: Safe,
+        };
+        let (bytes, request_id) = self.execute_with_request_id(&call).await?;
+        let bytes = Zeroizing::new(bytes);
+        let result = serde_json::from_slice(&bytes).map_err(|e| {
+            ClientError::invalid_response(format!(
+                "rewrap: the answer is not the expected JSON ({e})"
+            ))
+            .with_status(200)
+        })?;
+        Ok((result, request_id))
+    }
+
+    /// Role assignments at `scope` (`/`, `/keys` or `/keys/{name}`) and below it.
+    pub async fn list_role_assignments(
+        &self,
+        vault: &VaultUrl,
+        scope: &str,
+    ) -> Result<Vec<RoleAssignment>, ClientError> {
+        let url = self.url(vault, &rbac_path(scope, "roleAssignments"), &[])?;
+        let list: RbacList<RoleAssignment> = self
+            .call("list_role_assignments", Method::GET, vault, url, None, Safe)
+            .await?;
+        Ok(list.value)
+    }
+
+    /// Role definitions (built-in and custom) of a vault.
+    pub async fn list_role_definitions(
+        &self,
+        vault: &VaultUrl,
+    ) -> Result<Vec<RoleDefinition>, ClientError> {
+        let url = self.url(vault, &rbac_path("/", "roleDefinitions"), &[])?;
+        let list: RbacList<RoleDefinition> = self
+            .call("list_role_definitions", Method::GET, vault, url, None, Safe)
+            .await?;
+        Ok(list.value)
+    }
+
+    /// Creates the role assignment `name` (a GUID): `role_definition_id` (full id or GUID) for
+    /// `principal_id` at `scope`. Naming the assignment makes it safe to retry.
+    pub async fn put_role_assignment(
+        &self,
+        vault: &VaultUrl,
+        scope: &str,
+        name: &str,
+        role_definition_id: &str,
+        principal_id: &str,
+    ) -> Result<RoleAssignment, ClientError> {
+        let url = self.url(
+            vault,
+            &format!("{}/{name}", rbac_path(scope, "roleAssignments")),
+            &[],
+        )?;
+        let body = json(&serde_json::json!({"properties": {
+            "roleDefinitionId": role_definition_id, "principalId": principal_id}}))?;
+        self.call(
+            "put_role_assignment",
+            Method::PUT,
+            vault,
+            url,
+            Some(body),
+            Safe,
+        )
+        .await
+    }
+}
+
+#[derive(Deserialize)]
+struct RbacList<T> {
+    value: Vec<T>,
+}
+
+/// `/{scope}/providers/Microsoft.Authorization/{collection}`, with the scope unencoded as the
+/// SDKs send it (`/` becomes `//providers/...`).
+fn rbac_path(scope: &str, collection: &str) -> String {
+    format!(
+        "/{}/providers/Microsoft.Authorization/{collection}",
+        scope.trim_start_matches('/')
+    )
 }
 
 fn operation(alg: &str, value: &[u8]) -> KeyOperationsParameters {

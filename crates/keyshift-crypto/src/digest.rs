@@ -14,6 +14,36 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     hash(&digest::SHA256, data)
 }
 
+/// SHA-256 over data given in pieces.
+#[derive(Clone)]
+pub struct Sha256Stream(digest::Context);
+
+impl std::fmt::Debug for Sha256Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sha256Stream")
+    }
+}
+
+impl Default for Sha256Stream {
+    fn default() -> Self {
+        Sha256Stream(digest::Context::new(&digest::SHA256))
+    }
+}
+
+impl Sha256Stream {
+    /// Adds `data`.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The hash of everything added.
+    pub fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+}
+
 /// SHA-1 of `data`: only for certificate thumbprints (`x5t`), never for security decisions on
 /// its own.
 pub fn sha1(data: &[u8]) -> [u8; 20] {
@@ -46,6 +76,17 @@ pub fn hmac_sha256_verify(key: &[u8], data: &[u8], tag: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_sha256_equals_one_shot() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let mut s = Sha256Stream::default();
+        for piece in data.chunks(777) {
+            s.update(piece);
+        }
+        assert_eq!(s.finish(), sha256(&data));
+        assert_ne!(Sha256Stream::default().finish(), sha256(b"x"));
+    }
 
     #[test]
     fn hmac_known_answer_and_refusals() {

@@ -83,7 +83,7 @@ pub use keyring::{Keyring, MasterKey, KEYRING_VERSION, MASTER_KEY_ID_LEN, MASTER
 pub use remote::RemoteKek;
 #[doc(hidden)]
 pub use stream::FileRandomness;
-pub use stream::{Decryptor, Encryptor};
+pub use stream::{check_data_key, Decryptor, Encryptor};
 
 // Keys and decryptors are shared between tasks.
 const _: () = {

@@ -286,6 +286,27 @@ fn invalid_size(err: EnvelopeError) -> EnvelopeError {
     }
 }
 
+/// Checks that a 2-level header's data key unwraps with `kek` and authenticates the header (its
+/// MAC), without the context: what a migration checks after rewrapping a file's key slot, when it
+/// does not know the files' context. A wrong KEK is `Kek(KekError::UnwrapFailed)`, a data key that
+/// is not the file's is `HeaderTampered`.
+pub async fn check_data_key(header: &Header, kek: &dyn Kek) -> Result<()> {
+    let Some(wrapped) = header.wrapped_key() else {
+        return Err(EnvelopeError::InvalidInput(
+            "the file is 3-level: its master key is in a keyring".into(),
+        ));
+    };
+    let data_key = kek.unwrap(wrapped).await?;
+    let mut mac_key = Zeroizing::new([0u8; 32]);
+    hkdf_sha256(&data_key, header.salt(), INFO_HEADER, mac_key.as_mut())?;
+    let mac: [u8; MAC_LEN] = hmac_sha256(mac_key.as_ref(), header.authenticated());
+    if keyshift_crypto::constant_time_eq(&mac, header.mac()) {
+        Ok(())
+    } else {
+        Err(EnvelopeError::HeaderTampered)
+    }
+}
+
 /// Decrypts one file whose header authenticated under the caller's keys and context.
 #[derive(Debug)]
 pub struct Decryptor {
