@@ -61,6 +61,41 @@ enum Command {
         #[arg(long)]
         server_pid: Option<u32>,
     },
+    /// Writes a JSON-lines list of COUNT data keys wrapped locally (A256KW) under the 32-byte key
+    /// in K_HEX, as if by the vault key KID (import K as an oct-HSM key first).
+    GenWrappedKeys {
+        /// The wrapping key, 64 hex digits.
+        #[arg(long)]
+        k_hex: String,
+        /// The vault key's versioned kid the lines name.
+        #[arg(long)]
+        kid: String,
+        /// Lines.
+        #[arg(long)]
+        count: u64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The naive migration path over the first COUNT lines of FILE: one unwrapkey and one
+    /// wrapkey request per item, CONCURRENCY in flight; prints items per second.
+    NaiveRewrap {
+        /// The server's admin.json.
+        #[arg(long)]
+        admin: PathBuf,
+        /// A list written by gen-wrapped-keys.
+        #[arg(long)]
+        file: PathBuf,
+        /// The target key's kid.
+        #[arg(long)]
+        target: String,
+        /// Items.
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        /// Items in flight.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     /// Waits until `GET /health` answers 200.
     Wait {
         /// The server's admin.json.
@@ -164,6 +199,39 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(e) = &report.first_error {
                 eprintln!("first error: {e}");
             }
+            Ok(())
+        }
+        Command::GenWrappedKeys {
+            k_hex,
+            kid,
+            count,
+            out,
+        } => {
+            let k: Vec<u8> = (0..k_hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(k_hex.get(i..i + 2).unwrap_or("zz"), 16))
+                .collect::<Result<_, _>>()
+                .context("--k-hex must be hex")?;
+            if k.len() != 32 {
+                bail!("--k-hex must be 32 bytes");
+            }
+            keyshift_bench::migrate::generate(&k, &kid, count, &out)
+        }
+        Command::NaiveRewrap {
+            admin,
+            file,
+            target,
+            count,
+            concurrency,
+        } => {
+            let rate = runtime(cores())?.block_on(keyshift_bench::migrate::naive(
+                &admin,
+                &file,
+                &target,
+                count,
+                concurrency,
+            ))?;
+            println!("naive path: {rate:.0} items/s ({count} items, {concurrency} in flight)");
             Ok(())
         }
         Command::Wait { admin, timeout } => {

@@ -12,6 +12,7 @@ pub mod client;
 pub mod cpu;
 pub mod latency;
 pub mod load;
+pub mod migrate;
 pub mod raw;
 
 /// The API version every request names.

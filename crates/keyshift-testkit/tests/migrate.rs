@@ -624,7 +624,13 @@ async fn software_key_moves_to_an_hsm_key_in_a_managed_hsm() {
             .await
             .unwrap();
     }
-    let source = create(&s, &s.url(), "soft", json!({"kty": "RSA", "key_size": 2048})).await;
+    let source = create(
+        &s,
+        &s.url(),
+        "soft",
+        json!({"kty": "RSA", "key_size": 2048}),
+    )
+    .await;
     let c = client(&s);
     let src = parse_kid(&source).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -638,7 +644,12 @@ async fn software_key_moves_to_an_hsm_key_in_a_managed_hsm() {
         );
     }
     std::fs::write(&list, text).unwrap();
-    let mut req = request(&s, dir.path(), &source, vec![DataSource::WrappedKeys { path: list.clone() }]);
+    let mut req = request(
+        &s,
+        dir.path(),
+        &source,
+        vec![DataSource::WrappedKeys { path: list.clone() }],
+    );
     req.target_vault = Some(hsm.clone());
     req.target_name = "hsm-key".into();
     req.target_kty = Some("RSA-HSM".into());
@@ -648,13 +659,19 @@ async fn software_key_moves_to_an_hsm_key_in_a_managed_hsm() {
     assert!(report.complete, "{report:?}");
     assert_eq!(report.sources[0].migrated, 20);
     let target = parse_kid(report.target.as_ref().unwrap()).unwrap();
-    let bundle = c.get_key(&target.vault_url, &target.name, None).await.unwrap();
+    let bundle = c
+        .get_key(&target.vault_url, &target.name, None)
+        .await
+        .unwrap();
     assert_eq!(bundle.key.kty.as_deref(), Some("RSA-HSM"));
     for (i, line) in std::fs::read_to_string(&list).unwrap().lines().enumerate() {
         let r: Value = serde_json::from_str(line).unwrap();
         assert_eq!(r["alg"], "RSA-OAEP-256", "items get the target's algorithm");
         let wrapped = b64::decode(r["wrapped_key"].as_str().unwrap()).unwrap();
-        let out = c.unwrap_key(&target, "RSA-OAEP-256", &wrapped).await.unwrap();
+        let out = c
+            .unwrap_key(&target, "RSA-OAEP-256", &wrapped)
+            .await
+            .unwrap();
         assert_eq!(out.value, vec![i as u8; 32]);
     }
 }
