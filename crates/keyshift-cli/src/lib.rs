@@ -7,6 +7,7 @@ pub mod config;
 pub mod datadir;
 mod envelope_cmd;
 mod identity_cmd;
+mod pkcs11;
 pub mod serve;
 mod vault_cmd;
 

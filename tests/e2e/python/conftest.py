@@ -5,6 +5,9 @@ The harness (tests/e2e/harness.sh) starts a server and exports:
   KEYSHIFT_E2E_KV2_URL       https://localhost:<p2>, the second vault on a port of its own
   KEYSHIFT_E2E_KV2_HOST_URL  https://kv2.localhost:<port>, the second vault by host name
   KEYSHIFT_E2E_REQUIRE_HOSTS if set, the host-name test fails instead of skipping when kv2.localhost does not resolve
+  KEYSHIFT_E2E_DATA_DIR      the server's data directory (the user guide's walk-through runs against it)
+Not from the harness: KEYSHIFT_E2E_REQUIRE_SOFTHSM, if set, makes the PKCS#11 tests fail instead of skipping
+without SoftHSM2 and pkcs11-tool.
 """
 
 from __future__ import annotations

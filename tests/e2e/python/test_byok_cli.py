@@ -22,7 +22,9 @@ def import_byok(client: KeyClient, admin_path, tmp_path, key_file, kty, key_ops,
     assert exported["kid"] == kek.id
     assert pem.read_text().startswith("-----BEGIN PUBLIC KEY-----")
     blob = tmp_path / f"{kek.name}.byok"
-    ks("byok", "wrap", "--kek-kid", exported["kid"], "--kek-pem", pem, "--key", key_file, "--out", blob, *extra)
+    summary = json.loads(ks("byok", "wrap", "--kek-kid", exported["kid"], "--kek-pem", pem, "--key", key_file,
+                            "--out", blob, *extra).stdout)
+    assert summary["kty"] == kty and summary.get("crv") == jwk.get("crv"), summary
     doc = json.loads(blob.read_text())
     assert doc["schema_version"] == "1.0.0" and doc["header"]["kid"] == kek.id
     return client.import_key(unique("byok"), JsonWebKey(kty=kty, key_ops=key_ops, t=blob.read_bytes(), **jwk))
