@@ -9,6 +9,8 @@
 #   KEYSHIFT_BIN                use this binary instead of `cargo build -p keyshift-cli`
 #   KEYSHIFT_E2E_REQUIRE_HOSTS  if set, the kv2.localhost host-name test fails (instead of skipping) when the
 #                               name does not resolve (CI adds "127.0.0.1 kv2.localhost" to /etc/hosts)
+#   KEYSHIFT_E2E_REQUIRE_SOFTHSM if set, the PKCS#11 BYOK tests fail (instead of skipping) without SoftHSM2 and
+#                               pkcs11-tool (CI installs them)
 #   KEYSHIFT_E2E_KEEP           if set, keep the temporary data directory
 #   KEYSHIFT_E2E_VENV           Python venv [default: target/e2e-venv]
 set -euo pipefail

@@ -1,14 +1,18 @@
 //! `keyshift byok ...`: bring your own key, the customer's side. `export-kek` fetches a vault's
 //! key-exchange key as PEM; `wrap` builds the transfer blob (`.byok`, Azure's format) from a key
-//! file, offline, so the key can be made and wrapped where it lives and imported into any vault.
+//! file, or has a PKCS#11 token build it from a key inside it ([`crate::pkcs11`]), offline, so
+//! the key can be made and wrapped where it lives and imported into any vault.
 
 use crate::config::CommonArgs;
+use crate::pkcs11::{wrap_token_key, TokenArgs, TokenKeyRef};
 use anyhow::{anyhow, bail, Context, Result};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use keyshift_client::{parse_kid, AdminJson, KeyClient};
-use keyshift_crypto::transfer::{rsa_aes_key_wrap_spki, rsa_spki_der, TransferWrap};
-use keyshift_crypto::{KeyMaterial, PublicKey};
+use keyshift_crypto::transfer::{
+    rsa_aes_key_wrap_spki, rsa_spki_der, rsa_spki_public_key, TransferWrap,
+};
+use keyshift_crypto::{Curve, KeyFamily, KeyMaterial, PublicKey};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -29,7 +33,10 @@ pub enum ByokCommand {
         credentials: Option<PathBuf>,
     },
     /// Build a transfer blob: the key in `--key` (PKCS#8 PEM or DER, a private JWK, or raw AES
-    /// bytes with `--oct`), wrapped for the key-exchange key. Offline: no vault is called.
+    /// bytes with `--oct`), or a key inside a PKCS#11 token (`--token-label`; the token wraps
+    /// it, so it never leaves the token in the clear), wrapped for the key-exchange key.
+    /// Offline: no vault is called. Prints the `kty` (and `crv`) to import the blob with.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["key", "token_label"])))]
     Wrap {
         /// The key-exchange key's versioned kid (printed by `export-kek`).
         #[arg(long)]
@@ -37,16 +44,18 @@ pub enum ByokCommand {
         /// The key-exchange key's public key, PEM (written by `export-kek`).
         #[arg(long)]
         kek_pem: PathBuf,
-        /// The key to transfer.
+        /// The key to transfer, a file.
         #[arg(long)]
-        key: PathBuf,
+        key: Option<PathBuf>,
         /// The key file holds raw AES key bytes (16, 24 or 32), for an oct-HSM key.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "token_label")]
         oct: bool,
+        #[command(flatten)]
+        token: TokenArgs,
         /// CKM_RSA_AES_KEY_WRAP (Azure's BYOK default), RSA_AES_KEY_WRAP_256 or RSA_AES_KEY_WRAP_384.
         #[arg(long, default_value = "CKM_RSA_AES_KEY_WRAP")]
         enc: String,
-        /// Where to write the blob [default: <key>.byok].
+        /// Where to write the blob [default: <key>.byok, or <key-label>.byok from a token].
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
@@ -73,8 +82,9 @@ fn pem_decode(text: &str, label: &str) -> Option<Zeroizing<Vec<u8>>> {
     STANDARD.decode(body).ok().map(Zeroizing::new)
 }
 
-/// The key to transfer, as the transfer plaintext: PKCS#8 DER for RSA and EC, raw for oct.
-fn transfer_plaintext(path: &Path, oct: bool) -> Result<Zeroizing<Vec<u8>>> {
+/// The key to transfer, as the transfer plaintext: PKCS#8 DER for RSA and EC, raw for oct; and
+/// how to import it.
+fn transfer_plaintext(path: &Path, oct: bool) -> Result<(Zeroizing<Vec<u8>>, serde_json::Value)> {
     let bytes = Zeroizing::new(
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
     );
@@ -120,7 +130,41 @@ fn transfer_plaintext(path: &Path, oct: bool) -> Result<Zeroizing<Vec<u8>>> {
             .map_err(|e| anyhow!("{}: not a PKCS#8 DER private key: {e}", path.display()))?
             .0
     };
-    Ok(material.transfer_plaintext())
+    let hint = import_hint(material.family(), material.size_bits(), material.curve());
+    Ok((material.transfer_plaintext(), hint))
+}
+
+/// What `PUT /keys/{name}` must say of the key in a blob: `kty`, and `crv` or `key_size`.
+fn import_hint(family: KeyFamily, bits: u32, curve: Option<Curve>) -> serde_json::Value {
+    match (family, curve) {
+        (KeyFamily::Ec, Some(curve)) => {
+            serde_json::json!({"kty": "EC-HSM", "crv": curve.jwk_name()})
+        }
+        (KeyFamily::Ec, None) => serde_json::json!({"kty": "EC-HSM"}),
+        (KeyFamily::Rsa, _) => serde_json::json!({"kty": "RSA-HSM", "key_size": bits}),
+        (KeyFamily::Oct, _) => serde_json::json!({"kty": "oct-HSM", "key_size": bits}),
+    }
+}
+
+/// A file name for a blob of a token key: its label or id, with what a path cannot hold replaced.
+fn blob_name(key: &TokenKeyRef) -> PathBuf {
+    let stem = match key {
+        TokenKeyRef::Label(label) => label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+        TokenKeyRef::Id(id) => {
+            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            format!("key-{hex}")
+        }
+    };
+    PathBuf::from(format!("{}.byok", stem.trim_start_matches('.')))
 }
 
 fn jwk_parts(jwk: &keyshift_api::keys::JsonWebKey) -> Result<keyshift_crypto::JwkParts> {
@@ -200,6 +244,7 @@ pub async fn run(common: &CommonArgs, cmd: ByokCommand) -> Result<()> {
             kek_pem,
             key,
             oct,
+            token,
             enc,
             out,
         } => {
@@ -214,23 +259,134 @@ pub async fn run(common: &CommonArgs, cmd: ByokCommand) -> Result<()> {
                 .with_context(|| format!("cannot read {}", kek_pem.display()))?;
             let spki = pem_decode(&pem, "PUBLIC KEY")
                 .ok_or_else(|| anyhow!("{} holds no PUBLIC KEY block", kek_pem.display()))?;
-            let plaintext = transfer_plaintext(&key, oct)?;
-            let ciphertext = rsa_aes_key_wrap_spki(&spki, wrap.hash(), &plaintext)
-                .map_err(|e| anyhow!("{}: {e}", kek_pem.display()))?;
+            let (ciphertext, out, mut summary) = match key {
+                Some(key) => {
+                    let (plaintext, hint) = transfer_plaintext(&key, oct)?;
+                    let ciphertext = rsa_aes_key_wrap_spki(&spki, wrap.hash(), &plaintext)
+                        .map_err(|e| anyhow!("{}: {e}", kek_pem.display()))?;
+                    let out =
+                        out.unwrap_or_else(|| PathBuf::from(format!("{}.byok", key.display())));
+                    (ciphertext, out, hint)
+                }
+                None => {
+                    let source = token.source()?;
+                    let kek = rsa_spki_public_key(&spki)
+                        .map_err(|e| anyhow!("{}: {e}", kek_pem.display()))?;
+                    let wrapped = wrap_token_key(&source, &kek, wrap)?;
+                    let kind = wrapped.kind;
+                    let mut hint = import_hint(kind.family, kind.bits, kind.curve);
+                    hint["token"] = source.token_label.clone().into();
+                    hint["mechanisms"] = serde_json::json!(wrapped.mechanisms);
+                    let out = out.unwrap_or_else(|| blob_name(&source.key));
+                    (wrapped.ciphertext, out, hint)
+                }
+            };
             let blob = serde_json::json!({
                 "schema_version": "1.0.0",
                 "header": {"kid": kek_kid, "alg": "dir", "enc": wrap.name()},
                 "ciphertext": keyshift_api::b64::encode(&ciphertext),
                 "generator": format!("keyshift byok wrap {}", env!("CARGO_PKG_VERSION")),
             });
-            let out = out.unwrap_or_else(|| PathBuf::from(format!("{}.byok", key.display())));
             std::fs::write(&out, serde_json::to_vec_pretty(&blob)?)
                 .with_context(|| format!("cannot write {}", out.display()))?;
-            println!(
-                "{}",
-                serde_json::json!({"byok": out, "kek": kek_kid, "enc": wrap.name()})
-            );
+            summary["byok"] = serde_json::json!(out);
+            summary["kek"] = kek_kid.into();
+            summary["enc"] = wrap.name().into();
+            println!("{summary}");
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Byok {
+        #[command(subcommand)]
+        command: ByokCommand,
+    }
+
+    fn wrap(args: &[&str]) -> std::result::Result<ByokCommand, ErrorKind> {
+        let base = ["byok", "wrap", "--kek-kid", "k", "--kek-pem", "kek.pem"];
+        Byok::try_parse_from(base.iter().chain(args))
+            .map(|b| b.command)
+            .map_err(|e| e.kind())
+    }
+
+    #[test]
+    fn the_key_comes_from_a_file_or_from_a_token_never_both() {
+        let Ok(ByokCommand::Wrap { key, token, .. }) = wrap(&["--key", "k.pem"]) else {
+            panic!("a key file is enough");
+        };
+        assert_eq!(key, Some(PathBuf::from("k.pem")));
+        assert!(token.token_label.is_none());
+        let Ok(ByokCommand::Wrap { key, token, .. }) = wrap(&[
+            "--pkcs11-module",
+            "/lib/p11.so",
+            "--token-label",
+            "t",
+            "--key-id",
+            "01",
+            "--pin-file",
+            "pin",
+        ]) else {
+            panic!("a token key is enough");
+        };
+        assert!(key.is_none());
+        assert_eq!(token.token_label.as_deref(), Some("t"));
+        // The module may come from the environment, so --token-label alone names the token.
+        assert!(wrap(&["--token-label", "t", "--key-label", "k"]).is_ok());
+
+        let conflict = Err(ErrorKind::ArgumentConflict);
+        let missing = Err(ErrorKind::MissingRequiredArgument);
+        assert_eq!(wrap(&[]).map(|_| ()), missing);
+        let both = ["--key", "k.pem", "--pkcs11-module", "/lib/p11.so"];
+        assert_eq!(wrap(&both).map(|_| ()), conflict);
+        let both = ["--key", "k.pem", "--token-label", "t", "--key-id", "01"];
+        assert_eq!(wrap(&both).map(|_| ()), conflict);
+        // A token without a key in it, a key named twice, --oct for a token key.
+        assert_eq!(wrap(&["--token-label", "t"]).map(|_| ()), missing);
+        let twice = ["--token-label", "t", "--key-id", "01", "--key-label", "k"];
+        assert_eq!(wrap(&twice).map(|_| ()), conflict);
+        let oct = ["--token-label", "t", "--key-id", "01", "--oct"];
+        assert_eq!(wrap(&oct).map(|_| ()), conflict);
+        // Token options without a token.
+        let stray = ["--pkcs11-module", "/lib/p11.so", "--key-id", "01"];
+        assert!(wrap(&stray).is_err());
+        assert!(wrap(&["--key", "k.pem", "--key-label", "k"]).is_err());
+        // There is no --pin.
+        let pin = ["--token-label", "t", "--key-id", "01", "--pin", "1234"];
+        assert_eq!(wrap(&pin).map(|_| ()), Err(ErrorKind::UnknownArgument));
+    }
+
+    #[test]
+    fn import_hints_name_the_kty_and_curve() {
+        assert_eq!(
+            import_hint(KeyFamily::Rsa, 3072, None),
+            serde_json::json!({"kty": "RSA-HSM", "key_size": 3072})
+        );
+        assert_eq!(
+            import_hint(KeyFamily::Ec, 384, Some(Curve::P384)),
+            serde_json::json!({"kty": "EC-HSM", "crv": "P-384"})
+        );
+        assert_eq!(
+            import_hint(KeyFamily::Oct, 256, None),
+            serde_json::json!({"kty": "oct-HSM", "key_size": 256})
+        );
+    }
+
+    #[test]
+    fn blob_names_come_from_the_label_or_the_id() {
+        let name = |key| blob_name(&key).display().to_string();
+        assert_eq!(
+            name(TokenKeyRef::Label("customer-rsa".into())),
+            "customer-rsa.byok"
+        );
+        assert_eq!(name(TokenKeyRef::Label("../a b/c".into())), "_a_b_c.byok");
+        assert_eq!(name(TokenKeyRef::Id(vec![0x4b, 0x01])), "key-4b01.byok");
+    }
 }

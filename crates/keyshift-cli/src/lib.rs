@@ -8,6 +8,7 @@ pub mod datadir;
 mod envelope_cmd;
 mod identity_cmd;
 mod migrate_cmd;
+mod pkcs11;
 pub mod serve;
 mod vault_cmd;
 

@@ -166,6 +166,31 @@ pub fn rsa_aes_key_wrap_spki(spki_der: &[u8], hash: OaepHash, plaintext: &[u8]) 
     Ok(out)
 }
 
+/// The RSA public key of an X.509 SubjectPublicKeyInfo DER (the PEM a key-exchange key is
+/// exported as), for a wrap done elsewhere, in a PKCS#11 token. Keys under 2048 bits are refused,
+/// as by [`rsa_aes_key_wrap_spki`].
+pub fn rsa_spki_public_key(spki_der: &[u8]) -> Result<PublicKey> {
+    use x509_parser::prelude::FromDer;
+    let not_rsa = || invalid_key("not an RSA public key (SubjectPublicKeyInfo DER)");
+    // The same acceptance as the wrap done here.
+    let key = PublicEncryptingKey::from_der(spki_der).map_err(|_| not_rsa())?;
+    if key.key_size_bits() < 2048 {
+        return Err(invalid_key("the RSA key is smaller than 2048 bits"));
+    }
+    let (rest, spki) =
+        x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der).map_err(|_| not_rsa())?;
+    if !rest.is_empty() {
+        return Err(not_rsa());
+    }
+    match spki.parsed() {
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => Ok(PublicKey::Rsa {
+            n: strip_leading_zeros(rsa.modulus).to_vec(),
+            e: strip_leading_zeros(rsa.exponent).to_vec(),
+        }),
+        _ => Err(not_rsa()),
+    }
+}
+
 /// The length of the DER SEQUENCE `der` starts with, header included (up to 64 KiB).
 fn der_sequence_len(der: &[u8]) -> Option<usize> {
     match der {
@@ -289,6 +314,28 @@ mod tests {
         })
         .unwrap();
         assert!(rsa_aes_key_wrap_spki(&short, OaepHash::Sha1, &plain).is_err());
+    }
+
+    #[test]
+    fn the_public_key_of_an_spki_is_read_back() {
+        let kek = KeyMaterial::generate_rsa(3072).unwrap();
+        let spki = rsa_spki_der(&kek.public_key()).unwrap();
+        assert_eq!(rsa_spki_public_key(&spki).unwrap(), kek.public_key());
+        // Trailing bytes, garbage, an EC key, a 1024-bit RSA key: refused.
+        assert!(rsa_spki_public_key(&[&spki[..], &[0]].concat()).is_err());
+        assert!(rsa_spki_public_key(b"garbage").is_err());
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let ec = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let ec_spki: PublicKeyX509Der<'static> = ec.public_key().as_der().unwrap();
+        assert!(rsa_spki_public_key(ec_spki.as_ref()).is_err());
+        let mut n = vec![0xc5; 128];
+        n[127] |= 1;
+        let short = rsa_spki_der(&PublicKey::Rsa {
+            n,
+            e: vec![1, 0, 1],
+        })
+        .unwrap();
+        assert!(rsa_spki_public_key(&short).is_err());
     }
 
     #[test]

@@ -5,16 +5,23 @@ The harness (tests/e2e/harness.sh) starts a server and exports:
   KEYSHIFT_E2E_KV2_URL       https://localhost:<p2>, the second vault on a port of its own
   KEYSHIFT_E2E_KV2_HOST_URL  https://kv2.localhost:<port>, the second vault by host name
   KEYSHIFT_E2E_REQUIRE_HOSTS if set, the host-name test fails instead of skipping when kv2.localhost does not resolve
+  KEYSHIFT_E2E_DATA_DIR      the server's data directory (the user guide's walk-through runs against it)
+Not from the harness: KEYSHIFT_E2E_REQUIRE_SOFTHSM, if set, makes the PKCS#11 tests fail instead of skipping
+without SoftHSM2 and pkcs11-tool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
@@ -203,3 +210,52 @@ def ec_keys(session_key_client):
 def oct_keys(session_key_client):
     return {size: session_key_client.create_oct_key(unique("shared-oct"), size=size, hardware_protected=True)
             for size in (128, 192, 256)}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# other deployments: a `keyshift serve` of their own
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def keyshift_server(data: Path) -> Iterator[Tuple[Path, Dict[str, Any]]]:
+    """Another `keyshift serve`, its own data directory, root key and CA: another deployment.
+    Yields the path of its admin.json and its content."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(data.parent / f"{data.name}.log", "w")
+    proc = subprocess.Popen([os.environ["KEYSHIFT_BIN"], "serve", "--data-dir", str(data),
+                             "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        admin_path = data / "admin.json"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if admin_path.exists() and admin_path.stat().st_size > 0:
+                try:
+                    admin = json.loads(admin_path.read_text())
+                    requests.get(admin["vault_url"] + "/health", verify=admin["ca_cert"], timeout=2).raise_for_status()
+                    break
+                except (ValueError, requests.RequestException):
+                    pass
+            assert proc.poll() is None, "the second server exited"
+            time.sleep(0.2)
+        else:
+            pytest.fail("the second server did not start")
+        yield admin_path, admin
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def second_server(tmp_path):
+    with keyshift_server(tmp_path / "second") as server:
+        yield server
+
+
+def client_for(admin: Dict[str, Any]) -> KeyClient:
+    """A KeyClient for the default vault of the deployment `admin` describes."""
+    return KeyClient(admin["vault_url"], KeyshiftCredential(admin), connection_verify=admin["ca_cert"],
+                     verify_challenge_resource=False)

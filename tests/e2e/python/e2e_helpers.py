@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import subprocess
 import uuid
 from typing import Optional
 
@@ -60,6 +62,16 @@ def public_key_from_jwk(jwk: JsonWebKey):
 def assert_no_private_material(jwk: JsonWebKey) -> None:
     for attr in ("d", "p", "q", "dp", "dq", "qi", "k"):
         assert getattr(jwk, attr, None) in (None, b""), f"server returned private JWK member {attr}"
+
+
+def ks(*args, check=True, env=None) -> subprocess.CompletedProcess:
+    """Runs the keyshift binary under test (`env`: variables added to this process's); with `check`, a non-zero
+    exit fails the test with its stderr."""
+    out = subprocess.run([os.environ["KEYSHIFT_BIN"], *map(str, args)], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
+    if check and out.returncode != 0:
+        raise AssertionError(f"keyshift {' '.join(map(str, args))}: {out.stderr}")
+    return out
 
 
 def unique(prefix: str) -> str:

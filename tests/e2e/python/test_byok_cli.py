@@ -5,63 +5,14 @@ wrapped under it in one unwrapped in the other. The imports go through the offic
 import base64
 import json
 import os
-import socket
-import subprocess
-import time
 
-import pytest
-import requests
 from azure.keyvault.keys import JsonWebKey, KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from conftest import KeyshiftCredential
-from e2e_helpers import force_remote, unique
-
-
-def ks(*args, check=True):
-    out = subprocess.run([os.environ["KEYSHIFT_BIN"], *map(str, args)], capture_output=True, text=True)
-    if check and out.returncode != 0:
-        raise AssertionError(f"keyshift {' '.join(map(str, args))}: {out.stderr}")
-    return out
-
-
-@pytest.fixture
-def second_server(tmp_path):
-    """Another `keyshift serve`, its own data directory, root key and CA: another deployment."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = tmp_path / "second"
-    log = open(tmp_path / "second.log", "w")
-    proc = subprocess.Popen([os.environ["KEYSHIFT_BIN"], "serve", "--data-dir", str(data),
-                             "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        admin_path = data / "admin.json"
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if admin_path.exists() and admin_path.stat().st_size > 0:
-                try:
-                    admin = json.loads(admin_path.read_text())
-                    requests.get(admin["vault_url"] + "/health", verify=admin["ca_cert"], timeout=2).raise_for_status()
-                    break
-                except (ValueError, requests.RequestException):
-                    pass
-            assert proc.poll() is None, "the second server exited"
-            time.sleep(0.2)
-        else:
-            pytest.fail("the second server did not start")
-        yield admin_path, admin
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-
-
-def client_for(admin):
-    return KeyClient(admin["vault_url"], KeyshiftCredential(admin), connection_verify=admin["ca_cert"],
-                     verify_challenge_resource=False)
+from conftest import KeyshiftCredential, client_for
+from e2e_helpers import force_remote, ks, unique
 
 
 def import_byok(client: KeyClient, admin_path, tmp_path, key_file, kty, key_ops, extra=(), **jwk):
@@ -71,7 +22,9 @@ def import_byok(client: KeyClient, admin_path, tmp_path, key_file, kty, key_ops,
     assert exported["kid"] == kek.id
     assert pem.read_text().startswith("-----BEGIN PUBLIC KEY-----")
     blob = tmp_path / f"{kek.name}.byok"
-    ks("byok", "wrap", "--kek-kid", exported["kid"], "--kek-pem", pem, "--key", key_file, "--out", blob, *extra)
+    summary = json.loads(ks("byok", "wrap", "--kek-kid", exported["kid"], "--kek-pem", pem, "--key", key_file,
+                            "--out", blob, *extra).stdout)
+    assert summary["kty"] == kty and summary.get("crv") == jwk.get("crv"), summary
     doc = json.loads(blob.read_text())
     assert doc["schema_version"] == "1.0.0" and doc["header"]["kid"] == kek.id
     return client.import_key(unique("byok"), JsonWebKey(kty=kty, key_ops=key_ops, t=blob.read_bytes(), **jwk))
