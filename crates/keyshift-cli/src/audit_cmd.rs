@@ -72,6 +72,30 @@ pub enum KeyCommand {
         #[arg(long)]
         vault: Option<String>,
     },
+    /// Create a key (or a new version of it) over HTTPS, as any client would, and print its
+    /// versioned kid.
+    Create {
+        /// The key's name.
+        name: String,
+        /// Key type: RSA, RSA-HSM, EC, EC-HSM, oct-HSM.
+        #[arg(long, default_value = "oct-HSM")]
+        kty: String,
+        /// RSA modulus or oct key size in bits.
+        #[arg(long)]
+        size: Option<u32>,
+        /// Curve of an EC key (P-256, P-384, P-521).
+        #[arg(long)]
+        crv: Option<String>,
+        /// Operations (repeatable) [default: all the type allows].
+        #[arg(long = "op")]
+        ops: Vec<String>,
+        /// Vault URL [default: the credentials' vault].
+        #[arg(long)]
+        vault: Option<String>,
+        /// Credentials (`admin.json` shape) [default: <data-dir>/admin.json].
+        #[arg(long, env = "KEYSHIFT_CREDENTIALS")]
+        credentials: Option<std::path::PathBuf>,
+    },
 }
 
 async fn open(common: &CommonArgs) -> Result<(Arc<Deployment>, std::path::PathBuf)> {
@@ -252,15 +276,50 @@ fn parse_kid(
 
 /// Runs a key command.
 pub async fn run_key(common: &CommonArgs, cmd: KeyCommand) -> Result<()> {
-    let (d, path) = open(common).await?;
     match cmd {
         KeyCommand::Usage { kid, vault } => {
+            let (d, path) = open(common).await?;
             let (v, name, version, base) = parse_kid(&d, &kid, vault.as_deref(), &path)?;
             let report = d
                 .key_usage(&RequestContext::system(base), &v, &name, version.as_deref())
                 .await
                 .map_err(msg)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        KeyCommand::Create {
+            name,
+            kty,
+            size,
+            crv,
+            ops,
+            vault,
+            credentials,
+        } => {
+            let path = credentials.unwrap_or_else(|| {
+                common
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(|| std::path::PathBuf::from("keyshift-data"))
+                    .join("admin.json")
+            });
+            let admin = keyshift_client::AdminJson::read(&path).map_err(|e| anyhow!("{e}"))?;
+            let vault =
+                keyshift_client::VaultUrl::parse(vault.as_deref().unwrap_or(&admin.vault_url))?;
+            let client = keyshift_migrate::rewrap::client_from(&path)?;
+            let bundle = client
+                .create_key(
+                    &vault,
+                    &name,
+                    &keyshift_api::keys::KeyCreateParameters {
+                        kty: Some(kty),
+                        key_size: size,
+                        crv,
+                        key_ops: (!ops.is_empty()).then_some(ops),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            println!("{}", bundle.key.kid.unwrap_or_default());
         }
     }
     Ok(())

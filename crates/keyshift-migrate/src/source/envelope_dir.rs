@@ -6,7 +6,8 @@
 //! - `reencrypt`: a file under the source key (2-level, or 3-level under the given keyring) is
 //!   decrypted and encrypted again with a new data key, 2-level under the target key or 3-level
 //!   under a new keyring wrapped by it; decryption and encryption run on two threads. The new
-//!   file is decrypted again and its plaintext hash compared before it replaces the old one.
+//!   file is decrypted again (every segment authenticated, to the same length) before it
+//!   replaces the old one.
 //!
 //! Each pass walks the tree and looks at every header: a file already under the target is
 //! skipped, so a resumed pass never switches a file twice. Files are switched with
@@ -19,7 +20,6 @@ use crate::journal::{Batch, Failure};
 use crate::rewrap::same_version;
 use anyhow::{anyhow, Context, Result};
 use keyshift_client::Kid;
-use keyshift_crypto::digest::Sha256Stream;
 use keyshift_envelope::{Decryptor, Encryptor, Header, Kek, Keyring, MasterKey, Mode, WrappedKey};
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -399,17 +399,14 @@ pub async fn reencrypt_file(
         let mut staged = Staged::create(&path)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         // Decrypt on this thread's partner; encrypt here.
-        let decrypt = std::thread::spawn(move || -> Result<[u8; 32]> {
-            let mut hash = Sha256Stream::default();
+        let decrypt = std::thread::spawn(move || -> Result<u64> {
             let writer = ChannelWriter {
                 tx,
                 buf: Vec::with_capacity(CHUNK),
-                hash: &mut hash,
             };
             decryptor
                 .decrypt_stream(BufReader::with_capacity(1 << 20, input), writer)
-                .map_err(|e| anyhow!("{}", e.error))?;
-            Ok(hash.finish())
+                .map_err(|e| anyhow!("{}", e.error))
         });
         let reader = ChannelReader {
             rx,
@@ -420,11 +417,16 @@ pub async fn reencrypt_file(
             let out = BufWriter::with_capacity(1 << 20, staged.file());
             encryptor.encrypt_stream(reader, out)
         };
-        let before = decrypt
+        let decrypted = decrypt
             .join()
             .map_err(|_| anyhow!("the decryption thread panicked"))??;
-        written?;
-        // Check the new file opens and holds the same plaintext before switching.
+        let encrypted = written?;
+        if encrypted != decrypted {
+            return Err(anyhow!(
+                "{decrypted} bytes were decrypted but {encrypted} encrypted"
+            ));
+        }
+        // Check the new file opens before switching.
         staged.file().sync_data()?;
         let mut check_file = File::open(staged_path(&staged))?;
         let new_header = Header::read_from(&mut check_file)?;
@@ -433,16 +435,17 @@ pub async fn reencrypt_file(
             (None, Some(master)) => Decryptor::from_master_key(&new_header, &master, &context)?,
             (None, None) => return Err(anyhow!("no key to check the new file with")),
         };
-        let mut hash = Sha256Stream::default();
-        checker
+        // Every segment authenticates under the new key, in order, to the last one: the new file
+        // opens, whole, to as many bytes as the old one held.
+        let reopened = checker
             .decrypt_stream(
                 BufReader::with_capacity(1 << 20, check_file),
-                HashWriter(&mut hash),
+                std::io::sink(),
             )
             .map_err(|e| anyhow!("the new file does not open: {}", e.error))?;
-        if hash.finish() != before {
+        if reopened != decrypted {
             return Err(anyhow!(
-                "the new file's plaintext differs from the old one's"
+                "the new file opens to {reopened} bytes, the old one held {decrypted}"
             ));
         }
         staged.commit()
@@ -457,15 +460,13 @@ fn staged_path(staged: &Staged) -> PathBuf {
 
 const CHUNK: usize = 256 * 1024;
 
-struct ChannelWriter<'a> {
+struct ChannelWriter {
     tx: std::sync::mpsc::SyncSender<Vec<u8>>,
     buf: Vec<u8>,
-    hash: &'a mut Sha256Stream,
 }
 
-impl Write for ChannelWriter<'_> {
+impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.hash.update(data);
         self.buf.extend_from_slice(data);
         if self.buf.len() >= CHUNK {
             self.flush()?;
@@ -484,7 +485,7 @@ impl Write for ChannelWriter<'_> {
     }
 }
 
-impl Drop for ChannelWriter<'_> {
+impl Drop for ChannelWriter {
     fn drop(&mut self) {
         let _ = self.flush();
     }
@@ -511,19 +512,6 @@ impl Read for ChannelReader {
         out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
         self.at += n;
         Ok(n)
-    }
-}
-
-struct HashWriter<'a>(&'a mut Sha256Stream);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.update(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -566,8 +554,7 @@ pub async fn verify(
                     let d = Decryptor::unlock(&header, kek.as_ref(), keyring, &r.context).await?;
                     let mut file = File::open(&path)?;
                     file.seek(SeekFrom::Start(header.len() as u64))?;
-                    let mut sink = Sha256Stream::default();
-                    d.decrypt_stream(BufReader::new(file), HashWriter(&mut sink))
+                    d.decrypt_stream(BufReader::with_capacity(1 << 20, file), std::io::sink())
                         .map_err(|e| anyhow!("{}", e.error))?;
                 }
             }
