@@ -1127,15 +1127,26 @@ pub struct Retired {
     pub kept_because: Option<String>,
 }
 
-/// Parses the RFC 3339 UTC times of the usage report (`2026-11-28T18:00:00Z`, fractions allowed).
-fn parse_rfc3339(text: &str) -> Option<i64> {
+/// Parses the RFC 3339 UTC times of the usage report (`2026-11-28T18:00:00.123Z`) to Unix
+/// milliseconds.
+fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     let (date, time) = text.split_once('T')?;
     let day = plan::check_date(date).ok()?;
-    let time = time.trim_end_matches('Z');
-    let time = time.split(['.', '+']).next()?;
-    let mut parts = time.split(':').map(|p| p.parse::<i64>().ok());
+    let time = time.strip_suffix('Z')?;
+    let (hms, fraction) = match time.split_once('.') {
+        Some((hms, f)) => (hms, f),
+        None => (time, ""),
+    };
+    let mut parts = hms.split(':').map(|p| p.parse::<i64>().ok());
     let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
-    Some(day + h * 3600 + m * 60 + s)
+    let ms = if fraction.is_empty() {
+        0
+    } else {
+        let digits: String = fraction.chars().take(3).collect();
+        let v: i64 = digits.parse().ok()?;
+        v * 10i64.pow(3 - digits.len() as u32)
+    };
+    Some((day + h * 3600 + m * 60 + s) * 1000 + ms)
 }
 
 /// Disables the old key version and deletes the old key, refusing while the retention date has
@@ -1165,7 +1176,8 @@ pub async fn retire(plan_path: &Path, now_unix: i64) -> Result<Retired> {
         .key_usage(&source.vault_url, &source.name, source.version.as_deref())
         .await
         .context("cannot read the old version's usage report")?;
-    let cutoff = (now_unix - i64::from(plan.retention.quiet_days) * 86_400).max(finished_ms / 1000);
+    let cutoff_ms =
+        ((now_unix - i64::from(plan.retention.quiet_days) * 86_400) * 1000).max(finished_ms);
     // Uses of the key material count; reading its metadata (KeyGet, as this tool does) does not.
     const USES: [&str; 8] = [
         "KeyUnwrap",
@@ -1183,7 +1195,7 @@ pub async fn retire(plan_path: &Path, now_unix: i64) -> Result<Retired> {
             .iter()
             .filter(|e| USES.contains(&e.operation.as_str()))
         {
-            if parse_rfc3339(&e.last_used).is_some_and(|t| t > cutoff) {
+            if parse_rfc3339_ms(&e.last_used).is_some_and(|t| t > cutoff_ms) {
                 bail!(
                     "the old version was used at {} by {} ({} x{}): something still needs it; \
                      find and move it, then retire after {} quiet days",
@@ -1260,12 +1272,14 @@ mod tests {
 
     #[test]
     fn usage_times_parse() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:10Z"), Some(10));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:10Z"), Some(10_000));
         assert_eq!(
-            parse_rfc3339("2026-11-28T01:02:03.456Z"),
-            Some(1_795_824_000 + 3723)
+            parse_rfc3339_ms("2026-11-28T01:02:03.456Z"),
+            Some((1_795_824_000 + 3723) * 1000 + 456)
         );
-        assert_eq!(parse_rfc3339("garbage"), None);
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00.5Z"), Some(500));
+        assert_eq!(parse_rfc3339_ms("garbage"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-28T01:02:03"), None);
     }
 
     #[test]

@@ -6,8 +6,9 @@ use keyshift_api::keys::{RewrapItem, RewrapMode, RewrapParameters};
 use keyshift_client::{parse_kid, AdminJson, KeyClient, Kid};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 /// A client for the vault whose credentials are in `path` (`admin.json` shape).
 pub fn client_from(path: &Path) -> Result<KeyClient> {
@@ -48,7 +49,7 @@ impl Limiter {
             *next = at + interval;
             at
         };
-        tokio::time::sleep_until(at.into()).await;
+        tokio::time::sleep_until(at).await;
     }
 }
 
@@ -217,5 +218,48 @@ impl Rewrapper {
                 (None, None) => Err("the answer has neither a value nor an error".into()),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limiter_spaces_requests_and_zero_means_no_limit() {
+        let limiter = Limiter::new(10.0);
+        let start = tokio::time::Instant::now();
+        for _ in 0..21 {
+            limiter.wait().await;
+        }
+        // The first goes at once, then one every 100 ms.
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        let free = Limiter::new(0.0);
+        let start = tokio::time::Instant::now();
+        for _ in 0..1000 {
+            free.wait().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn versions_compare_like_the_service() {
+        let want =
+            parse_kid("https://Vault.example:8443/keys/Key/ABCDEF0123456789abcdef0123456789")
+                .unwrap();
+        assert!(same_version(
+            "https://vault.example:8443/keys/key/abcdef0123456789abcdef0123456789",
+            &want
+        ));
+        assert!(!same_version(
+            "https://vault.example:8443/keys/key/bbcdef0123456789abcdef0123456789",
+            &want
+        ));
+        assert!(!same_version("https://vault.example:8443/keys/key", &want));
+        assert!(!same_version(
+            "https://other.example:8443/keys/key/abcdef0123456789abcdef0123456789",
+            &want
+        ));
+        assert!(!same_version("not a kid", &want));
     }
 }

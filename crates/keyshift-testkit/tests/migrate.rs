@@ -675,3 +675,123 @@ async fn software_key_moves_to_an_hsm_key_in_a_managed_hsm() {
         assert_eq!(out.value, vec![i as u8; 32]);
     }
 }
+
+/// Scenario (c) at full size: 10,000 2-level files rewrapped through the batch API, and 1 GiB of
+/// 3-level files re-encrypted under a new keyring. The files are made locally under a key whose
+/// value is known (imported into the vault as an oct-HSM key), so making them costs no request.
+#[tokio::test]
+async fn ten_thousand_files_rewrapped_and_a_gibibyte_reencrypted() {
+    let s = TestServer::start().await;
+    let k: Vec<u8> = (0..32u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    let (st, key) = s
+        .call(
+            Method::PUT,
+            &v("/keys/known"),
+            Some(json!({"key": {"kty": "oct-HSM", "k": b64::encode(&k), "key_ops": ["wrapKey", "unwrapKey"]}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{key}");
+    let source = key["key"]["kid"].as_str().unwrap().to_owned();
+    let mut local = keyshift_envelope::LocalKek::new();
+    local.insert(source.clone(), &k).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    for i in 0..10_000u32 {
+        let sub = small.join(format!("{:02}", i % 50));
+        if i < 50 {
+            std::fs::create_dir_all(&sub).unwrap();
+        }
+        let enc = Encryptor::two_level(&local, &source, b"tenant=a", 4096)
+            .await
+            .unwrap();
+        std::fs::write(
+            sub.join(format!("{i}.ksenv")),
+            enc.encrypt_to_vec(&i.to_be_bytes()).unwrap(),
+        )
+        .unwrap();
+    }
+    let big = dir.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    let old_keyring = dir.path().join("keyring.json");
+    let (keyring, master) = Keyring::create(&local, &source, 1).await.unwrap();
+    std::fs::write(&old_keyring, keyring.to_json()).unwrap();
+    const PART: usize = 128 << 20;
+    let mut chunk = vec![0u8; 1 << 20];
+    for f in 0..8u8 {
+        let mut plain = Vec::with_capacity(PART);
+        for c in 0..(PART >> 20) {
+            chunk
+                .iter_mut()
+                .enumerate()
+                .for_each(|(j, b)| *b = (j ^ c ^ usize::from(f)) as u8);
+            plain.extend_from_slice(&chunk);
+        }
+        let enc = Encryptor::three_level(&master, b"big", 1 << 20).unwrap();
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(big.join(format!("part{f}.ksenv"))).unwrap(),
+        );
+        enc.encrypt_stream(&plain[..], &mut out).unwrap();
+        std::io::Write::flush(&mut out).unwrap();
+    }
+
+    let new_keyring = dir.path().join("keyring-2.json");
+    let mut req = request(
+        &s,
+        dir.path(),
+        &source,
+        vec![
+            DataSource::EnvelopeDir {
+                path: small.clone(),
+                mode: Mode::Rewrap,
+                context: String::new(),
+                keyring: None,
+                target_keyring: None,
+            },
+            DataSource::EnvelopeDir {
+                path: big.clone(),
+                mode: Mode::Reencrypt,
+                context: "big".into(),
+                keyring: Some(old_keyring.clone()),
+                target_keyring: Some(new_keyring.clone()),
+            },
+        ],
+    );
+    req.target_name = "files-2".into();
+    write_plan(&req).await;
+    let started = std::time::Instant::now();
+    let report = engine::apply(&req.plan_path, QUIET).await.unwrap();
+    eprintln!(
+        "10,000 files rewrapped and 1 GiB re-encrypted in {:?}",
+        started.elapsed()
+    );
+    assert!(report.complete, "{:?}", report.failures.first());
+    assert_eq!(report.sources[0].migrated, 10_000);
+    assert_eq!(
+        report.sources[0].batches, 10,
+        "1,000 files per rewrap request"
+    );
+    assert_eq!(report.sources[1].migrated, 8);
+    assert_eq!(
+        report.sources[1].bytes,
+        std::fs::read_dir(&big)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum::<u64>()
+    );
+    let target = report.target.clone().unwrap();
+    let k2 = kek(&s);
+    for i in [0u32, 4_999, 9_999] {
+        let path = small
+            .join(format!("{:02}", i % 50))
+            .join(format!("{i}.ksenv"));
+        let header = opens(k2.as_ref(), None, &path, &i.to_be_bytes()).await;
+        assert_eq!(header.kek_kid(), Some(target.as_str()));
+    }
+    let ver = engine::verify(&req.plan_path, None).await.unwrap();
+    assert_eq!(ver[0].1.checked, 10_000);
+    assert_eq!(ver[1].1.checked, 8);
+    assert!(ver.iter().all(|(_, v)| v.broken.is_empty()));
+}

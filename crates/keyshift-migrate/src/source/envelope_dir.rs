@@ -540,27 +540,26 @@ pub async fn verify(
         fastrand::shuffle(&mut under_target);
         under_target.truncate(k as usize);
     }
-    for (path, kind) in under_target {
-        let outcome: Result<()> = async {
-            let header = match kind {
-                Kind::TwoLevel(h) | Kind::ThreeLevel(h) => h,
-                Kind::NotEnvelope => return Ok(()),
+    // Files are checked concurrently: a 2-level file costs one unwrap request.
+    let in_flight = (ctx.concurrency * 8).max(1);
+    let re = re.cloned().map(Arc::new);
+    let mut queue = under_target.into_iter();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        while tasks.len() < in_flight {
+            let Some((path, kind)) = queue.next() else {
+                break;
             };
-            let keyring = re.and_then(|r| r.new_keyring.as_ref());
-            match re {
-                // Without the context the header MAC is what can be checked.
-                None => keyshift_envelope::check_data_key(&header, kek.as_ref()).await?,
-                Some(r) => {
-                    let d = Decryptor::unlock(&header, kek.as_ref(), keyring, &r.context).await?;
-                    let mut file = File::open(&path)?;
-                    file.seek(SeekFrom::Start(header.len() as u64))?;
-                    d.decrypt_stream(BufReader::with_capacity(1 << 20, file), std::io::sink())
-                        .map_err(|e| anyhow!("{}", e.error))?;
-                }
-            }
-            Ok(())
+            let (kek, re) = (kek.clone(), re.clone());
+            tasks.spawn(async move {
+                let outcome = verify_file(&path, kind, re.as_deref(), kek.as_ref()).await;
+                (path, outcome)
+            });
         }
-        .await;
+        let Some(done) = tasks.join_next().await else {
+            break;
+        };
+        let (path, outcome) = done.context("a verification task failed")?;
         match outcome {
             Ok(()) => ver.checked += 1,
             Err(e) => ver
@@ -568,5 +567,33 @@ pub async fn verify(
                 .push((path.display().to_string(), format!("{e:#}"))),
         }
     }
+    ver.broken.sort();
     Ok(ver)
+}
+
+async fn verify_file(path: &Path, kind: Kind, re: Option<&Reencrypt>, kek: &dyn Kek) -> Result<()> {
+    let header = match kind {
+        Kind::TwoLevel(h) | Kind::ThreeLevel(h) => h,
+        Kind::NotEnvelope => return Ok(()),
+    };
+    match re {
+        // Without the context the header MAC is what can be checked.
+        None => keyshift_envelope::check_data_key(&header, kek).await?,
+        Some(r) => {
+            let keyring = r.new_keyring.as_ref();
+            let d = Decryptor::unlock(&header, kek, keyring, &r.context).await?;
+            let path = path.to_owned();
+            let len = header.len() as u64;
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let mut file = File::open(&path)?;
+                file.seek(SeekFrom::Start(len))?;
+                d.decrypt_stream(BufReader::with_capacity(1 << 20, file), std::io::sink())
+                    .map_err(|e| anyhow!("{}", e.error))?;
+                Ok(())
+            })
+            .await
+            .context("a verification thread failed")??;
+        }
+    }
+    Ok(())
 }
