@@ -6,7 +6,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+pg_dir=""
+cleanup() {
+  rm -f "$log"
+  if [[ -n "$pg_dir" ]]; then
+    scripts/postgres-test-server.sh stop "$pg_dir" || true
+    rm -rf "$pg_dir"
+  fi
+}
+trap cleanup EXIT
+
+# The PostgreSQL migration source's tests read KEYSHIFT_TEST_POSTGRES_URL (CI sets it, see .ci/run).
+# Without it, a throwaway server is started here when PostgreSQL is installed, and stopped at the
+# end; when it is not installed those tests say they are skipped.
+if [[ -z "${KEYSHIFT_TEST_POSTGRES_URL:-}" ]] \
+  && { [[ -x "${PGBIN:-}/initdb" ]] || compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null; }; then
+  pg_dir=$(mktemp -d)
+  pg_env=$(scripts/postgres-test-server.sh start "$pg_dir")
+  export "$pg_env"
+fi
 
 run() { "$@" 2>&1 | tee -a "$log"; }
 

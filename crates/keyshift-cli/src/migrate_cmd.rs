@@ -4,7 +4,7 @@ use crate::config::CommonArgs;
 use anyhow::{anyhow, bail, Context, Result};
 use keyshift_envelope::{Kek, Keyring, RemoteKek};
 use keyshift_migrate::engine::{self, ApplyOptions, PlanRequest};
-use keyshift_migrate::plan::{DataSource, Mode};
+use keyshift_migrate::plan::{DataSource, Mode, PgLayout, DEFAULT_URL_ENV};
 use keyshift_migrate::progress::Style;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,6 +93,31 @@ pub struct PlanArgs {
     /// A 3-level keyring whose master key is rewrapped (repeatable).
     #[arg(long)]
     keyring: Vec<PathBuf>,
+    /// A PostgreSQL table (`name` or `schema.name`) whose rows hold wrapped data keys or
+    /// envelopes; its URL is read from `--postgres-url-env`.
+    #[arg(long)]
+    postgres_table: Option<String>,
+    /// The environment variable holding the PostgreSQL URL (the plan keeps no password).
+    #[arg(long, default_value = DEFAULT_URL_ENV)]
+    postgres_url_env: String,
+    /// The table's primary key (integer or text).
+    #[arg(long, default_value = "id")]
+    postgres_id_column: String,
+    /// What the rows hold: a wrapped data key and its kid, or a whole 2-level envelope.
+    #[arg(long, value_enum, default_value = "wrapped-key")]
+    postgres_layout: CliPgLayout,
+    /// wrapped-key: the column of the kid the data key is wrapped under (text).
+    #[arg(long, default_value = "kid")]
+    postgres_kid_column: String,
+    /// wrapped-key: the column of the wrapped data key (bytea).
+    #[arg(long, default_value = "wrapped_key")]
+    postgres_wrapped_column: String,
+    /// wrapped-key: the column of the wrap algorithm (text), if there is one.
+    #[arg(long)]
+    postgres_alg_column: Option<String>,
+    /// envelope: the column of the envelope (bytea).
+    #[arg(long, default_value = "data")]
+    postgres_data_column: String,
     /// The date (YYYY-MM-DD) after which no backup needs the old key.
     #[arg(long)]
     keep_until: String,
@@ -105,6 +130,12 @@ pub struct PlanArgs {
     /// Only inventory the sources (items, bytes, estimated time); write nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CliPgLayout {
+    WrappedKey,
+    Envelope,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -212,14 +243,15 @@ pub async fn run(common: &CommonArgs, cmd: MigrateCommand) -> Result<()> {
     }
 }
 
-async fn plan(common: &CommonArgs, a: PlanArgs) -> Result<()> {
+/// The data sources the flags name.
+fn sources(a: &PlanArgs) -> Vec<DataSource> {
     let mut sources = Vec::new();
-    for path in a.wrapped_keys {
-        sources.push(DataSource::WrappedKeys { path });
+    for path in &a.wrapped_keys {
+        sources.push(DataSource::WrappedKeys { path: path.clone() });
     }
-    for path in a.envelope_dir {
+    for path in &a.envelope_dir {
         sources.push(DataSource::EnvelopeDir {
-            path,
+            path: path.clone(),
             mode: match a.mode {
                 CliMode::Rewrap => Mode::Rewrap,
                 CliMode::Reencrypt => Mode::Reencrypt,
@@ -229,9 +261,31 @@ async fn plan(common: &CommonArgs, a: PlanArgs) -> Result<()> {
             target_keyring: a.target_keyring.clone(),
         });
     }
-    for path in a.keyring {
-        sources.push(DataSource::Keyring { path });
+    for path in &a.keyring {
+        sources.push(DataSource::Keyring { path: path.clone() });
     }
+    if let Some(table) = &a.postgres_table {
+        let wrapped = a.postgres_layout == CliPgLayout::WrappedKey;
+        sources.push(DataSource::Postgres {
+            url_env: a.postgres_url_env.clone(),
+            table: table.clone(),
+            id_column: a.postgres_id_column.clone(),
+            layout: if wrapped {
+                PgLayout::WrappedKey
+            } else {
+                PgLayout::Envelope
+            },
+            kid_column: wrapped.then(|| a.postgres_kid_column.clone()),
+            wrapped_column: wrapped.then(|| a.postgres_wrapped_column.clone()),
+            alg_column: a.postgres_alg_column.clone(),
+            data_column: (!wrapped).then(|| a.postgres_data_column.clone()),
+        });
+    }
+    sources
+}
+
+async fn plan(common: &CommonArgs, a: PlanArgs) -> Result<()> {
+    let sources = sources(&a);
     let req = PlanRequest {
         name: a.name,
         source_kid: a.source,
@@ -328,4 +382,82 @@ pub async fn run_rekey(common: &CommonArgs, a: RekeyArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, clap::Parser)]
+    struct Args {
+        #[command(flatten)]
+        plan: PlanArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Vec<DataSource> {
+        let mut argv = vec![
+            "plan",
+            "--name",
+            "c",
+            "--source",
+            "https://localhost:8443/keys/k",
+            "--target-name",
+            "k2",
+            "--keep-until",
+            "2027-01-01",
+        ];
+        argv.extend_from_slice(extra);
+        sources(&Args::try_parse_from(argv).unwrap().plan)
+    }
+
+    #[test]
+    fn postgres_flags_make_a_postgres_source() {
+        assert!(parse(&[]).is_empty());
+        let s = parse(&[
+            "--postgres-table",
+            "shop.orders",
+            "--postgres-kid-column",
+            "kek_kid",
+            "--postgres-alg-column",
+            "alg",
+        ]);
+        assert_eq!(
+            s,
+            vec![DataSource::Postgres {
+                url_env: DEFAULT_URL_ENV.into(),
+                table: "shop.orders".into(),
+                id_column: "id".into(),
+                layout: PgLayout::WrappedKey,
+                kid_column: Some("kek_kid".into()),
+                wrapped_column: Some("wrapped_key".into()),
+                alg_column: Some("alg".into()),
+                data_column: None,
+            }]
+        );
+        let s = parse(&[
+            "--postgres-table",
+            "objects",
+            "--postgres-layout",
+            "envelope",
+            "--postgres-data-column",
+            "body",
+            "--postgres-url-env",
+            "SHOP_DB",
+        ]);
+        let DataSource::Postgres {
+            layout,
+            data_column,
+            kid_column,
+            url_env,
+            ..
+        } = &s[0]
+        else {
+            panic!("{s:?}");
+        };
+        assert_eq!(*layout, PgLayout::Envelope);
+        assert_eq!(data_column.as_deref(), Some("body"));
+        assert_eq!(*kid_column, None);
+        assert_eq!(url_env, "SHOP_DB");
+    }
 }

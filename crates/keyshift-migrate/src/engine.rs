@@ -1,11 +1,12 @@
 //! The campaign: draft a plan, apply it (and resume it), report its status, verify it, retire the
 //! old key.
 
-use crate::journal::{Failure, Journal};
+use crate::journal::{Failure, Journal, Skip};
 use crate::plan::{self, DataSource, Grant, Limits, Mode, Plan, Retention, SourceKey, TargetKey};
 use crate::progress::{Progress, Style};
 use crate::rewrap::{client_from, same_version, Limiter, Rewrapper};
 use crate::source::envelope_dir::{self, Reencrypt};
+use crate::source::postgres::{self, Table};
 use crate::source::{keyring, wrapped_keys, Ctx, Inventory, Totals, Verification};
 use anyhow::{anyhow, bail, Context, Result};
 use keyshift_api::keys::{
@@ -202,6 +203,7 @@ pub async fn plan(req: &PlanRequest, dry_run: bool) -> Result<Draft> {
                 } => inv.bytes as f64 / EST_REENCRYPT_BYTES_PER_S,
                 DataSource::EnvelopeDir { .. } => inv.under_source as f64 / EST_FILES_PER_S,
                 DataSource::Keyring { .. } => 0.1,
+                DataSource::Postgres { .. } => inv.under_source as f64 / EST_WRAPPED_KEYS_PER_S,
             };
             draft.inventory.push((s.label(), inv));
         }
@@ -227,6 +229,7 @@ fn relativize_source(plan_path: &Path, s: &DataSource) -> DataSource {
     match s {
         DataSource::WrappedKeys { path } => DataSource::WrappedKeys { path: rel(path) },
         DataSource::Keyring { path } => DataSource::Keyring { path: rel(path) },
+        DataSource::Postgres { .. } => s.clone(),
         DataSource::EnvelopeDir {
             path,
             mode,
@@ -421,6 +424,9 @@ async fn inventory(
     match s {
         DataSource::WrappedKeys { path } => wrapped_keys::inventory(source, target, &at(path)),
         DataSource::Keyring { path } => keyring::inventory(source, target, &at(path)),
+        DataSource::Postgres { .. } => {
+            postgres::inventory(&Table::from_plan(s)?, source, target).await
+        }
         DataSource::EnvelopeDir {
             path,
             mode,
@@ -479,6 +485,9 @@ pub struct Report {
     pub sources: Vec<SourceReport>,
     /// Items that failed, with their reasons.
     pub failures: Vec<Failure>,
+    /// Items left alone with a reason (rows another writer changed while the campaign worked
+    /// on them), counted in `skipped`.
+    pub skips: Vec<Skip>,
     /// Whether every source is done without a failure and the old version is restricted.
     pub complete: bool,
 }
@@ -510,6 +519,15 @@ pub struct SourceReport {
 /// failures) restricts the old version to decrypt and unwrap. Resumes where the journal says.
 pub async fn apply(plan_path: &Path, options: ApplyOptions) -> Result<Report> {
     let plan = Plan::read(plan_path)?;
+    // Databases first: a missing URL or table is found before anything is created.
+    for s in &plan.sources {
+        if let DataSource::Postgres { .. } = s {
+            let table = Table::from_plan(s)?;
+            let pool = table.connect().await?;
+            table.describe(&pool).await?;
+            pool.close().await;
+        }
+    }
     let plan_text = std::fs::read(plan_path)?;
     let plan_hash: String = keyshift_crypto::digest::sha256(&plan_text)
         .iter()
@@ -528,10 +546,12 @@ pub async fn apply(plan_path: &Path, options: ApplyOptions) -> Result<Report> {
     let source_client = client_from(&plan::resolve(plan_path, &plan.source.credentials))?;
     let target_client = client_from(&plan::resolve(plan_path, &plan.target.credentials))?;
     let source = parse_kid(&plan.source.kid)?;
-    source_client
+    let source_bundle = source_client
         .get_key(&source.vault_url, &source.name, source.version.as_deref())
         .await
         .with_context(|| format!("cannot read the source key {}", plan.source.kid))?;
+    // The algorithm of items that do not say theirs (a table without an alg column).
+    let source_alg = default_wrap_alg(source_bundle.key.kty.as_deref().unwrap_or_default()).ok();
 
     let target = ensure_target(plan_path, &plan, &journal, &target_client).await?;
     let target_bundle = target_client
@@ -603,6 +623,9 @@ pub async fn apply(plan_path: &Path, options: ApplyOptions) -> Result<Report> {
         let totals: Totals = match s {
             DataSource::WrappedKeys { path } => wrapped_keys::migrate(&ctx, &at(path)).await?,
             DataSource::Keyring { path } => keyring::migrate(&ctx, &at(path), kek.as_ref()).await?,
+            DataSource::Postgres { .. } => {
+                postgres::migrate(&ctx, &Table::from_plan(s)?, source_alg).await?
+            }
             DataSource::EnvelopeDir { path, mode, .. } => {
                 let re = match mode {
                     Mode::Rewrap => None,
@@ -945,6 +968,7 @@ pub async fn report(plan_path: &Path, plan: &Plan, journal: &Journal) -> Result<
             .collect(),
         sources,
         failures: journal.failures().await?,
+        skips: journal.skips().await?,
         complete: step("finished").is_some(),
     })
 }
@@ -997,6 +1021,15 @@ pub fn report_text(r: &Report) -> String {
     }
     if r.failures.len() > 50 {
         out += &format!("  ... {} failures in all (JSON report)\n", r.failures.len());
+    }
+    for s in r.skips.iter().take(20) {
+        out += &format!("  skipped: source {} {}: {}\n", s.source, s.item, s.reason);
+    }
+    if r.skips.len() > 20 {
+        out += &format!(
+            "  ... {} skipped with a reason in all (JSON report)\n",
+            r.skips.len()
+        );
     }
     out
 }
@@ -1098,6 +1131,9 @@ pub async fn verify(plan_path: &Path, sample: Option<u64>) -> Result<Vec<(String
                 wrapped_keys::verify(&ctx, &at(path), sample).await?
             }
             DataSource::Keyring { path } => keyring::verify(&ctx, &at(path), kek.as_ref()).await?,
+            DataSource::Postgres { .. } => {
+                postgres::verify(&ctx, &Table::from_plan(s)?, kek.as_ref(), sample).await?
+            }
             DataSource::EnvelopeDir { path, mode, .. } => {
                 let re = match mode {
                     Mode::Rewrap => None,

@@ -3,9 +3,10 @@
 //!
 //! It records the campaign's steps (target created, roles granted, old key restricted), one row
 //! per batch of items (how many, how many bytes, where in the source it ended, the audit event
-//! ids of its requests), and each item that failed with its reason. It is a record of progress,
-//! not the only guard against doing an item twice: every source also checks by inspection
-//! whether an item is already under the target before switching it.
+//! ids of its requests), each item that failed with its reason, and each item left alone for a
+//! reason worth telling (a row another writer changed while the campaign worked on it). It is a
+//! record of progress, not the only guard against doing an item twice: every source also checks
+//! by inspection whether an item is already under the target before switching it.
 
 use anyhow::{Context, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -38,6 +39,9 @@ pub struct Batch {
     pub input_end: u64,
     /// Where in the output the batch ended (a byte offset for a list file; 0 otherwise).
     pub output_end: u64,
+    /// Where in the source the batch ended, for sources walked by key (a database table: the
+    /// pass and the last id); empty otherwise.
+    pub cursor: String,
     /// Audit event ids (`x-ms-request-id`) of the batch's requests, space-separated.
     pub events: String,
     /// Unix milliseconds when it was committed.
@@ -52,6 +56,17 @@ pub struct Failure {
     /// The item (a path, a line's id).
     pub item: String,
     /// Why.
+    pub reason: String,
+}
+
+/// An item left alone without failing, and why (it is counted in its batch's `skipped`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skip {
+    /// Index of the source in the plan.
+    pub source: usize,
+    /// The item (a row's id).
+    pub item: String,
+    /// Why it was left as it is.
     pub reason: String,
 }
 
@@ -70,6 +85,7 @@ CREATE TABLE IF NOT EXISTS batches (
     bytes INTEGER NOT NULL,
     input_end INTEGER NOT NULL,
     output_end INTEGER NOT NULL,
+    cursor TEXT NOT NULL DEFAULT '',
     events TEXT NOT NULL,
     at_ms INTEGER NOT NULL,
     PRIMARY KEY (source, seq)
@@ -78,6 +94,13 @@ CREATE TABLE IF NOT EXISTS failures (
     source INTEGER NOT NULL,
     item TEXT NOT NULL,
     reason TEXT NOT NULL,
+    PRIMARY KEY (source, item)
+);
+CREATE TABLE IF NOT EXISTS skips (
+    source INTEGER NOT NULL,
+    item TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
     PRIMARY KEY (source, item)
 );
 ";
@@ -169,10 +192,20 @@ impl Journal {
 
     /// Commits a batch and its failures in one transaction.
     pub async fn commit_batch(&self, batch: &Batch, failures: &[Failure]) -> Result<()> {
+        self.commit_batch_with_skips(batch, failures, &[]).await
+    }
+
+    /// Commits a batch, its failures and the items it left alone (with why) in one transaction.
+    pub async fn commit_batch_with_skips(
+        &self,
+        batch: &Batch,
+        failures: &[Failure],
+        skips: &[Skip],
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await.context("journal: begin")?;
         sqlx::query(
             "INSERT INTO batches (source, seq, items, skipped, failed, bytes, input_end, \
-             output_end, events, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             output_end, cursor, events, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(batch.source as i64)
         .bind(batch.seq)
@@ -182,6 +215,7 @@ impl Journal {
         .bind(batch.bytes as i64)
         .bind(batch.input_end as i64)
         .bind(batch.output_end as i64)
+        .bind(&batch.cursor)
         .bind(&batch.events)
         .bind(batch.at_ms)
         .execute(&mut *tx)
@@ -195,6 +229,18 @@ impl Journal {
                 .execute(&mut *tx)
                 .await
                 .context("journal: recording a failure")?;
+        }
+        for s in skips {
+            sqlx::query(
+                "INSERT OR REPLACE INTO skips (source, item, reason, at_ms) VALUES (?, ?, ?, ?)",
+            )
+            .bind(s.source as i64)
+            .bind(&s.item)
+            .bind(&s.reason)
+            .bind(batch.at_ms)
+            .execute(&mut *tx)
+            .await
+            .context("journal: recording a skipped item")?;
         }
         tx.commit().await.context("journal: commit")?;
         Ok(())
@@ -213,7 +259,7 @@ impl Journal {
     pub async fn batches(&self, source: Option<usize>) -> Result<Vec<Batch>> {
         let rows = sqlx::query(
             "SELECT source, seq, items, skipped, failed, bytes, input_end, output_end, events, \
-             at_ms FROM batches WHERE ?1 IS NULL OR source = ?1 ORDER BY source, seq",
+             at_ms, cursor FROM batches WHERE ?1 IS NULL OR source = ?1 ORDER BY source, seq",
         )
         .bind(source.map(|s| s as i64))
         .fetch_all(&self.pool)
@@ -232,6 +278,7 @@ impl Journal {
                 output_end: r.get::<i64, _>(7) as u64,
                 events: r.get(8),
                 at_ms: r.get(9),
+                cursor: r.get(10),
             })
             .collect())
     }
@@ -245,6 +292,23 @@ impl Journal {
         Ok(rows
             .iter()
             .map(|r| Failure {
+                source: r.get::<i64, _>(0) as usize,
+                item: r.get(1),
+                reason: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Items left alone with a reason, in the order they were recorded.
+    pub async fn skips(&self) -> Result<Vec<Skip>> {
+        let rows =
+            sqlx::query("SELECT source, item, reason FROM skips ORDER BY at_ms, source, item")
+                .fetch_all(&self.pool)
+                .await
+                .context("journal: reading skipped items")?;
+        Ok(rows
+            .iter()
+            .map(|r| Skip {
                 source: r.get::<i64, _>(0) as usize,
                 item: r.get(1),
                 reason: r.get(2),
@@ -289,6 +353,7 @@ mod tests {
             bytes: 320,
             input_end: 1234,
             output_end: 1300,
+            cursor: "0 42".into(),
             events: "e1 e2".into(),
             at_ms: 5,
         };
@@ -304,11 +369,25 @@ mod tests {
         .unwrap();
         // The same batch twice is refused: the primary key guards the sequence.
         assert!(j.commit_batch(&b, &[]).await.is_err());
+        let b2 = Batch {
+            seq: 1,
+            ..b.clone()
+        };
+        let skip = Skip {
+            source: 0,
+            item: "row 7".into(),
+            reason: "changed".into(),
+        };
+        j.commit_batch_with_skips(&b2, &[], std::slice::from_ref(&skip))
+            .await
+            .unwrap();
         j.close().await;
 
         let j = Journal::open_existing(&plan).await.unwrap();
         assert_eq!(j.step("target").await.unwrap().as_deref(), Some("kid-1"));
-        assert_eq!(j.last_batch(0).await.unwrap(), Some(b));
+        assert_eq!(j.last_batch(0).await.unwrap(), Some(b2));
+        assert_eq!(j.batches(Some(0)).await.unwrap()[0], b);
+        assert_eq!(j.skips().await.unwrap(), vec![skip]);
         assert_eq!(j.last_batch(1).await.unwrap(), None);
         assert_eq!(j.failures().await.unwrap().len(), 1);
         j.clear_failures(0).await.unwrap();

@@ -134,6 +134,50 @@ pub enum DataSource {
         /// The keyring file, relative to the plan's directory.
         path: PathBuf,
     },
+    /// A PostgreSQL table whose rows hold wrapped data keys or whole 2-level envelopes, walked
+    /// in the order of its id column (see [`crate::source::postgres`]).
+    Postgres {
+        /// The environment variable holding the connection URL: the plan holds no password.
+        #[serde(default = "default_url_env")]
+        url_env: String,
+        /// The table, `name` or `schema.name`, as PostgreSQL stores it (used quoted).
+        table: String,
+        /// Its primary key (or a unique, non-null column): integer or text.
+        id_column: String,
+        /// What the rows hold.
+        layout: PgLayout,
+        /// `wrapped-key`: the versioned kid of the key the data key is wrapped under (text).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kid_column: Option<String>,
+        /// `wrapped-key`: the wrapped data key (bytea).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wrapped_column: Option<String>,
+        /// `wrapped-key`: the wrap algorithm (text); without it the source key's default
+        /// algorithm is assumed and rows under the target use the target's wrap algorithm.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alg_column: Option<String>,
+        /// `envelope`: the whole 2-level envelope (bytea).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data_column: Option<String>,
+    },
+}
+
+/// What the rows of a PostgreSQL source hold.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PgLayout {
+    /// A wrapped data key and the kid it is under, in two columns (the application's
+    /// ciphertext columns are not touched).
+    WrappedKey,
+    /// A whole 2-level Keyshift envelope in one column: its header's key slot is rewrapped.
+    Envelope,
+}
+
+/// The environment variable a PostgreSQL source reads its URL from unless the plan names another.
+pub const DEFAULT_URL_ENV: &str = "KEYSHIFT_MIGRATE_DATABASE_URL";
+
+fn default_url_env() -> String {
+    DEFAULT_URL_ENV.to_owned()
 }
 
 impl DataSource {
@@ -145,6 +189,13 @@ impl DataSource {
                 format!("envelope-dir {} ({})", path.display(), mode_name(*mode))
             }
             DataSource::Keyring { path } => format!("keyring {}", path.display()),
+            DataSource::Postgres { table, layout, .. } => {
+                let layout = match layout {
+                    PgLayout::WrappedKey => "wrapped-key",
+                    PgLayout::Envelope => "envelope",
+                };
+                format!("postgres {table} ({layout})")
+            }
         }
     }
 }
@@ -278,6 +329,10 @@ impl Plan {
                     source.label()
                 );
             }
+            if let DataSource::Postgres { .. } = source {
+                crate::source::postgres::Table::from_plan(source)
+                    .with_context(|| source.label())?;
+            }
         }
         Ok(())
     }
@@ -403,6 +458,16 @@ mod tests {
                     keyring: None,
                     target_keyring: Some("new.json".into()),
                 },
+                DataSource::Postgres {
+                    url_env: DEFAULT_URL_ENV.into(),
+                    table: "app.orders".into(),
+                    id_column: "id".into(),
+                    layout: PgLayout::WrappedKey,
+                    kid_column: Some("kek_kid".into()),
+                    wrapped_column: Some("wrapped_dek".into()),
+                    alg_column: None,
+                    data_column: None,
+                },
             ],
             retention: Retention {
                 keep_until: "2027-06-01".into(),
@@ -417,6 +482,9 @@ mod tests {
         let plan = sample();
         let text = plan.to_toml().unwrap();
         assert!(text.contains("kind = \"envelope-dir\""), "{text}");
+        assert!(text.contains("kind = \"postgres\""), "{text}");
+        assert!(text.contains("layout = \"wrapped-key\""), "{text}");
+        assert!(!text.contains("alg_column"), "{text}");
         let back: Plan = toml::from_str(&text).unwrap();
         assert_eq!(back, plan);
         back.check().unwrap();
@@ -430,6 +498,15 @@ mod tests {
         let mut bad = sample();
         bad.target.kty = None;
         assert!(bad.check().is_err());
+        let mut bad = sample();
+        if let DataSource::Postgres { table, .. } = &mut bad.sources[2] {
+            *table = "orders where 1=1".into();
+        }
+        assert!(format!("{:#}", bad.check().unwrap_err()).contains("plain SQL identifier"));
+        // The URL's variable is optional in the file: the default is filled in.
+        let without_env = text.replace("url_env = \"KEYSHIFT_MIGRATE_DATABASE_URL\"\n", "");
+        assert_ne!(without_env, text);
+        assert_eq!(toml::from_str::<Plan>(&without_env).unwrap(), plan);
         let mut bad = sample();
         bad.retention.keep_until = "soon".into();
         assert!(bad.check().is_err());

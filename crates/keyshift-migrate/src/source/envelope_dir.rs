@@ -199,6 +199,7 @@ pub async fn migrate(ctx: &Ctx, root: &Path, re: Option<Reencrypt>) -> Result<To
             bytes: done.bytes,
             input_end: 0,
             output_end: 0,
+            cursor: String::new(),
             events: events.join(" "),
             at_ms: crate::now_ms(),
         };

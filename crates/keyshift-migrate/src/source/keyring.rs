@@ -103,6 +103,7 @@ async fn commit(ctx: &Ctx, totals: &Totals, failures: &[Failure]) -> Result<()> 
                 bytes: totals.bytes,
                 input_end: 0,
                 output_end: 0,
+                cursor: String::new(),
                 events: String::new(),
                 at_ms: crate::now_ms(),
             },

@@ -2,6 +2,7 @@
 
 pub mod envelope_dir;
 pub mod keyring;
+pub mod postgres;
 pub mod wrapped_keys;
 
 use crate::journal::Journal;
@@ -37,6 +38,9 @@ pub struct Totals {
     pub failed: u64,
     /// Items under neither key, left alone.
     pub other: u64,
+    /// Items another writer changed while the campaign worked on them, left as it wrote them
+    /// (a database row; a later pass moves it if it is still under the source key).
+    pub changed: u64,
     /// Bytes of the data protected by the migrated items.
     pub bytes: u64,
 }

@@ -318,6 +318,7 @@ pub async fn migrate(ctx: &Ctx, path: &Path) -> Result<Totals> {
             bytes: done.totals.bytes,
             input_end: done.input_end,
             output_end,
+            cursor: String::new(),
             events: done.events.join(" "),
             at_ms: crate::now_ms(),
         };
@@ -342,6 +343,7 @@ pub(crate) fn add(totals: &mut Totals, more: &Totals) {
     totals.already += more.already;
     totals.failed += more.failed;
     totals.other += more.other;
+    totals.changed += more.changed;
     totals.bytes += more.bytes;
 }
 
