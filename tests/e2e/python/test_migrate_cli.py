@@ -136,3 +136,70 @@ def test_plan_refusals_are_clear(tmp_path):
     assert out.returncode != 0 and "not a valid plan" in out.stderr, out.stderr
     out = ks("migrate", "status", tmp_path / "broken.toml", check=False)
     assert out.returncode != 0
+
+
+def test_rekey_in_place_refuses_the_wrong_context_and_is_idempotent(key_client: KeyClient, tmp_path):
+    admin_path = os.environ["KEYSHIFT_E2E_ADMIN"]
+    old = key_client.create_oct_key(unique("docs-old"), hardware_protected=True)
+    new = key_client.create_oct_key(unique("docs-new"), hardware_protected=True)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for i in range(3):
+        (plain / f"doc{i}.txt").write_bytes(os.urandom(70_000 + i))
+    ks("encrypt", plain, "--out", tmp_path / "docs", "--kek", old.id, "--context", "tenant=acme",
+       "--credentials", admin_path)
+    files = sorted((tmp_path / "docs").glob("*.ksenv"))
+    before = {p: p.read_bytes() for p in files}
+
+    refused = ks("rekey", tmp_path / "docs", "--kek", new.id, "--context", "tenant=other",
+                 "--credentials", admin_path, check=False)
+    assert refused.returncode != 0 and "context" in refused.stdout.lower(), refused.stdout
+    assert {p: p.read_bytes() for p in files} == before, "a refused rekey changed a file"
+
+    done = json.loads(ks("rekey", tmp_path / "docs", "--kek", new.id, "--context", "tenant=acme",
+                         "--credentials", admin_path).stdout)
+    assert (done["rekeyed"], done["already"]) == (3, 0)
+    for p in files:
+        assert json.loads(ks("inspect", p).stdout)["kek"] == new.id
+        assert p.read_bytes() != before[p]
+    again = json.loads(ks("rekey", tmp_path / "docs", "--kek", new.id, "--context", "tenant=acme",
+                          "--credentials", admin_path).stdout)
+    assert (again["rekeyed"], again["already"]) == (0, 3)
+    ks("decrypt", tmp_path / "docs", "--out", tmp_path / "back", "--context", "tenant=acme",
+       "--credentials", admin_path)
+    for p in plain.iterdir():
+        assert (tmp_path / "back" / p.name).read_bytes() == p.read_bytes()
+
+
+def test_progress_is_a_bar_on_a_terminal(key_client: KeyClient, tmp_path):
+    """Without --progress, a terminal on standard error gets a bar redrawn in place."""
+    import pty
+
+    admin_path = os.environ["KEYSHIFT_E2E_ADMIN"]
+    kek = key_client.create_oct_key(unique("bar"), hardware_protected=True)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for i in range(5):
+        (plain / f"f{i}").write_bytes(b"x" * 1000)
+    ks("encrypt", plain, "--out", tmp_path / "sealed", "--kek", kek.id, "--credentials", admin_path)
+    plan = tmp_path / "bar.toml"
+    ks("migrate", "plan", "--name", "bar", "--source", kek.id, "--credentials", admin_path, "--target-name",
+       unique("bar-next"), "--envelope-dir", tmp_path / "sealed", "--keep-until", "2026-01-01", "--out", plan)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([os.environ["KEYSHIFT_BIN"], "migrate", "apply", str(plan)], stdout=subprocess.PIPE,
+                            stderr=follower)
+    os.close(follower)
+    out, _ = proc.communicate(timeout=120)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.returncode == 0, out
+    assert b"\r" in seen and b"[##" in seen and b"5/5" in seen, seen
+    assert not seen.lstrip().startswith(b"{"), "JSON lines on a terminal"

@@ -5,9 +5,9 @@
 //!   are copied as they are. 3-level files are untouched: they move with their keyring.
 //! - `reencrypt`: a file under the source key (2-level, or 3-level under the given keyring) is
 //!   decrypted and encrypted again with a new data key, 2-level under the target key or 3-level
-//!   under a new keyring wrapped by it; decryption and encryption run on two threads. The new
-//!   file is decrypted again (every segment authenticated, to the same length) before it
-//!   replaces the old one.
+//!   under a new keyring wrapped by it; decryption, encryption and a check run on three threads:
+//!   the new bytes, as they are written, are decrypted again (every segment authenticated under
+//!   the new key, to the same length) before the file is synced and replaces the old one.
 //!
 //! Each pass walks the tree and looks at every header: a file already under the target is
 //! skipped, so a resumed pass never switches a file twice. Files are switched with
@@ -384,22 +384,20 @@ pub async fn reencrypt_file(
             .await?
         }
     };
-    let check = match &re.new_master {
-        Some(_) => None,
-        None => {
-            Some(Decryptor::unlock(encryptor.header(), re.kek.as_ref(), None, &re.context).await?)
-        }
+    // The checker opens the new bytes as they are written, on a thread of its own: every segment
+    // must authenticate under the new key, in order, to the last one.
+    let checker = match &re.new_master {
+        Some(master) => Decryptor::from_master_key(encryptor.header(), master, &re.context)?,
+        None => Decryptor::unlock(encryptor.header(), re.kek.as_ref(), None, &re.context).await?,
     };
+    let new_header_len = encryptor.header().len();
     let path = path.to_owned();
     let header_len = header.len() as u64;
-    let new_master = re.new_master.clone();
-    let context = re.context.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
         let mut input = File::open(&path)?;
         input.seek(SeekFrom::Start(header_len))?;
         let mut staged = Staged::create(&path)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-        // Decrypt on this thread's partner; encrypt here.
         let decrypt = std::thread::spawn(move || -> Result<u64> {
             let writer = ChannelWriter {
                 tx,
@@ -409,44 +407,44 @@ pub async fn reencrypt_file(
                 .decrypt_stream(BufReader::with_capacity(1 << 20, input), writer)
                 .map_err(|e| anyhow!("{}", e.error))
         });
+        let (check_tx, check_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let check = std::thread::spawn(move || -> Result<u64> {
+            let mut reader = ChannelReader {
+                rx: check_rx,
+                buf: Vec::new(),
+                at: 0,
+            };
+            let mut header = vec![0u8; new_header_len];
+            reader.read_exact(&mut header)?;
+            checker
+                .decrypt_stream(reader, std::io::sink())
+                .map_err(|e| anyhow!("the new file does not open: {}", e.error))
+        });
         let reader = ChannelReader {
             rx,
             buf: Vec::new(),
             at: 0,
         };
         let written = {
-            let out = BufWriter::with_capacity(1 << 20, staged.file());
+            let out = TeeWriter {
+                file: BufWriter::with_capacity(1 << 20, staged.file()),
+                copy: ChannelWriter {
+                    tx: check_tx,
+                    buf: Vec::with_capacity(CHUNK),
+                },
+            };
             encryptor.encrypt_stream(reader, out)
         };
         let decrypted = decrypt
             .join()
             .map_err(|_| anyhow!("the decryption thread panicked"))??;
         let encrypted = written?;
-        if encrypted != decrypted {
+        let reopened = check
+            .join()
+            .map_err(|_| anyhow!("the checking thread panicked"))??;
+        if encrypted != decrypted || reopened != decrypted {
             return Err(anyhow!(
-                "{decrypted} bytes were decrypted but {encrypted} encrypted"
-            ));
-        }
-        // Check the new file opens before switching.
-        staged.file().sync_data()?;
-        let mut check_file = File::open(staged_path(&staged))?;
-        let new_header = Header::read_from(&mut check_file)?;
-        let checker = match (check, new_master) {
-            (Some(c), _) => c,
-            (None, Some(master)) => Decryptor::from_master_key(&new_header, &master, &context)?,
-            (None, None) => return Err(anyhow!("no key to check the new file with")),
-        };
-        // Every segment authenticates under the new key, in order, to the last one: the new file
-        // opens, whole, to as many bytes as the old one held.
-        let reopened = checker
-            .decrypt_stream(
-                BufReader::with_capacity(1 << 20, check_file),
-                std::io::sink(),
-            )
-            .map_err(|e| anyhow!("the new file does not open: {}", e.error))?;
-        if reopened != decrypted {
-            return Err(anyhow!(
-                "the new file opens to {reopened} bytes, the old one held {decrypted}"
+                "{decrypted} bytes were decrypted, {encrypted} encrypted, {reopened} opened again"
             ));
         }
         staged.commit()
@@ -455,11 +453,27 @@ pub async fn reencrypt_file(
     .context("a re-encryption thread failed")?
 }
 
-fn staged_path(staged: &Staged) -> PathBuf {
-    staged.temp_path().to_owned()
+const CHUNK: usize = 256 * 1024;
+
+/// Writes to the file and hands a copy to the checker. The copy is flushed (and the checker's
+/// channel closed) when the writer is dropped, after the file's last bytes.
+struct TeeWriter<W: Write> {
+    file: W,
+    copy: ChannelWriter,
 }
 
-const CHUNK: usize = 256 * 1024;
+impl<W: Write> Write for TeeWriter<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.file.write_all(data)?;
+        self.copy.write_all(data)?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()?;
+        self.copy.flush()
+    }
+}
 
 struct ChannelWriter {
     tx: std::sync::mpsc::SyncSender<Vec<u8>>,
