@@ -1,8 +1,11 @@
 //! Migration campaigns end to end against real servers (TLS, SQLite, token issuer): the
 //! customer-managed-key scenario (a service's wrapped-key list moved to a new key in a new vault,
 //! the workload's identity granted, the old version left decrypt-only, then retired), a 3-level
-//! keyring whose KEK moves to another server, trees of 2-level files rewrapped and re-encrypted,
-//! `rekey`, and resuming after a crash between batches.
+//! keyring whose KEK moves to another server, trees of 2-level files rewrapped and re-encrypted
+//! (also at full size: 10,000 files and 1 GiB), `rekey`, a software key moved to an HSM key type, a
+//! BYOK target with grants drafted from usage, and the refusals of a changed plan or a mismatched
+//! target. Crash and resume: `tests/e2e/python/test_migrate_cli.py` (SIGKILL of the real binary)
+//! and `migrate_postgres.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -794,4 +797,127 @@ async fn ten_thousand_files_rewrapped_and_a_gibibyte_reencrypted() {
     assert_eq!(ver[0].1.checked, 10_000);
     assert_eq!(ver[1].1.checked, 8);
     assert!(ver.iter().all(|(_, v)| v.broken.is_empty()));
+}
+
+/// The target can be a key brought from the customer's HSM (a BYOK transfer blob imported by
+/// `apply`); identities that used the old version without holding a role on it any more are in
+/// the plan, with the usage that put them there.
+#[tokio::test]
+async fn a_byok_target_and_grants_drafted_from_usage() {
+    use keyshift_crypto::transfer::{rsa_aes_key_wrap, TransferWrap};
+    let s = TestServer::start().await;
+    let url = s.url();
+    let source = create(&s, &url, "old-kek", json!({"kty": "oct-HSM"})).await;
+    // A workload used the old key, then lost its role (the assignment was removed).
+    let vault = s.deployment().default_vault().unwrap();
+    let p = s.deployment().create_principal("batch-job").await.unwrap();
+    let a = s
+        .deployment()
+        .assign_role(
+            &vault,
+            "/keys/old-kek",
+            "Key Vault Crypto Service Encryption User",
+            &p.principal.id,
+            None,
+        )
+        .await
+        .unwrap();
+    let token = s.token_for(&p.principal.client_id, &p.client_secret).await;
+    let c = client(&s);
+    let src = parse_kid(&source).unwrap();
+    let w = c.wrap_key(&src, "A256KW", &[9u8; 32]).await.unwrap();
+    let (st, _) = s
+        .call_as(
+            &token,
+            &url,
+            Method::POST,
+            &v("/keys/old-kek//unwrapkey"),
+            Some(json!({"alg": "A256KW", "value": b64::encode(&w.value)})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    s.deployment()
+        .remove_role_assignment(&vault, &a.name)
+        .await
+        .unwrap();
+
+    // The customer's AES key, wrapped for a key-exchange key of the target vault.
+    let (st, kek) = s
+        .call(
+            Method::POST,
+            &v("/keys/byok-kek/create"),
+            Some(json!({"kty": "RSA-HSM", "key_size": 3072, "key_ops": ["import"]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{kek}");
+    let m = |k: &str| b64::decode(kek["key"][k].as_str().unwrap()).unwrap();
+    let kek_public = keyshift_crypto::PublicKey::Rsa {
+        n: m("n"),
+        e: m("e"),
+    };
+    let customer_key = [0x42u8; 32];
+    let wrap = TransferWrap::RsaAesKeyWrap;
+    let blob = json!({"schema_version": "1.0.0",
+        "header": {"kid": kek["key"]["kid"], "alg": "dir", "enc": wrap.name()},
+        "ciphertext": b64::encode(&rsa_aes_key_wrap(&kek_public, wrap.hash(), &customer_key).unwrap()),
+        "generator": "keyshift-testkit"});
+    let dir = tempfile::tempdir().unwrap();
+    let blob_path = dir.path().join("customer.byok");
+    std::fs::write(&blob_path, serde_json::to_vec(&blob).unwrap()).unwrap();
+    let list = dir.path().join("keys.jsonl");
+    std::fs::write(
+        &list,
+        format!(
+            "{}\n",
+            json!({"id": 1, "kid": w.kid, "alg": "A256KW", "wrapped_key": b64::encode(&w.value)})
+        ),
+    )
+    .unwrap();
+
+    let mut req = request(
+        &s,
+        dir.path(),
+        &source,
+        vec![DataSource::WrappedKeys { path: list.clone() }],
+    );
+    req.target_name = "customer-key".into();
+    req.byok = Some(blob_path);
+    let plan = write_plan(&req).await;
+    assert_eq!(
+        plan.target.byok.as_deref(),
+        Some(Path::new("customer.byok"))
+    );
+    let grant = plan
+        .grants
+        .iter()
+        .find(|g| g.principal == p.principal.id)
+        .expect("the identity that used the old version is in the plan");
+    assert_eq!(grant.role, "Key Vault Crypto Service Encryption User");
+    assert!(grant.reason.contains("KeyUnwrap x1"), "{}", grant.reason);
+
+    let report = engine::apply(&req.plan_path, QUIET).await.unwrap();
+    assert!(report.complete, "{report:?}");
+    // The target is the customer's key: its item unwraps locally with the customer's bytes.
+    let line: Value = serde_json::from_str(std::fs::read_to_string(&list).unwrap().trim()).unwrap();
+    let target = report.target.unwrap();
+    assert_eq!(line["kid"], target);
+    let mut local = keyshift_envelope::LocalKek::new();
+    local.insert(target.clone(), &customer_key).unwrap();
+    let wrapped = keyshift_envelope::WrappedKey {
+        kid: target,
+        alg: "A256KW".into(),
+        bytes: b64::decode(line["wrapped_key"].as_str().unwrap()).unwrap(),
+    };
+    assert_eq!(local.unwrap(&wrapped).await.unwrap().as_slice(), &[9u8; 32]);
+    // The workload holds its role on the new key and uses it.
+    let (st, out) = s
+        .call_as(
+            &token,
+            &url,
+            Method::POST,
+            &v("/keys/customer-key//unwrapkey"),
+            Some(json!({"alg": "A256KW", "value": line["wrapped_key"]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{out}");
 }
