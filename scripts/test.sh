@@ -69,7 +69,7 @@ text = open(sys.argv[1], errors="replace").read()
 passed = failed = 0
 for p, f in re.findall(r"^test result: \w+\. (\d+) passed; (\d+) failed", text, re.M):
     passed += int(p); failed += int(f)
-for line in re.findall(r"^=+ (.*) in [\d.]+s =+$", text, re.M):  # pytest
+for line in re.findall(r"^=+ (.*) in [\d.]+s(?: \([\d:]+\))? =+$", text, re.M):  # pytest
     passed += sum(int(n) for n in re.findall(r"(\d+) passed", line))
     failed += sum(int(n) for n in re.findall(r"(\d+) failed", line))
 passed += sum(int(n) for n in re.findall(r"^# pass (\d+)$", text, re.M))  # node --test
