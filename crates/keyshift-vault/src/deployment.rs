@@ -61,6 +61,8 @@ pub struct Deployment {
     pub(crate) audit: std::sync::OnceLock<crate::audit::AuditWriter>,
     /// The release-signing key, once loaded or created (`release.rs`).
     pub(crate) release_key: tokio::sync::OnceCell<Arc<keyshift_crypto::KeyMaterial>>,
+    /// Client secrets checked recently (see [`VerifiedSecrets`]).
+    verified_secrets: VerifiedSecrets,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -175,6 +177,7 @@ impl Deployment {
             administrator: RwLock::new(None),
             audit: Default::default(),
             release_key: Default::default(),
+            verified_secrets: VerifiedSecrets::new()?,
         };
         *deployment
             .administrator
@@ -799,6 +802,13 @@ impl Deployment {
     }
 
     /// Checks a client secret; `None` when the client is unknown, disabled or the secret is wrong.
+    ///
+    /// A secret that passed the Argon2id check is remembered for a few minutes (by an HMAC under
+    /// a key that never leaves this process, with the hash it matched), so that a client asking
+    /// for tokens again does not pay the slow hash each time. A remembered secret is accepted only
+    /// while the principal is enabled and still holds that very hash: removing the secret or
+    /// disabling the principal takes effect at once. Wrong secrets and unknown ids always pay the
+    /// full check, so timing tells nothing new.
     pub async fn authenticate_client(
         &self,
         client_id: &str,
@@ -809,11 +819,74 @@ impl Deployment {
             let _ = keyshift_crypto::secret::verify_secret(secret.as_bytes(), DUMMY_PHC);
             return Ok(None);
         };
-        let ok = p.enabled
-            && p.secret_hashes
-                .iter()
-                .any(|h| keyshift_crypto::secret::verify_secret(secret.as_bytes(), h));
-        Ok(ok.then_some(p))
+        let now = self.clock.now();
+        let tag = self.verified_secrets.tag(client_id, secret);
+        if let Some(hash) = self.verified_secrets.get(&tag, now) {
+            if p.enabled && p.secret_hashes.contains(&hash) {
+                return Ok(Some(p));
+            }
+        }
+        let matched = p
+            .secret_hashes
+            .iter()
+            .find(|h| keyshift_crypto::secret::verify_secret(secret.as_bytes(), h));
+        match matched {
+            Some(hash) if p.enabled => {
+                self.verified_secrets.insert(tag, hash.clone(), now);
+                Ok(Some(p))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Client secrets that passed the Argon2id check recently: HMAC-SHA-256 of the client id and
+/// secret under a random per-process key, mapped to the stored hash that matched and when.
+/// Bounded; nothing in it reveals a secret.
+struct VerifiedSecrets {
+    key: zeroize::Zeroizing<Vec<u8>>,
+    entries: std::sync::Mutex<HashMap<[u8; 32], (String, i64)>>,
+}
+
+impl VerifiedSecrets {
+    /// How long a verified secret is remembered.
+    const TTL_SECONDS: i64 = 300;
+    /// Most entries kept; the map is emptied when full.
+    const MAX_ENTRIES: usize = 4096;
+
+    fn new() -> Result<Self> {
+        Ok(VerifiedSecrets {
+            key: zeroize::Zeroizing::new(
+                keyshift_crypto::random_bytes(32).map_err(crypto_internal)?,
+            ),
+            entries: Default::default(),
+        })
+    }
+
+    fn tag(&self, client_id: &str, secret: &str) -> [u8; 32] {
+        let mut input = Vec::with_capacity(client_id.len() + 1 + secret.len());
+        input.extend_from_slice(client_id.as_bytes());
+        input.push(0);
+        input.extend_from_slice(secret.as_bytes());
+        let tag = keyshift_crypto::digest::hmac_sha256(&self.key, &input);
+        zeroize::Zeroize::zeroize(&mut input);
+        tag
+    }
+
+    fn get(&self, tag: &[u8; 32], now: i64) -> Option<String> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(tag)
+            .filter(|(_, at)| now >= *at && now - *at < Self::TTL_SECONDS)
+            .map(|(hash, _)| hash.clone())
+    }
+
+    fn insert(&self, tag: [u8; 32], hash: String, now: i64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(tag, (hash, now));
     }
 }
 

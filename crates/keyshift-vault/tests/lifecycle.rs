@@ -248,3 +248,53 @@ async fn restore_keeps_the_current_version_even_when_versions_share_a_second() {
         6
     );
 }
+
+/// A client secret that passed the slow check is remembered for a few minutes, and only while
+/// it still opens the door: a wrong secret, a disabled or deleted principal are refused at once.
+#[tokio::test]
+async fn verified_client_secrets_are_remembered_only_while_they_are_valid() {
+    let clock = Arc::new(FakeClock::new(1_800_000_000));
+    let (d, _dir) = deployment(clock.clone()).await;
+    let p = d.create_principal("app").await.unwrap();
+    let id = p.principal.client_id.clone();
+    let secret = p.client_secret.clone();
+    let timed = |secret: String| {
+        let (d, id) = (&d, id.clone());
+        async move {
+            let start = std::time::Instant::now();
+            let ok = d.authenticate_client(&id, &secret).await.unwrap().is_some();
+            (ok, start.elapsed())
+        }
+    };
+    let (ok, first) = timed(secret.clone()).await;
+    assert!(ok);
+    let (ok, again) = timed(secret.clone()).await;
+    assert!(ok);
+    assert!(
+        again * 4 < first,
+        "remembered: {again:?}, first check {first:?}"
+    );
+    // A wrong secret always pays the full check and is refused.
+    let (ok, wrong) = timed(format!("{secret}x")).await;
+    assert!(!ok);
+    assert!(
+        wrong > again * 20,
+        "a wrong secret took {wrong:?}, a remembered one {again:?}"
+    );
+    // Disabling takes effect at once, and enabling again needs no new check to be right.
+    d.set_principal_enabled(&id, false).await.unwrap();
+    assert!(!timed(secret.clone()).await.0);
+    d.set_principal_enabled(&id, true).await.unwrap();
+    assert!(timed(secret.clone()).await.0);
+    // After the time to live, the slow check again.
+    clock.advance(301);
+    let (ok, later) = timed(secret.clone()).await;
+    assert!(ok);
+    assert!(
+        later > again * 20,
+        "after expiry: {later:?}, remembered: {again:?}"
+    );
+    // A deleted principal is unknown.
+    d.delete_principal(&id).await.unwrap();
+    assert!(!timed(secret).await.0);
+}
