@@ -99,6 +99,15 @@ if "keyshift-envelope" in ours:
     banned = transitive("keyshift-envelope") & {"axum", "sqlx", "keyshift-server", "keyshift-store", "keyshift-vault"}
     rule(not banned, f"keyshift-envelope must not reach {sorted(banned)}")
 
+# 5d. Client-side crates take keyshift-crypto without its PKCS#11 backend (feature `pkcs11`): tools
+# that only encrypt envelopes or talk to a vault never build or load a PKCS#11 module.
+for client in ("keyshift-client", "keyshift-envelope", "keyshift-migrate"):
+    if client in ours:
+        for d in by_name[client]["dependencies"]:
+            if d["name"] == "keyshift-crypto" and d["kind"] is None:
+                rule("pkcs11" not in d["features"],
+                     f"{client} must take keyshift-crypto without its pkcs11 feature")
+
 # 6. Only keyshift-crypto names aws-lc-rs.
 for name in sorted(ours):
     if name != "keyshift-crypto":

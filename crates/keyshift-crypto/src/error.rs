@@ -27,6 +27,18 @@ pub enum CryptoError {
     /// A failure inside the cryptographic library that is not the caller's fault.
     #[error("internal cryptographic error")]
     Internal,
+    /// The key backend (an HSM token) cannot perform this algorithm or mechanism;
+    /// the message names the mechanism. Nothing is done in software instead.
+    #[error("not supported by the key backend: {0}")]
+    Unsupported(String),
+    /// The key backend holds no key with this reference (never made, or destroyed).
+    #[error("key not found in the key backend: {0}")]
+    KeyNotFound(String),
+    /// The key backend failed or refused for a reason that is not the input's
+    /// fault: it cannot be loaded or reached, refused the PIN, ran out of
+    /// sessions. The message names the PKCS#11 function and `CKR_*` code.
+    #[error("key backend failure: {0}")]
+    Backend(String),
 }
 
 /// Result alias used throughout this crate.

@@ -5,7 +5,9 @@
 //! Vault keys API (encrypt/decrypt, wrap/unwrap, sign/verify); [`seal`] protects
 //! records under a security-domain key; [`token`] signs the vault's access
 //! tokens; [`secret`] hashes client secrets; [`gcm`] and [`kdf`] are the
-//! AES-256-GCM and HKDF primitives of the envelope format.
+//! AES-256-GCM and HKDF primitives of the envelope format. [`hsm`] is the seam
+//! for keys held in an HSM ([`HsmBackend`]); [`pkcs11`] (cargo feature
+//! `pkcs11`) implements it over PKCS#11.
 //!
 //! Secrets live in zeroizing buffers (or inside aws-lc, which clears key memory
 //! when it frees it) and never appear in `Debug` output or error messages.
@@ -18,9 +20,12 @@ mod algorithm;
 pub mod digest;
 pub mod error;
 pub mod gcm;
+pub mod hsm;
 mod jwk;
 pub mod kdf;
 pub(crate) mod key;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 pub mod seal;
 pub mod secret;
 mod signature;
@@ -30,9 +35,10 @@ pub mod x509;
 
 pub use algorithm::{Curve, EncryptionAlgorithm, KeyFamily, SignatureAlgorithm};
 pub use error::{CryptoError, Result};
+pub use hsm::{HsmBackend, HsmKey, HsmKeyRef, HsmKeySpec};
 pub use jwk::{JwkParts, PublicKey};
 pub use key::{EncryptOutput, KeyMaterial};
-pub use signature::{verify_message_with_public, verify_with_public};
+pub use signature::{encrypt_with_public, verify_message_with_public, verify_with_public};
 
 /// `len` bytes from the system's cryptographically secure generator.
 pub fn random_bytes(len: usize) -> Result<Vec<u8>> {

@@ -106,6 +106,24 @@ pub fn verify_with_public(
     Ok(parsed.verify_digest_sig(&digest, signature).is_ok())
 }
 
+/// Encrypts with an RSA public key given by its members: `RSA-OAEP`,
+/// `RSA-OAEP-256` or `RSA1_5`, as [`crate::KeyMaterial::encrypt`] would with the
+/// private key's own. Needs no secret, so it works for keys held in an HSM too.
+pub fn encrypt_with_public(
+    key: &PublicKey,
+    alg: crate::EncryptionAlgorithm,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    if !alg.is_rsa() {
+        return Err(mismatch(format!(
+            "{} is not an RSA algorithm: only RSA encrypts with a public key",
+            alg.name()
+        )));
+    }
+    let public = crate::key::rsa::public_encrypting_key(key)?;
+    crate::key::rsa::encrypt_public(&public, alg, plaintext)
+}
+
 /// Verify a JWS-style signature over a whole `message` (hashed here with the algorithm's own
 /// SHA-2), with public parts only. Same contract as [`verify_with_public`]: `Ok(false)` for a
 /// signature that does not verify, `Err` when the algorithm does not fit the key or the key is
@@ -128,6 +146,29 @@ pub fn verify_message_with_public(
 mod message_tests {
     use super::*;
     use crate::KeyMaterial;
+
+    #[test]
+    fn public_encryption_opens_with_the_private_key() {
+        let rsa = KeyMaterial::generate_rsa(2048).unwrap();
+        for alg in [
+            crate::EncryptionAlgorithm::RsaOaep,
+            crate::EncryptionAlgorithm::RsaOaep256,
+            crate::EncryptionAlgorithm::Rsa1_5,
+        ] {
+            let ciphertext = encrypt_with_public(&rsa.public_key(), alg, b"secret").unwrap();
+            let plain = rsa.decrypt(alg, &ciphertext, None, None, None).unwrap();
+            assert_eq!(plain.as_slice(), b"secret");
+        }
+        assert!(
+            encrypt_with_public(&rsa.public_key(), crate::EncryptionAlgorithm::A256Gcm, b"x")
+                .is_err()
+        );
+        let ec = KeyMaterial::generate_ec(crate::Curve::P256).unwrap();
+        assert!(matches!(
+            encrypt_with_public(&ec.public_key(), crate::EncryptionAlgorithm::RsaOaep, b"x"),
+            Err(CryptoError::AlgorithmMismatch(_))
+        ));
+    }
 
     #[test]
     fn message_signatures_verify_and_refuse_the_wrong_key_type() {

@@ -62,11 +62,11 @@ impl fmt::Debug for KeyMaterial {
 }
 
 /// Treats an empty optional parameter like an absent one.
-fn given(value: Option<&[u8]>) -> Option<&[u8]> {
+pub(crate) fn given(value: Option<&[u8]>) -> Option<&[u8]> {
     value.filter(|v| !v.is_empty())
 }
 
-fn not_used(alg: EncryptionAlgorithm, what: &str, value: Option<&[u8]>) -> Result<()> {
+pub(crate) fn not_used(alg: EncryptionAlgorithm, what: &str, value: Option<&[u8]>) -> Result<()> {
     match given(value) {
         None => Ok(()),
         Some(_) => Err(invalid_input(format!("{} takes no {what}", alg.name()))),

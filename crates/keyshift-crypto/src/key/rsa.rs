@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::algorithm::{EncryptionAlgorithm, SignatureAlgorithm};
 use crate::error::{invalid_input, invalid_key, mismatch, CryptoError, Result};
-use crate::jwk::{strip_leading_zeros, JwkParts};
+use crate::jwk::{strip_leading_zeros, JwkParts, PublicKey};
 use crate::signature::import_digest;
 
 /// Smallest and largest modulus accepted from a JWK import.
@@ -122,38 +122,7 @@ impl RsaKey {
     }
 
     pub(crate) fn encrypt(&self, alg: EncryptionAlgorithm, plaintext: &[u8]) -> Result<Vec<u8>> {
-        let too_long = || invalid_input("plaintext too long for this RSA key and padding");
-        match oaep_algorithm(alg) {
-            Some(oaep) => {
-                let key = OaepPublicEncryptingKey::new(self.encrypting.clone())
-                    .map_err(|_| CryptoError::Internal)?;
-                if plaintext.len() > key.max_plaintext_size(oaep) {
-                    return Err(too_long());
-                }
-                let mut out = vec![0u8; key.ciphertext_size()];
-                let len = key
-                    .encrypt(oaep, plaintext, &mut out, None)
-                    .map_err(|_| CryptoError::Internal)?
-                    .len();
-                out.truncate(len);
-                Ok(out)
-            }
-            None if alg == EncryptionAlgorithm::Rsa1_5 => {
-                let key = Pkcs1PublicEncryptingKey::new(self.encrypting.clone())
-                    .map_err(|_| CryptoError::Internal)?;
-                if plaintext.len() > key.max_plaintext_size() {
-                    return Err(too_long());
-                }
-                let mut out = vec![0u8; key.ciphertext_size()];
-                let len = key
-                    .encrypt(plaintext, &mut out)
-                    .map_err(|_| CryptoError::Internal)?
-                    .len();
-                out.truncate(len);
-                Ok(out)
-            }
-            None => Err(mismatch(format!("{} is not an RSA algorithm", alg.name()))),
-        }
+        encrypt_public(&self.encrypting, alg, plaintext)
     }
 
     pub(crate) fn decrypt(
@@ -223,6 +192,63 @@ impl RsaKey {
             .map_err(|_| CryptoError::Internal)?;
         Ok(out)
     }
+}
+
+/// RSA encryption (`RSA-OAEP`, `RSA-OAEP-256`, `RSA1_5`) with a public key only.
+pub(crate) fn encrypt_public(
+    key: &PublicEncryptingKey,
+    alg: EncryptionAlgorithm,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let too_long = || invalid_input("plaintext too long for this RSA key and padding");
+    match oaep_algorithm(alg) {
+        Some(oaep) => {
+            let key =
+                OaepPublicEncryptingKey::new(key.clone()).map_err(|_| CryptoError::Internal)?;
+            if plaintext.len() > key.max_plaintext_size(oaep) {
+                return Err(too_long());
+            }
+            let mut out = vec![0u8; key.ciphertext_size()];
+            let len = key
+                .encrypt(oaep, plaintext, &mut out, None)
+                .map_err(|_| CryptoError::Internal)?
+                .len();
+            out.truncate(len);
+            Ok(out)
+        }
+        None if alg == EncryptionAlgorithm::Rsa1_5 => {
+            let key =
+                Pkcs1PublicEncryptingKey::new(key.clone()).map_err(|_| CryptoError::Internal)?;
+            if plaintext.len() > key.max_plaintext_size() {
+                return Err(too_long());
+            }
+            let mut out = vec![0u8; key.ciphertext_size()];
+            let len = key
+                .encrypt(plaintext, &mut out)
+                .map_err(|_| CryptoError::Internal)?
+                .len();
+            out.truncate(len);
+            Ok(out)
+        }
+        None => Err(mismatch(format!("{} is not an RSA algorithm", alg.name()))),
+    }
+}
+
+/// An RSA public key given by its members, for encryption (2048 to 8192 bits).
+pub(crate) fn public_encrypting_key(public: &PublicKey) -> Result<PublicEncryptingKey> {
+    let PublicKey::Rsa { n, e } = public else {
+        return Err(mismatch(format!(
+            "RSA encryption needs an RSA key, not {:?}",
+            public.family()
+        )));
+    };
+    let (n, e) = (strip_leading_zeros(n), strip_leading_zeros(e));
+    if !(2048..=8192).contains(&bit_length(n)) || e.is_empty() {
+        return Err(invalid_key("RSA public key must be 2048 to 8192 bits"));
+    }
+    PublicKeyComponents { n, e }
+        .try_into()
+        .map_err(|_| invalid_key("not a valid RSA public key"))
 }
 
 fn oaep_algorithm(alg: EncryptionAlgorithm) -> Option<&'static OaepAlgorithm> {
