@@ -6,10 +6,10 @@
 //! by the transaction that applies a migration, which then checks again, under the lock, that
 //! the migration is still missing. A node that waited on the lock finds the migration applied and
 //! moves on; races that the lock cannot cover (two nodes creating `schema_migrations` itself, or
-//! an engine that turns a wait into a serialization failure) end in `23505`, `42P07` or `40001`,
-//! and the step is run again. The migrations themselves are written to be run again over a partial
-//! application (`IF NOT EXISTS`), for YugabyteDB, whose DDL commits statement by statement unless
-//! transactional DDL is switched on.
+//! an engine that turns a wait into a serialization failure) end in `23505`, `42P07`, `42710` or
+//! `40001`, and the step is run again. The migrations themselves are written to be run again over
+//! a partial application (`IF NOT EXISTS`), for YugabyteDB, whose DDL commits statement by
+//! statement unless transactional DDL is switched on.
 //!
 //! A node whose database has a migration it does not know (a newer Keyshift applied it) refuses to
 //! start rather than run on a schema it was not written for.
@@ -170,8 +170,9 @@ async fn step(pool: &PgPool, target: i64) -> std::result::Result<Step, StepError
 }
 
 /// Creates `schema_migrations` and its lock row (version 0, not a migration). Two nodes doing this
-/// at once is fine: the loser's error (`42P07` duplicate_table, or `23505` from PostgreSQL's
-/// catalog) is taken as "already there".
+/// at once is fine: the loser's error (`42P07` duplicate_table, or from PostgreSQL's catalog
+/// `42710` duplicate_object for the table's row type or `23505` for its index) is taken as "already
+/// there".
 async fn create_migrations_table(pool: &PgPool) -> std::result::Result<(), sqlx::Error> {
     let statements = [
         "CREATE TABLE IF NOT EXISTS schema_migrations (\
@@ -185,7 +186,7 @@ async fn create_migrations_table(pool: &PgPool) -> std::result::Result<(), sqlx:
         match sqlx::query(sql).execute(pool).await {
             Ok(_) => {}
             Err(sqlx::Error::Database(db))
-                if matches!(db.code().as_deref(), Some("42P07" | "23505")) => {}
+                if matches!(db.code().as_deref(), Some("42P07" | "42710" | "23505")) => {}
             Err(e) => return Err(e),
         }
     }
