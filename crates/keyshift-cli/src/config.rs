@@ -5,6 +5,64 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// The environment variable that may hold the PostgreSQL password (never a flag: flags show in
+/// `ps`).
+pub const STORE_PASSWORD_ENV: &str = "KEYSHIFT_STORE_PASSWORD";
+
+/// A PostgreSQL URL for the records. Its `Debug` hides it: it may carry a password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreUrl(url.into())
+    }
+
+    /// The URL itself, password included: for connecting only, never for printing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(StoreUrl(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreUrl(<redacted>)")
+    }
+}
+
+/// Where the records are kept: `<data-dir>/keyshift.db` (SQLite) unless a PostgreSQL URL is
+/// given. The root key, TLS material and `admin.json` stay in the data directory either way.
+#[derive(Clone, Default)]
+pub struct StoreSettings {
+    /// PostgreSQL URL (`postgres://user@host:port/database`); `None` for SQLite.
+    pub url: Option<StoreUrl>,
+    /// The password, from `KEYSHIFT_STORE_PASSWORD`; replaces one in the URL.
+    pub password: Option<Zeroizing<String>>,
+    /// A file holding the password (mode 0600); replaces one in the URL.
+    pub password_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
 
 /// The settings file, every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +92,10 @@ pub struct FileConfig {
     pub maintenance_interval_seconds: Option<u64>,
     /// Log filter, e.g. `info` or `keyshift=debug`.
     pub log: Option<String>,
+    /// PostgreSQL URL for the records (better without its password: see `store_password_file`).
+    pub store_url: Option<StoreUrl>,
+    /// File holding the PostgreSQL password.
+    pub store_password_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -72,6 +134,8 @@ pub struct Settings {
     pub maintenance_interval_seconds: u64,
     /// Log filter.
     pub log: String,
+    /// Where the records are kept.
+    pub store: StoreSettings,
 }
 
 /// Flags shared by every command that opens the data directory.
@@ -89,6 +153,19 @@ pub struct CommonArgs {
     /// Log filter [default: info].
     #[arg(long, env = "KEYSHIFT_LOG", global = true)]
     pub log: Option<String>,
+    /// Keep the records in PostgreSQL (postgres://user@host:port/database) instead of
+    /// <data-dir>/keyshift.db; the password from KEYSHIFT_STORE_PASSWORD or --store-password-file.
+    /// TLS to PostgreSQL is not supported yet.
+    #[arg(
+        long,
+        env = "KEYSHIFT_STORE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub store_url: Option<StoreUrl>,
+    /// File holding the PostgreSQL password (mode 0600).
+    #[arg(long, env = "KEYSHIFT_STORE_PASSWORD_FILE", global = true)]
+    pub store_password_file: Option<PathBuf>,
 }
 
 /// Flags of `serve`.
@@ -186,6 +263,17 @@ impl Settings {
                 .clone()
                 .or(file.log)
                 .unwrap_or_else(|| "info".into()),
+            store: StoreSettings {
+                url: common.store_url.clone().or(file.store_url),
+                password: std::env::var(STORE_PASSWORD_ENV)
+                    .ok()
+                    .filter(|p| !p.is_empty())
+                    .map(Zeroizing::new),
+                password_file: common
+                    .store_password_file
+                    .clone()
+                    .or(file.store_password_file),
+            },
         })
     }
 }
@@ -225,6 +313,47 @@ mod tests {
         let s = Settings::resolve(&common, &serve).unwrap();
         assert_eq!(s.data_dir, PathBuf::from("/flag"));
         assert_eq!(s.listen.port(), 1);
+    }
+
+    #[test]
+    fn the_store_url_comes_from_flag_or_file_and_never_shows_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyshift.toml");
+        std::fs::write(
+            &path,
+            "store_url = \"postgres://ks:file-secret@db/ks\"\nstore_password_file = \"/run/pw\"\n",
+        )
+        .unwrap();
+        let common = CommonArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&common, &ServeArgs::default()).unwrap();
+        assert_eq!(
+            s.store.url.as_ref().map(StoreUrl::expose),
+            Some("postgres://ks:file-secret@db/ks")
+        );
+        assert_eq!(s.store.password_file, Some(PathBuf::from("/run/pw")));
+        let common = CommonArgs {
+            config: Some(path),
+            store_url: Some(StoreUrl::new("postgres://ks:flag-secret@db/ks")),
+            ..Default::default()
+        };
+        let mut s = Settings::resolve(&common, &ServeArgs::default()).unwrap();
+        assert_eq!(
+            s.store.url.as_ref().map(StoreUrl::expose),
+            Some("postgres://ks:flag-secret@db/ks")
+        );
+        s.store.password = Some(Zeroizing::new("env-secret".into()));
+        let shown = format!("{s:?} {common:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(
+            Settings::resolve(&CommonArgs::default(), &ServeArgs::default())
+                .unwrap()
+                .store
+                .url
+                .is_none()
+        );
     }
 
     #[test]

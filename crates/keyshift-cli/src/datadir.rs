@@ -1,7 +1,8 @@
 //! The data directory: created on first start, reused on every later one.
 //!
 //! ```text
-//! <data-dir>/keyshift.db    SQLite store (WAL, synchronous=FULL)
+//! <data-dir>/keyshift.db    SQLite store (WAL, synchronous=FULL), unless the records are kept in
+//!                           PostgreSQL (--store-url); everything below stays here either way
 //! <data-dir>/root.key       root key, 32 random bytes, mode 0600 (unless --root-key-file)
 //! <data-dir>/tls/ca.pem     local CA certificate: trust this
 //! <data-dir>/tls/ca.key     local CA private key, mode 0600
@@ -9,11 +10,13 @@
 //! <data-dir>/serving.json  where the server last started (for `keyshift vault`)
 //! ```
 
-use crate::config::Settings;
+use crate::config::{Settings, StoreSettings};
 use anyhow::{bail, Context, Result};
 use keyshift_crypto::seal::SealingKey;
 use keyshift_server::tls::LocalCa;
+use keyshift_store::postgres::{PostgresOptions, PostgresStore};
 use keyshift_store::sqlite::SqliteStore;
+use keyshift_store::Store;
 use keyshift_vault::{Clock, Deployment, SystemClock, VaultKind, VaultSpec};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -57,6 +60,9 @@ pub struct DataDir {
     pub ca: LocalCa,
     /// Path of the CA certificate.
     pub ca_cert_path: PathBuf,
+    /// Where the records are: the SQLite file, or `postgres://user@host:port/database` (no
+    /// password).
+    pub store_location: String,
 }
 
 /// Writes `bytes` to `path` with mode 0600 atomically: temporary file, fsync, rename, fsync of the directory.
@@ -142,10 +148,8 @@ pub async fn open(settings: &Settings) -> Result<DataDir> {
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let root = load_or_create_root_key(&settings.root_key_file)?;
-    let store = SqliteStore::open(&path.join("keyshift.db"))
-        .await
-        .context("cannot open the store")?;
-    let (deployment, _fresh) = Deployment::open(Arc::new(store), clock.clone(), root)
+    let (store, store_location) = open_store(&path, &settings.store).await?;
+    let (deployment, _fresh) = Deployment::open(store, clock.clone(), root)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let ca = load_or_create_ca(&path.join("tls"), clock.now())?;
@@ -154,7 +158,72 @@ pub async fn open(settings: &Settings) -> Result<DataDir> {
         path,
         deployment: Arc::new(deployment),
         ca,
+        store_location,
     })
+}
+
+/// Opens the store the settings name: `<dir>/keyshift.db`, or PostgreSQL. A data directory whose
+/// records are in the other place is refused: opening it would start an empty deployment beside
+/// the real one, under an `admin.json` that does not belong to it.
+async fn open_store(dir: &Path, settings: &StoreSettings) -> Result<(Arc<dyn Store>, String)> {
+    let sqlite_file = dir.join("keyshift.db");
+    let Some(url) = &settings.url else {
+        if !sqlite_file.exists() && dir.join("admin.json").exists() {
+            bail!(
+                "{} has an admin.json but no keyshift.db: its records are kept elsewhere \
+                 (in PostgreSQL?); give the same --store-url (KEYSHIFT_STORE_URL) as before",
+                dir.display()
+            );
+        }
+        let store = SqliteStore::open(&sqlite_file)
+            .await
+            .context("cannot open the store")?;
+        return Ok((Arc::new(store), sqlite_file.display().to_string()));
+    };
+    if sqlite_file.exists() {
+        bail!(
+            "{} keeps its records in keyshift.db (SQLite); they cannot be moved to PostgreSQL \
+             yet, so --store-url needs a new data directory (copy root.key into it to keep the \
+             same root of trust across nodes)",
+            dir.display()
+        );
+    }
+    let mut options = PostgresOptions::from_url(url.expose())
+        .map_err(|e| anyhow::anyhow!("--store-url (KEYSHIFT_STORE_URL): {e}"))?;
+    let password = match (&settings.password, &settings.password_file) {
+        (Some(_), Some(_)) => bail!(
+            "the PostgreSQL password is given twice ({} and --store-password-file): keep one",
+            crate::config::STORE_PASSWORD_ENV
+        ),
+        (Some(password), None) => Some(password.clone()),
+        (None, Some(file)) => Some(read_password_file(file)?),
+        (None, None) => None,
+    };
+    if let Some(password) = &password {
+        options = options.password(password);
+    }
+    let location = options.describe();
+    let store = PostgresStore::connect(options)
+        .await
+        .with_context(|| format!("cannot open the store in {location}"))?;
+    tracing::info!(store = %location, "records are kept in PostgreSQL");
+    Ok((Arc::new(store), location))
+}
+
+/// Reads a password file: private to its owner, one line (a final newline is not part of it).
+fn read_password_file(path: &Path) -> Result<zeroize::Zeroizing<String>> {
+    check_private(path)
+        .with_context(|| format!("cannot use the password file {}", path.display()))?;
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the password file {}", path.display()))?,
+    );
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        bail!("the password file {} is empty", path.display());
+    }
+    Ok(zeroize::Zeroizing::new(password.to_owned()))
 }
 
 /// Creates the default vault and the administrator on first start. Returns the credentials when
@@ -219,4 +288,59 @@ pub async fn ensure_defaults(
     };
     write_private_file(&admin_path, &serde_json::to_vec_pretty(&creds)?)?;
     Ok(Some(creds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreUrl;
+
+    #[test]
+    fn password_files_are_private_single_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\r\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_password_file(&path).unwrap().as_str(), "s3cret");
+        std::fs::write(&path, "s3cret").unwrap();
+        assert_eq!(read_password_file(&path).unwrap().as_str(), "s3cret");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(read_password_file(&path).is_err(), "empty");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_password_file(&path).unwrap_err();
+        assert!(format!("{err:#}").contains("chmod 600"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn records_are_never_split_between_sqlite_and_postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("keyshift.db"), b"").unwrap();
+        let postgres = StoreSettings {
+            url: Some(StoreUrl::new("postgres://ks:pw@127.0.0.1:1/ks")),
+            ..Default::default()
+        };
+        let err = open_store(dir.path(), &postgres).await.unwrap_err();
+        assert!(format!("{err:#}").contains("keyshift.db"), "{err:#}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.json"), b"{}").unwrap();
+        let err = open_store(dir.path(), &StoreSettings::default())
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("--store-url"), "{err:#}");
+        assert!(!dir.path().join("keyshift.db").exists());
+    }
+
+    #[tokio::test]
+    async fn the_password_is_given_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StoreSettings {
+            url: Some(StoreUrl::new("postgres://ks@127.0.0.1:1/ks")),
+            password: Some(zeroize::Zeroizing::new("a".into())),
+            password_file: Some(dir.path().join("pw")),
+        };
+        let err = open_store(dir.path(), &settings).await.unwrap_err();
+        assert!(format!("{err:#}").contains("twice"), "{err:#}");
+    }
 }

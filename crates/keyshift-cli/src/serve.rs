@@ -70,6 +70,7 @@ pub async fn run(common: &CommonArgs, args: &ServeArgs) -> Result<()> {
         "Trust the CA at {}",
         started.data_dir.ca_cert_path.display()
     );
+    println!("Records are kept in {}", started.data_dir.store_location);
     if let Some(admin) = &started.admin {
         println!(
             "Administrator created: client_id {} (secret and token URL in {}, shown once; keep it safe)",

@@ -6,6 +6,8 @@
 //! every backend can be proved equivalent by one [`conformance`] suite.
 
 pub mod conformance;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

@@ -29,7 +29,8 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// Settings for a test server on an ephemeral port.
+/// Settings for a test server on an ephemeral port, with its records in `<data_dir>/keyshift.db`
+/// (set `store` for PostgreSQL).
 pub fn settings(data_dir: &Path) -> Settings {
     Settings {
         data_dir: data_dir.to_owned(),
@@ -44,6 +45,7 @@ pub fn settings(data_dir: &Path) -> Settings {
         default_vault_name: "default".into(),
         maintenance_interval_seconds: 3600,
         log: "warn".into(),
+        store: Default::default(),
     }
 }
 

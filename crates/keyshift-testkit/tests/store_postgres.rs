@@ -1,0 +1,197 @@
+//! Keyshift with its records in PostgreSQL, end to end: a real server on a real PostgreSQL (its
+//! URL in `KEYSHIFT_TEST_POSTGRES_URL`; `scripts/test.sh` and `.ci/run` start one with
+//! `scripts/postgres-test-server.sh`), restarted on the same database.
+//!
+//! Without `KEYSHIFT_TEST_POSTGRES_URL` the test says it is skipped and passes, unless
+//! `KEYSHIFT_REQUIRE_POSTGRES=1` (CI), where it fails. It works in a schema of its own, dropped at
+//! the end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use keyshift_cli::config::StoreUrl;
+use keyshift_testkit::{v, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+const URL_ENV: &str = "KEYSHIFT_TEST_POSTGRES_URL";
+
+/// The test database's URL; `None` (the test is skipped) without one, unless it is required.
+fn database_url() -> Option<String> {
+    match std::env::var(URL_ENV) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("KEYSHIFT_REQUIRE_POSTGRES").as_deref() == Ok("1") => panic!(
+            "KEYSHIFT_REQUIRE_POSTGRES=1 but {URL_ENV} is not set: start a server with \
+             scripts/postgres-test-server.sh"
+        ),
+        _ => {
+            eprintln!(
+                "SKIPPED: {URL_ENV} is not set, so the server-on-PostgreSQL test does not run \
+                 (scripts/test.sh starts a server when PostgreSQL is installed)"
+            );
+            None
+        }
+    }
+}
+
+/// Splits `postgres://user:password@host...` into the URL without its password and the password,
+/// which the test hands over the way an operator would: in a file, not on the command line.
+fn split_password(url: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (userinfo, host) = rest.split_once('@').unwrap();
+    let (user, password) = userinfo.split_once(':').unwrap();
+    (format!("{scheme}://{user}@{host}"), password.to_owned())
+}
+
+/// The test's schema, dropped when the test ends, passed or failed.
+struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Schema {
+    async fn create(url: &str) -> Schema {
+        let name = format!("ks_server_{:08x}", fastrand::u32(..));
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .unwrap();
+        sqlx::raw_sql(&format!("CREATE SCHEMA {name}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        Schema {
+            url: url.to_owned(),
+            name,
+        }
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        // Drop cannot await: a thread with a runtime of its own does it.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let pool = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&url)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            })
+        })
+        .join();
+        if dropped.is_err() && !std::thread::panicking() {
+            panic!("cannot drop the schema {}", self.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_on_postgres_keeps_its_keys_across_a_restart() {
+    let Some(url) = database_url() else {
+        return;
+    };
+    let schema = Schema::create(&url).await;
+    restart_scenario(&url, &schema.name).await;
+}
+
+async fn restart_scenario(url: &str, schema: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (bare_url, password) = split_password(url);
+    let password_file = dir.path().join("pg-password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut settings = keyshift_testkit::settings(&data);
+    settings.store.url = Some(StoreUrl::new(format!(
+        "{bare_url}?options[search_path]={schema}"
+    )));
+    settings.store.password_file = Some(password_file);
+
+    let (version, ciphertext, addr) = {
+        let s = TestServer::start_with(settings.clone()).await;
+        let location = &s.started.data_dir.store_location;
+        assert!(location.starts_with("postgres://"), "{location}");
+        assert!(!location.contains(&password), "no password in {location}");
+        let (st, key) = s
+            .call(
+                Method::POST,
+                &v("/keys/on-postgres/create"),
+                Some(json!({"kty": "RSA", "key_size": 2048})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{key}");
+        let (st, enc) = s
+            .call(
+                Method::POST,
+                &v("/keys/on-postgres//encrypt"),
+                Some(json!({"alg": "RSA-OAEP-256", "value": "aGVsbG8"})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{enc}");
+        let version = enc["kid"].as_str().unwrap().rsplit('/').next().unwrap();
+        (version.to_owned(), enc["value"].clone(), s.addr())
+    };
+    assert!(
+        !data.join("keyshift.db").exists(),
+        "the records went to PostgreSQL, not to a SQLite file"
+    );
+    assert_records_in(url, schema, "key", 1).await;
+
+    // Same address: the token issuer is named by its URL.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    settings.listen = addr;
+    let s = TestServer::start_with(settings.clone()).await;
+    let (st, key) = s.call(Method::GET, &v("/keys/on-postgres"), None).await;
+    assert_eq!(st, StatusCode::OK, "{key}");
+    assert!(key["key"]["kid"].as_str().unwrap().ends_with(&version));
+    let (st, dec) = s
+        .call(
+            Method::POST,
+            &v(&format!("/keys/on-postgres/{version}/decrypt")),
+            Some(json!({"alg": "RSA-OAEP-256", "value": ciphertext})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{dec}");
+    assert_eq!(dec["value"], "aGVsbG8", "the restarted server uses the key");
+
+    // The data directory belongs to the PostgreSQL deployment: opened without the URL, it would
+    // start an empty SQLite deployment under the same admin.json, so it is refused.
+    let mut without_url = settings.clone();
+    without_url.store = Default::default();
+    without_url.listen = "127.0.0.1:0".parse().unwrap();
+    let err = keyshift_cli::serve::start(&without_url).await.unwrap_err();
+    assert!(format!("{err:#}").contains("--store-url"), "{err:#}");
+    assert!(!data.join("keyshift.db").exists());
+}
+
+/// Checks that `ns` holds `count` records in the schema's `records` table.
+async fn assert_records_in(url: &str, schema: &str, ns: &str, count: i64) {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {schema}.records WHERE ns = $1"
+    ))
+    .bind(ns)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(n, count, "records of {ns} in PostgreSQL");
+    pool.close().await;
+}
