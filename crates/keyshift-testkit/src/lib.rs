@@ -223,6 +223,34 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Creates vault `name` of `kind` and waits until it is served by host name
+    /// (`https://{name}.localhost:<port>`, which the machine must resolve); returns that URL.
+    pub async fn add_vault(&self, name: &str, kind: keyshift_vault::VaultKind) -> String {
+        self.deployment()
+            .create_vault(keyshift_vault::VaultSpec {
+                name: name.into(),
+                kind,
+                retention_days: 7,
+                purge_protection: kind == keyshift_vault::VaultKind::ManagedHsm,
+                port: None,
+                new_security_domain: true,
+                default: false,
+            })
+            .await
+            .unwrap();
+        let url = format!("https://{name}.localhost:{}", self.addr().port());
+        // The server reissues its certificate with the new host name within its refresh interval.
+        for _ in 0..100 {
+            if self.http.get(format!("{url}/health")).send().await.is_ok() {
+                return url;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{name}.localhost was not served within 10 s");
+    }
+}
+
 pub use keyshift_server::test_authority::{EnclaveKey, TestAuthority};
 
 impl TestServer {

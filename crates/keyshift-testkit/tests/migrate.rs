@@ -16,7 +16,7 @@ use keyshift_migrate::engine::{self, ApplyOptions, PlanRequest};
 use keyshift_migrate::plan::{DataSource, Mode, Plan};
 use keyshift_migrate::progress::Style;
 use keyshift_testkit::{v, TestServer};
-use keyshift_vault::{VaultKind, VaultSpec};
+use keyshift_vault::VaultKind;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -27,26 +27,7 @@ const QUIET: ApplyOptions = ApplyOptions {
 };
 
 async fn second_vault(s: &TestServer, name: &str) -> String {
-    s.deployment()
-        .create_vault(VaultSpec {
-            name: name.into(),
-            kind: VaultKind::Vault,
-            retention_days: 7,
-            purge_protection: false,
-            port: None,
-            new_security_domain: true,
-            default: false,
-        })
-        .await
-        .unwrap();
-    let url = format!("https://{name}.localhost:{}", s.addr().port());
-    for _ in 0..100 {
-        if s.http.get(format!("{url}/health")).send().await.is_ok() {
-            return url;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("{name}.localhost was not served within 10 s");
+    s.add_vault(name, VaultKind::Vault).await
 }
 
 async fn create(s: &TestServer, base: &str, name: &str, body: Value) -> String {
@@ -593,25 +574,7 @@ async fn a_changed_plan_and_a_mismatched_target_are_refused() {
 #[tokio::test]
 async fn software_key_moves_to_an_hsm_key_in_a_managed_hsm() {
     let s = TestServer::start().await;
-    s.deployment()
-        .create_vault(VaultSpec {
-            name: "kv2".into(),
-            kind: VaultKind::ManagedHsm,
-            retention_days: 7,
-            purge_protection: true,
-            port: None,
-            new_security_domain: true,
-            default: false,
-        })
-        .await
-        .unwrap();
-    let hsm = format!("https://kv2.localhost:{}", s.addr().port());
-    for _ in 0..100 {
-        if s.http.get(format!("{hsm}/health")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let hsm = s.add_vault("kv2", VaultKind::ManagedHsm).await;
     // A managed HSM's Administrator manages roles, not keys: the campaign's identity needs a
     // crypto role there, as in Azure.
     let admin = s

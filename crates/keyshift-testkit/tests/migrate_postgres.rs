@@ -21,7 +21,7 @@ use keyshift_migrate::journal::{self, Batch, Journal};
 use keyshift_migrate::plan::{DataSource, PgLayout, Plan};
 use keyshift_migrate::progress::Style;
 use keyshift_testkit::{v, TestServer};
-use keyshift_vault::{VaultKind, VaultSpec};
+use keyshift_vault::VaultKind;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -74,26 +74,7 @@ async fn database(url: &str, schema: &str) -> PgPool {
 }
 
 async fn second_vault(s: &TestServer, name: &str) -> String {
-    s.deployment()
-        .create_vault(VaultSpec {
-            name: name.into(),
-            kind: VaultKind::Vault,
-            retention_days: 7,
-            purge_protection: false,
-            port: None,
-            new_security_domain: true,
-            default: false,
-        })
-        .await
-        .unwrap();
-    let url = format!("https://{name}.localhost:{}", s.addr().port());
-    for _ in 0..100 {
-        if s.http.get(format!("{url}/health")).send().await.is_ok() {
-            return url;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{name}.localhost was not served within 10 s");
+    s.add_vault(name, VaultKind::Vault).await
 }
 
 async fn create(s: &TestServer, base: &str, name: &str, body: Value) -> String {
