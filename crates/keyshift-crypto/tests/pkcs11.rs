@@ -48,7 +48,8 @@ const SO_PIN: &str = "87654321";
 const PIN_ENV: &str = "KEYSHIFT_TEST_PKCS11_PIN";
 /// One token per test, all made when the set-up is.
 const TOKENS: &[&str] = &[
-    "rsa", "ec", "oct", "extract", "destroy", "misuse", "pin", "pool", "open", "known",
+    "rsa", "ec", "oct", "extract", "destroy", "misuse", "pin", "pool", "open", "known", "import",
+    "release",
 ];
 
 /// The SoftHSM2 set-up the running tests share: a configuration and token directory of its own.
@@ -1149,4 +1150,152 @@ fn aes_in_the_token_matches_software_with_a_known_key() {
         assert_eq!(opened.as_slice(), data);
         backend.destroy(&key.reference).unwrap();
     }
+}
+
+#[test]
+fn imported_keys_work_in_the_token_and_stay_there() {
+    let Some(hsm) = softhsm() else { return };
+    let backend = hsm.backend("import");
+    let rsa = KeyMaterial::generate_rsa(2048).unwrap();
+    let ec = KeyMaterial::generate_ec(Curve::P384).unwrap();
+    let oct = KeyMaterial::generate_oct(256).unwrap();
+
+    // RSA: the token signs and decrypts with the imported private key.
+    let key = backend.import(&rsa, "imported-rsa", false).unwrap();
+    assert_eq!(key.public, rsa.public_key());
+    assert_eq!(key.label, "imported-rsa");
+    let digest = sha256(b"imported");
+    let signature = backend.sign(&key, S::Rs256, &digest).unwrap();
+    assert!(verify_with_public(&rsa.public_key(), S::Rs256, &digest, &signature).unwrap());
+    let wrapped = rsa.wrap_key(E::RsaOaep, &[9; 32]).unwrap();
+    assert_eq!(
+        backend
+            .unwrap_key(&key, E::RsaOaep, &wrapped)
+            .unwrap()
+            .as_slice(),
+        &[9; 32]
+    );
+    // The token encrypts with the imported public half; software opens it.
+    let out = backend
+        .encrypt(&key, E::Rsa1_5, b"to software", None, None)
+        .unwrap();
+    assert_eq!(
+        rsa.decrypt(E::Rsa1_5, &out.ciphertext, None, None, None)
+            .unwrap()
+            .as_slice(),
+        b"to software"
+    );
+    assert_eq!(backend.open(&key.reference).unwrap(), key);
+
+    // EC: a signature the software public key verifies.
+    let key = backend.import(&ec, "imported-ec", false).unwrap();
+    assert_eq!(key.public, ec.public_key());
+    let digest = sha384(b"imported");
+    let signature = backend.sign(&key, S::Es384, &digest).unwrap();
+    assert!(verify_with_public(&ec.public_key(), S::Es384, &digest, &signature).unwrap());
+
+    // AES: what the token wraps, software unwraps with the same key.
+    let key = backend.import(&oct, "imported-oct", false).unwrap();
+    let wrapped = backend.wrap_key(&key, E::A256Kw, &[5; 32]).unwrap();
+    assert_eq!(
+        oct.unwrap_key(E::A256Kw, &wrapped).unwrap().as_slice(),
+        &[5; 32]
+    );
+
+    // Imported keys are as unreadable as generated ones.
+    let raw = raw_token(&hsm.module, "import");
+    let handles = raw
+        .session
+        .find_objects(&[
+            Attribute::Id(key.reference.as_bytes().to_vec()),
+            Attribute::Class(ObjectClass::SECRET_KEY),
+        ])
+        .unwrap();
+    assert_eq!(handles.len(), 1);
+    let info = raw
+        .session
+        .get_attribute_info(handles[0], &[AttributeType::Value])
+        .unwrap();
+    assert!(matches!(info[0], AttributeInfo::Sensitive), "{info:?}");
+    let attributes = raw
+        .session
+        .get_attributes(
+            handles[0],
+            &[AttributeType::Sensitive, AttributeType::Extractable],
+        )
+        .unwrap();
+    assert!(attributes.contains(&Attribute::Sensitive(true)));
+    assert!(attributes.contains(&Attribute::Extractable(false)));
+}
+
+#[test]
+fn exportable_keys_leave_the_token_only_wrapped() {
+    let Some(hsm) = softhsm() else { return };
+    let backend = hsm.backend("release");
+    let enclave = KeyMaterial::generate_rsa(2048).unwrap();
+    let wrap = keyshift_crypto::transfer::TransferWrap::RsaAesKeyWrap;
+
+    // An exportable AES key: wrapped in the token for the enclave's public key, and the
+    // enclave's private key opens it to the key the token uses.
+    let key = backend
+        .generate_with(HsmKeySpec::Oct { bits: 256 }, "exportable", true)
+        .unwrap();
+    let blob = backend
+        .wrap_for_transfer(&key, &enclave.public_key(), wrap)
+        .unwrap();
+    let released = enclave.rsa_aes_key_unwrap(wrap.hash(), &blob).unwrap();
+    assert_eq!(released.len(), 32);
+    let software = KeyMaterial::from_transfer_plaintext(&released, true)
+        .unwrap()
+        .0;
+    let wrapped = backend.wrap_key(&key, E::A256Kw, &[3; 24]).unwrap();
+    assert_eq!(
+        software.unwrap_key(E::A256Kw, &wrapped).unwrap().as_slice(),
+        &[3; 24]
+    );
+    // Still not readable in the clear.
+    let raw = raw_token(&hsm.module, "release");
+    let handles = raw
+        .session
+        .find_objects(&[Attribute::Id(key.reference.as_bytes().to_vec())])
+        .unwrap();
+    let info = raw
+        .session
+        .get_attribute_info(handles[0], &[AttributeType::Value])
+        .unwrap();
+    assert!(matches!(info[0], AttributeInfo::Sensitive), "{info:?}");
+
+    // OAEP with SHA-256: SoftHSM2 does not have it, and says so.
+    let refused = backend.wrap_for_transfer(
+        &key,
+        &enclave.public_key(),
+        keyshift_crypto::transfer::TransferWrap::RsaAesKeyWrap256,
+    );
+    assert!(
+        is_unsupported_naming(&refused, "CKM_RSA_PKCS_OAEP with SHA-256"),
+        "{refused:?}"
+    );
+    // A key made without export refuses.
+    let kept = backend
+        .generate(HsmKeySpec::Oct { bits: 256 }, "kept")
+        .unwrap();
+    let refused = backend.wrap_for_transfer(&kept, &enclave.public_key(), wrap);
+    assert!(
+        is_unsupported_naming(&refused, "not extractable"),
+        "{refused:?}"
+    );
+    // An RSA private key: SoftHSM2 2.6 pads it before wrapping, so it is refused by name.
+    let rsa = backend
+        .generate_with(HsmKeySpec::Rsa { bits: 2048 }, "exportable-rsa", true)
+        .unwrap();
+    let refused = backend.wrap_for_transfer(&rsa, &enclave.public_key(), wrap);
+    assert!(
+        matches!(refused, Err(CryptoError::Unsupported(_))),
+        "{refused:?}"
+    );
+    // Only RSA public keys wrap.
+    let ec = KeyMaterial::generate_ec(Curve::P256).unwrap();
+    assert!(backend
+        .wrap_for_transfer(&key, &ec.public_key(), wrap)
+        .is_err());
 }

@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use crate::algorithm::{Curve, EncryptionAlgorithm, KeyFamily, SignatureAlgorithm};
 use crate::error::{invalid_input, invalid_key, Result};
 use crate::jwk::PublicKey;
-use crate::key::EncryptOutput;
+use crate::key::{EncryptOutput, KeyMaterial};
 use crate::signature::verify_with_public;
 
 // The checks every backend makes before it asks its token.
@@ -177,7 +177,30 @@ impl HsmKey {
 pub trait HsmBackend: Send + Sync + fmt::Debug {
     /// Makes a key in the token, with `label` as the token object's label, and
     /// returns its reference and public part.
-    fn generate(&self, spec: HsmKeySpec, label: &str) -> Result<HsmKey>;
+    fn generate(&self, spec: HsmKeySpec, label: &str) -> Result<HsmKey> {
+        self.generate_with(spec, label, false)
+    }
+
+    /// Makes a key in the token, as [`HsmBackend::generate`]; `exportable` keys
+    /// may leave the token wrapped ([`HsmBackend::wrap_for_transfer`]), never in
+    /// the clear.
+    fn generate_with(&self, spec: HsmKeySpec, label: &str, exportable: bool) -> Result<HsmKey>;
+
+    /// Puts an existing key into the token (an import, or a BYOK transfer
+    /// opened by the vault), with the same attributes as a generated one. The
+    /// material passes through this process on its way in: an import is only as
+    /// protected as the path that brought it here.
+    fn import(&self, material: &KeyMaterial, label: &str, exportable: bool) -> Result<HsmKey>;
+
+    /// Wraps an exportable key for the holder of `kek` (an RSA public key) with
+    /// `CKM_RSA_AES_KEY_WRAP` semantics, inside the token: secure key release.
+    /// Tokens that cannot do it answer [`crate::CryptoError::Unsupported`].
+    fn wrap_for_transfer(
+        &self,
+        key: &HsmKey,
+        kek: &PublicKey,
+        wrap: crate::transfer::TransferWrap,
+    ) -> Result<Vec<u8>>;
 
     /// Finds the key a stored reference names and reads its public part again.
     fn open(&self, reference: &HsmKeyRef) -> Result<HsmKey>;

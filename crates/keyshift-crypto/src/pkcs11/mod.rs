@@ -17,6 +17,7 @@
 mod errors;
 mod mechanism;
 mod session;
+mod transfer;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -41,8 +42,9 @@ use crate::error::{invalid_input, invalid_key, CryptoError, Result};
 use crate::hsm::checks::{cipher_params, CipherParams};
 use crate::hsm::{HsmBackend, HsmKey, HsmKeyRef, HsmKeySpec};
 use crate::jwk::{strip_leading_zeros, PublicKey};
-use crate::key::EncryptOutput;
+use crate::key::{EncryptOutput, KeyMaterial};
 use crate::random_bytes;
+use crate::transfer::TransferWrap;
 
 /// Sessions a backend opens at most, besides the one that holds the login,
 /// unless configured otherwise.
@@ -641,9 +643,13 @@ fn owned_by_token(id: &[u8], label: &str) -> [Attribute; 4] {
     ]
 }
 
-/// What a private or secret key object must be: kept in the token.
-fn never_leaves() -> [Attribute; 2] {
-    [Attribute::Sensitive(true), Attribute::Extractable(false)]
+/// What a private or secret key object must be: kept in the token, never readable; an exportable
+/// one may leave it wrapped (`C_WrapKey`), for secure key release.
+fn kept_in_token(exportable: bool) -> [Attribute; 2] {
+    [
+        Attribute::Sensitive(true),
+        Attribute::Extractable(exportable),
+    ]
 }
 
 fn wipe_values(template: &mut [Attribute]) {
@@ -670,7 +676,7 @@ impl Drop for SessionObject<'_, '_> {
 }
 
 impl HsmBackend for Pkcs11Backend {
-    fn generate(&self, spec: HsmKeySpec, label: &str) -> Result<HsmKey> {
+    fn generate_with(&self, spec: HsmKeySpec, label: &str, exportable: bool) -> Result<HsmKey> {
         spec.check()?;
         let id = random_bytes(ID_LEN)?;
         let reference = HsmKeyRef::from_bytes(&id)?;
@@ -700,7 +706,7 @@ impl HsmBackend for Pkcs11Backend {
                     Attribute::Derive(false),
                 ];
                 private.extend(ours.iter().cloned());
-                private.extend(never_leaves());
+                private.extend(kept_in_token(exportable));
                 let (public, private) = session
                     .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
                     .map_err(|e| {
@@ -734,7 +740,7 @@ impl HsmBackend for Pkcs11Backend {
                     Attribute::Derive(false),
                 ];
                 private.extend(ours.iter().cloned());
-                private.extend(never_leaves());
+                private.extend(kept_in_token(exportable));
                 let (public, private) = session
                     .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
                     .map_err(|e| self.fail(&session, Doing::Generate(&name), &e))?;
@@ -756,7 +762,7 @@ impl HsmBackend for Pkcs11Backend {
                     Attribute::Derive(false),
                 ];
                 template.extend(ours.iter().cloned());
-                template.extend(never_leaves());
+                template.extend(kept_in_token(exportable));
                 let secret = session
                     .generate_key(&Mechanism::AesKeyGen, &template)
                     .map_err(|e| {
@@ -786,6 +792,19 @@ impl HsmBackend for Pkcs11Backend {
                 Err(e)
             }
         }
+    }
+
+    fn import(&self, material: &KeyMaterial, label: &str, exportable: bool) -> Result<HsmKey> {
+        self.import_material(material, label, exportable)
+    }
+
+    fn wrap_for_transfer(
+        &self,
+        key: &HsmKey,
+        kek: &PublicKey,
+        wrap: TransferWrap,
+    ) -> Result<Vec<u8>> {
+        self.wrap_out(key, kek, wrap)
     }
 
     fn open(&self, reference: &HsmKeyRef) -> Result<HsmKey> {
