@@ -96,6 +96,14 @@ pub struct FileConfig {
     pub store_url: Option<StoreUrl>,
     /// File holding the PostgreSQL password.
     pub store_password_file: Option<PathBuf>,
+    /// PKCS#11 module of the HSM that holds `-HSM` keys.
+    pub pkcs11_module: Option<PathBuf>,
+    /// Label of the HSM's token.
+    pub pkcs11_token_label: Option<String>,
+    /// File holding the token's user PIN (else `KEYSHIFT_PKCS11_PIN`).
+    pub pkcs11_pin_file: Option<PathBuf>,
+    /// Most PKCS#11 sessions open at once.
+    pub pkcs11_max_sessions: Option<usize>,
 }
 
 impl FileConfig {
@@ -136,6 +144,24 @@ pub struct Settings {
     pub log: String,
     /// Where the records are kept.
     pub store: StoreSettings,
+    /// The HSM that holds `-HSM` keys, when one is configured.
+    pub hsm: Option<HsmSettings>,
+}
+
+/// The environment variable the token's user PIN is read from when no PIN file is given.
+pub const PKCS11_PIN_ENV: &str = "KEYSHIFT_PKCS11_PIN";
+
+/// How `keyshift serve` reaches its HSM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HsmSettings {
+    /// The PKCS#11 module.
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// The PIN file; `None`: the PIN is in `KEYSHIFT_PKCS11_PIN`.
+    pub pin_file: Option<PathBuf>,
+    /// Most sessions open at once.
+    pub max_sessions: Option<usize>,
 }
 
 /// Flags shared by every command that opens the data directory.
@@ -198,6 +224,20 @@ pub struct ServeArgs {
     /// Seconds between purges of expired deleted keys and scheduled rotations [default: 60].
     #[arg(long, env = "KEYSHIFT_MAINTENANCE_INTERVAL_SECONDS")]
     pub maintenance_interval_seconds: Option<u64>,
+    /// PKCS#11 module of an HSM to hold -HSM keys (every key of a managed HSM), such as
+    /// /usr/lib/softhsm/libsofthsm2.so. Needs --pkcs11-token-label; the user PIN comes from
+    /// --pkcs11-pin-file or KEYSHIFT_PKCS11_PIN.
+    #[arg(long, env = "KEYSHIFT_PKCS11_MODULE")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// Label of the HSM's token.
+    #[arg(long, env = "KEYSHIFT_PKCS11_TOKEN_LABEL")]
+    pub pkcs11_token_label: Option<String>,
+    /// File holding the token's user PIN (mode 0600).
+    #[arg(long, env = "KEYSHIFT_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
+    /// Most PKCS#11 sessions open at once [default: 8].
+    #[arg(long, env = "KEYSHIFT_PKCS11_MAX_SESSIONS")]
+    pub pkcs11_max_sessions: Option<usize>,
 }
 
 impl Settings {
@@ -221,7 +261,26 @@ impl Settings {
             Some(l) => l,
             None => "127.0.0.1:8443".parse().context("default listen address")?,
         };
+        let hsm = match (
+            serve.pkcs11_module.clone().or(file.pkcs11_module),
+            serve.pkcs11_token_label.clone().or(file.pkcs11_token_label),
+        ) {
+            (None, None) => None,
+            (Some(module), Some(token_label)) => Some(HsmSettings {
+                module,
+                token_label,
+                pin_file: serve.pkcs11_pin_file.clone().or(file.pkcs11_pin_file),
+                max_sessions: serve.pkcs11_max_sessions.or(file.pkcs11_max_sessions),
+            }),
+            (Some(_), None) => {
+                anyhow::bail!("--pkcs11-module needs --pkcs11-token-label (the token's label)")
+            }
+            (None, Some(_)) => {
+                anyhow::bail!("--pkcs11-token-label needs --pkcs11-module (the PKCS#11 module)")
+            }
+        };
         Ok(Settings {
+            hsm,
             data_dir,
             listen,
             public_url: serve.public_url.clone().or(file.public_url),

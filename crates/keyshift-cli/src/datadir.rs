@@ -138,6 +138,33 @@ fn load_or_create_ca(tls_dir: &Path, now: i64) -> Result<LocalCa> {
     Ok(ca)
 }
 
+/// Connects to the configured token and attaches it: `-HSM` keys are made in it from now on.
+fn attach_hsm(deployment: &Deployment, hsm: &crate::config::HsmSettings) -> Result<()> {
+    use keyshift_crypto::pkcs11::{PinSource, Pkcs11Backend, Pkcs11Config};
+    let pin = match &hsm.pin_file {
+        Some(file) => {
+            check_private(file)?;
+            PinSource::File(file.clone())
+        }
+        None => PinSource::Env(crate::config::PKCS11_PIN_ENV.into()),
+    };
+    let mut config = Pkcs11Config::new(&hsm.module, &hsm.token_label, pin);
+    if let Some(max) = hsm.max_sessions {
+        config.max_sessions = max.max(1);
+    }
+    let backend = Pkcs11Backend::connect(&config).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot use HSM token {:?} through {}: {e}",
+            hsm.token_label,
+            hsm.module.display()
+        )
+    })?;
+    let platform = format!("PKCS#11: {}", backend.platform());
+    tracing::info!(token = %hsm.token_label, %platform, "HSM attached: -HSM keys are made in it");
+    deployment.attach_hsm(Arc::new(backend), hsm.token_label.clone(), platform);
+    Ok(())
+}
+
 /// Opens the data directory, creating what is missing.
 pub async fn open(settings: &Settings) -> Result<DataDir> {
     let path = settings.data_dir.clone();
@@ -152,6 +179,9 @@ pub async fn open(settings: &Settings) -> Result<DataDir> {
     let (deployment, _fresh) = Deployment::open(store, clock.clone(), root)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    if let Some(hsm) = &settings.hsm {
+        attach_hsm(&deployment, hsm)?;
+    }
     let ca = load_or_create_ca(&path.join("tls"), clock.now())?;
     Ok(DataDir {
         ca_cert_path: std::fs::canonicalize(path.join("tls").join("ca.pem"))?,

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod softhsm;
+
 /// A running test server.
 #[derive(Debug)]
 pub struct TestServer {
@@ -25,6 +27,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     /// The data directory (kept alive by `_dir` when the kit created it).
     pub data_dir: PathBuf,
+    /// The label of the HSM token attached, if any.
+    pub hsm_token: Option<String>,
     token: String,
     _dir: Option<tempfile::TempDir>,
 }
@@ -46,6 +50,7 @@ pub fn settings(data_dir: &Path) -> Settings {
         maintenance_interval_seconds: 3600,
         log: "warn".into(),
         store: Default::default(),
+        hsm: None,
     }
 }
 
@@ -91,6 +96,18 @@ impl TestServer {
         Self::start_with(settings(data_dir)).await
     }
 
+    /// Starts a server whose `-HSM` keys (every key of a managed HSM) live in a fresh SoftHSM2
+    /// token; `None` (the test is skipped) without SoftHSM2, see [`softhsm`].
+    pub async fn start_with_hsm() -> Option<Self> {
+        let hsm = softhsm::softhsm()?.token();
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = settings(&dir.path().join("data"));
+        settings.hsm = Some(hsm);
+        let mut s = Self::start_with(settings).await;
+        s._dir = Some(dir);
+        Some(s)
+    }
+
     /// Starts a server with explicit settings.
     pub async fn start_with(settings: Settings) -> Self {
         let started = keyshift_cli::serve::start(&settings)
@@ -113,6 +130,7 @@ impl TestServer {
             admin,
             http,
             data_dir: settings.data_dir.clone(),
+            hsm_token: settings.hsm.as_ref().map(|h| h.token_label.clone()),
             token: String::new(),
             _dir: None,
         };

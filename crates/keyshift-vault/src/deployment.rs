@@ -63,6 +63,8 @@ pub struct Deployment {
     pub(crate) release_key: tokio::sync::OnceCell<Arc<keyshift_crypto::KeyMaterial>>,
     /// Client secrets checked recently (see [`VerifiedSecrets`]).
     verified_secrets: VerifiedSecrets,
+    /// The HSM `-HSM` keys are made in, when one is attached (`hsm.rs`).
+    pub(crate) hsm: std::sync::OnceLock<crate::hsm::AttachedHsm>,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -178,6 +180,7 @@ impl Deployment {
             audit: Default::default(),
             release_key: Default::default(),
             verified_secrets: VerifiedSecrets::new()?,
+            hsm: std::sync::OnceLock::new(),
         };
         *deployment
             .administrator

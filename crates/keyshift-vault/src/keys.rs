@@ -4,17 +4,18 @@ use crate::access::key_resource;
 use crate::byok::{is_kek, parse_blob, IMPORT_OP};
 use crate::deployment::{from_json, store_error, to_json, Deployment};
 use crate::duration::parse_seconds;
+use crate::hsm::{hsm_error, NewKey, VersionKey};
 use crate::naming::{check_key_name, key_key, new_id, printable, version_key};
 use crate::rbac::Action;
 use crate::records::{ns, Deletion, KeyRecord, VaultKind, VaultRecord, VersionRecord};
 use crate::release_policy::ReleasePolicy;
-use crate::sealing::{open_version, seal_version};
+use crate::sealing::{open_token_ref, open_version, seal_token_ref, seal_version};
 use crate::{RequestContext, Result};
 use keyshift_api::keys::*;
 use keyshift_api::{ApiError, ErrorCode};
 use keyshift_crypto::{
-    CryptoError, Curve, EncryptionAlgorithm, JwkParts, KeyFamily, KeyMaterial, PublicKey,
-    SignatureAlgorithm,
+    CryptoError, Curve, EncryptionAlgorithm, HsmKeySpec, JwkParts, KeyFamily, KeyMaterial,
+    PublicKey, SignatureAlgorithm,
 };
 use keyshift_store::{Expect, Op, StoreError};
 use serde::{Deserialize, Serialize};
@@ -36,7 +37,7 @@ pub(crate) struct CachedVersion {
     /// The key's name with its stored casing.
     pub(crate) name: String,
     pub(crate) record: VersionRecord,
-    pub(crate) material: KeyMaterial,
+    pub(crate) material: VersionKey,
 }
 
 /// Unsealed key versions and latest-version pointers of this process. Every write to a key through
@@ -268,17 +269,41 @@ fn item_version(kid: &str, name: &str) -> Option<String> {
         .then(|| version.to_ascii_lowercase())
 }
 
-fn crypto_error(e: CryptoError) -> ApiError {
-    match e {
-        CryptoError::Internal => {
-            tracing::error!("crypto backend failure");
-            ApiError::internal()
+/// `CKM_RSA_AES_KEY_WRAP` unwrap with a key-exchange key held in a token: the token opens the
+/// OAEP-wrapped AES key, which opens the rest here (the key inside is imported into the token
+/// next).
+async fn token_rsa_aes_unwrap(
+    kek: &VersionKey,
+    wrap: keyshift_crypto::transfer::TransferWrap,
+    blob: &[u8],
+) -> keyshift_crypto::Result<Zeroizing<Vec<u8>>> {
+    use keyshift_crypto::transfer::{aes_kwp_unwrap, OaepHash};
+    let alg = match wrap.hash() {
+        OaepHash::Sha1 => EncryptionAlgorithm::RsaOaep,
+        OaepHash::Sha256 => EncryptionAlgorithm::RsaOaep256,
+        OaepHash::Sha384 => {
+            return Err(CryptoError::Unsupported(format!(
+                "{} needs RSA-OAEP with SHA-384, which a key of the HSM does not offer",
+                wrap.name()
+            )))
         }
-        CryptoError::DecryptionFailed => {
-            ApiError::bad_parameter("The ciphertext or its authentication data is invalid.")
-        }
-        other => ApiError::bad_parameter(other.to_string()),
+    };
+    let k = (kek.size_bits() as usize).div_ceil(8);
+    if blob.len() <= k {
+        return Err(CryptoError::DecryptionFailed);
     }
+    let (head, tail) = blob.split_at(k);
+    let ephemeral = kek.unwrap_key(alg, head).await?;
+    aes_kwp_unwrap(&ephemeral, tail).map_err(|_| CryptoError::DecryptionFailed)
+}
+
+/// The `CKA_LABEL` of a key's token objects: where it belongs, for whoever lists the token.
+fn token_label(vault: &VaultRecord, name: &str) -> String {
+    format!("keyshift/{}/{name}", vault.name)
+}
+
+fn crypto_error(e: CryptoError) -> ApiError {
+    hsm_error(e)
 }
 
 fn public_jwk(public: &PublicKey) -> JsonWebKey {
@@ -476,7 +501,7 @@ fn backup_aad(sd_id: &str) -> Vec<u8> {
 /// What a new version is made of.
 struct NewVersion {
     kty: KeyType,
-    material: KeyMaterial,
+    material: NewKey,
     key_ops: Vec<String>,
     attributes: KeyAttributes,
     tags: Option<Tags>,
@@ -484,7 +509,13 @@ struct NewVersion {
 }
 
 impl Deployment {
-    fn version_record(&self, version: &str, new: &NewVersion, sealed: Vec<u8>) -> VersionRecord {
+    fn version_record(
+        &self,
+        version: &str,
+        new: &NewVersion,
+        sealed: Vec<u8>,
+        hsm_token: Option<String>,
+    ) -> VersionRecord {
         let now = self.clock.now();
         VersionRecord {
             version: version.to_owned(),
@@ -501,6 +532,7 @@ impl Deployment {
             tags: new.tags.clone(),
             release_policy: new.release_policy.clone(),
             sealed,
+            hsm_token,
         }
     }
 
@@ -535,7 +567,12 @@ impl Deployment {
             recoverable_days: Some(vault.retention_days),
             recovery_level: Some(recovery_level(vault)),
             exportable: v.exportable,
-            hsm_platform: None,
+            hsm_platform: v.hsm_token.as_ref().map(|token| {
+                self.hsm()
+                    .filter(|h| &h.token == token)
+                    .map(|h| h.platform.clone())
+                    .unwrap_or_else(|| format!("pkcs11:{token}"))
+            }),
         }
     }
 
@@ -631,7 +668,20 @@ impl Deployment {
         }
         let (key, record, _) = self.resolve(vault, name, version).await?;
         let sd = self.security_domain_key(&vault.security_domain).await?;
-        let material = open_version(&sd, &vault.id, &key.name, &record.version, &record.sealed)?;
+        let material = match &record.hsm_token {
+            None => VersionKey::Software(open_version(
+                &sd,
+                &vault.id,
+                &key.name,
+                &record.version,
+                &record.sealed,
+            )?),
+            Some(token) => {
+                let reference =
+                    open_token_ref(&sd, &vault.id, &key.name, &record.version, &record.sealed)?;
+                self.open_token_key(token, reference).await?
+            }
+        };
         let is_latest = record.version == key.latest;
         let vk = version_key(&vault.id, &key.name, &record.version);
         let entry = Arc::new(CachedVersion {
@@ -643,8 +693,27 @@ impl Deployment {
         Ok((key.name, entry))
     }
 
-    /// Adds a version to a key, creating the key when it does not exist.
+    /// Adds a version to a key, creating the key when it does not exist. A token object made for
+    /// a version that is not recorded is destroyed.
     async fn add_version(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        new: NewVersion,
+    ) -> Result<KeyBundle> {
+        let made = match &new.material {
+            NewKey::Token(key) => Some(key.clone()),
+            NewKey::Software(_) => None,
+        };
+        let added = self.record_version(ctx, vault, name, new).await;
+        if let (Err(_), Some(key)) = (&added, made) {
+            self.destroy_unrecorded(&key).await;
+        }
+        added
+    }
+
+    async fn record_version(
         &self,
         ctx: &RequestContext,
         vault: &VaultRecord,
@@ -670,14 +739,31 @@ impl Deployment {
                 .as_ref()
                 .map(|(k, _)| k.name.clone())
                 .unwrap_or_else(|| name.to_owned());
-            let sealed = seal_version(&sd, &vault.id, &key_name, &version, &new.material)?;
-            let record = self.version_record(&version, &new, sealed);
+            let vk = version_key(&vault.id, &key_name, &version);
+            let (sealed, hsm_token, object_op) = match &new.material {
+                NewKey::Software(m) => (
+                    seal_version(&sd, &vault.id, &key_name, &version, m)?,
+                    None,
+                    None,
+                ),
+                NewKey::Token(k) => {
+                    let token = self.hsm().ok_or_else(ApiError::internal)?.token.clone();
+                    let op = self.object_user_ops(&token, &k.reference, &vk).await?;
+                    (
+                        seal_token_ref(&sd, &vault.id, &key_name, &version, &k.reference)?,
+                        Some(token),
+                        Some(op),
+                    )
+                }
+            };
+            let record = self.version_record(&version, &new, sealed, hsm_token);
             let mut ops = vec![Op::Put {
                 ns: ns::KEY_VERSION,
-                key: version_key(&vault.id, &key_name, &version),
+                key: vk,
                 value: to_json(&record)?,
                 expect: Expect::Absent,
             }];
+            ops.extend(object_op);
             match existing {
                 Some((mut key, revision)) => {
                     if key.version_count >= MAX_VERSIONS {
@@ -750,7 +836,7 @@ impl Deployment {
                 .as_deref()
                 .ok_or_else(|| ApiError::bad_parameter("The key type 'kty' is required."))?,
         )?;
-        let material = match kty.family {
+        let spec = match kty.family {
             KeyFamily::Rsa => {
                 if let Some(e) = p.public_exponent {
                     if e != 65537 {
@@ -765,10 +851,7 @@ impl Deployment {
                         "RSA key size {size} is not supported: use 2048, 3072 or 4096."
                     )));
                 }
-                tokio::task::spawn_blocking(move || KeyMaterial::generate_rsa(size))
-                    .await
-                    .map_err(|_| ApiError::internal())?
-                    .map_err(crypto_error)?
+                HsmKeySpec::Rsa { bits: size }
             }
             KeyFamily::Ec => {
                 let crv = match p.crv.as_deref() {
@@ -780,7 +863,7 @@ impl Deployment {
                         ))
                     })?,
                 };
-                KeyMaterial::generate_ec(crv).map_err(crypto_error)?
+                HsmKeySpec::Ec { curve: crv }
             }
             KeyFamily::Oct => {
                 let size = p.key_size.unwrap_or(256);
@@ -789,10 +872,20 @@ impl Deployment {
                         "AES key size {size} is not supported: use 128, 192 or 256."
                     )));
                 }
-                KeyMaterial::generate_oct(size).map_err(crypto_error)?
+                HsmKeySpec::Oct { bits: size }
             }
         };
         let key_ops = canonical_key_ops(kty, p.key_ops.as_deref())?;
+        kty.check_vault(vault)?;
+        let home = self.home(vault, kty.hsm)?;
+        let exportable = p
+            .attributes
+            .as_ref()
+            .and_then(|a| a.exportable)
+            .unwrap_or(false);
+        let material = self
+            .generate_key(&home, spec, &token_label(vault, name), exportable)
+            .await?;
         let new = NewVersion {
             kty,
             material,
@@ -838,6 +931,15 @@ impl Deployment {
             let material = self
                 .open_transfer_blob(vault, kty, jwk.crv.as_deref(), blob)
                 .await?;
+            let exportable = p.attributes.as_ref().and_then(|a| a.exportable);
+            let material = self
+                .place_key(
+                    &self.home(vault, true)?,
+                    material,
+                    &token_label(vault, name),
+                    exportable.unwrap_or(false),
+                )
+                .await?;
             let new = NewVersion {
                 kty,
                 material,
@@ -880,6 +982,16 @@ impl Deployment {
             CryptoError::Internal => ApiError::internal(),
             other => ApiError::bad_parameter(format!("The key to import is invalid: {other}")),
         })?;
+        kty.check_vault(vault)?;
+        let exportable = p.attributes.as_ref().and_then(|a| a.exportable);
+        let material = self
+            .place_key(
+                &self.home(vault, kty.hsm)?,
+                material,
+                &token_label(vault, name),
+                exportable.unwrap_or(false),
+            )
+            .await?;
         let new = NewVersion {
             kty,
             material,
@@ -930,10 +1042,16 @@ impl Deployment {
             ))
             .with_inner("KeyDisabled"));
         }
-        let plaintext = kek
-            .material
-            .rsa_aes_key_unwrap(blob.wrap.hash(), &blob.ciphertext)
-            .map_err(|_| {
+        let plaintext = match kek.material.software() {
+            Some(m) => m.rsa_aes_key_unwrap(blob.wrap.hash(), &blob.ciphertext),
+            None => match token_rsa_aes_unwrap(&kek.material, blob.wrap, &blob.ciphertext).await {
+                Err(e @ (CryptoError::Unsupported(_) | CryptoError::Backend(_))) => {
+                    return Err(hsm_error(e))
+                }
+                other => other,
+            },
+        }
+        .map_err(|_| {
                 ApiError::bad_parameter(format!(
                     "The transfer blob does not open with key-exchange key {} and {}: it was made for another key-exchange key, or it is corrupted.",
                     printable(&kek_id),
@@ -1455,6 +1573,7 @@ impl Deployment {
         }];
         let prefix = format!("{kk}/");
         let mut after: Option<String> = None;
+        let mut token_objects = Vec::new();
         loop {
             let page = self
                 .store
@@ -1463,12 +1582,23 @@ impl Deployment {
                 .map_err(store_error)?;
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
-            ops.extend(page.into_iter().map(|r| Op::Delete {
-                ns: ns::KEY_VERSION,
-                key: r.key,
-                expect: Expect::Any,
-            }));
+            for r in page {
+                let record: VersionRecord = from_json(&r.value)?;
+                if let Some(token) = record.hsm_token {
+                    let sd = self.security_domain_key(&vault.security_domain).await?;
+                    let reference =
+                        open_token_ref(&sd, &vault.id, &key.name, &record.version, &record.sealed)?;
+                    token_objects.push((token, reference, r.key.clone()));
+                }
+                ops.push(Op::Delete {
+                    ns: ns::KEY_VERSION,
+                    key: r.key,
+                    expect: Expect::Any,
+                });
+            }
         }
+        let (object_ops, unused) = self.object_release_ops(&token_objects).await?;
+        ops.extend(object_ops);
         self.commit_as(ctx, ops).await.map_err(|e| match e {
             StoreError::Conflict { .. } => ApiError::conflict(format!(
                 "Key {} changed while it was being purged; retry.",
@@ -1478,6 +1608,7 @@ impl Deployment {
         })?;
         self.cache.invalidate(&kk);
         tracing::info!(vault = %vault.name, key = %key.name, "purged");
+        self.destroy_objects(unused).await;
         Ok(())
     }
 
@@ -1533,13 +1664,22 @@ impl Deployment {
             after = Some(last.key.clone());
             for r in page {
                 let mut record: VersionRecord = from_json(&r.value)?;
-                let material =
-                    open_version(&sd, &vault.id, &key.name, &record.version, &record.sealed)?;
+                // An HSM key version is backed up as the reference of its token object: the
+                // token does not let the key out.
+                let material = match record.hsm_token {
+                    Some(_) => {
+                        open_token_ref(&sd, &vault.id, &key.name, &record.version, &record.sealed)?
+                            .as_bytes()
+                            .to_vec()
+                    }
+                    None => {
+                        open_version(&sd, &vault.id, &key.name, &record.version, &record.sealed)?
+                            .to_bytes()
+                            .to_vec()
+                    }
+                };
                 record.sealed = Vec::new();
-                versions.push(BackupVersion {
-                    record,
-                    material: material.to_bytes().to_vec(),
-                });
+                versions.push(BackupVersion { record, material });
             }
         }
         let payload = BackupPayload {
@@ -1626,11 +1766,25 @@ impl Deployment {
         ];
         let mut latest_record = None;
         for v in &payload.versions {
-            let material = KeyMaterial::from_bytes(&v.material)
-                .map_err(|_| ApiError::bad_parameter("The backup blob is corrupted."))?;
             let mut record = v.record.clone();
-            record.sealed =
-                seal_version(&sd, &vault.id, &payload.name, &record.version, &material)?;
+            let vk = version_key(&vault.id, &payload.name, &record.version);
+            match &record.hsm_token {
+                None => {
+                    let material = KeyMaterial::from_bytes(&v.material)
+                        .map_err(|_| ApiError::bad_parameter("The backup blob is corrupted."))?;
+                    record.sealed =
+                        seal_version(&sd, &vault.id, &payload.name, &record.version, &material)?;
+                }
+                Some(token) => {
+                    let reference = keyshift_crypto::HsmKeyRef::from_bytes(&v.material)
+                        .map_err(|_| ApiError::bad_parameter("The backup blob is corrupted."))?;
+                    self.require_token_object(token, &reference, &payload.name, &record)
+                        .await?;
+                    ops.push(self.object_user_ops(token, &reference, &vk).await?);
+                    record.sealed =
+                        seal_token_ref(&sd, &vault.id, &payload.name, &record.version, &reference)?;
+                }
+            }
             ops.push(Op::Put {
                 ns: ns::KEY_VERSION,
                 key: version_key(&vault.id, &payload.name, &record.version),
@@ -1653,6 +1807,36 @@ impl Deployment {
         Ok(self.bundle(ctx, vault, &payload.name, &record))
     }
 
+    /// Checks that the token object a backed-up HSM key version names still exists, in a token
+    /// this server has attached.
+    async fn require_token_object(
+        &self,
+        token: &str,
+        reference: &keyshift_crypto::HsmKeyRef,
+        name: &str,
+        record: &VersionRecord,
+    ) -> Result<()> {
+        if self.hsm().is_none_or(|h| h.token != token) {
+            return Err(ApiError::bad_parameter(format!(
+                "The backup of key {name} holds HSM key versions, which live in HSM token \
+                 '{token}'; this server does not have that token attached, and the backup \
+                 carries only a reference to the key in it."
+            ))
+            .with_inner("HsmTokenNotAttached"));
+        }
+        match self.open_token_key(token, reference.clone()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.inner == Some("HsmKeyMissing") => Err(ApiError::bad_parameter(format!(
+                "Version {} of key {name} no longer exists in HSM token '{token}' (it was \
+                 purged): a backup of an HSM key refers to the key in the token and cannot bring \
+                 back one that was destroyed.",
+                record.version
+            ))
+            .with_inner("HsmKeyPurged")),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `POST /keys/{name}/rotate`: a new version with the same type, size, operations, tags and
     /// release settings; `exp` from the rotation policy's `expiryTime` when it has one.
     pub async fn rotate_key(
@@ -1667,15 +1851,22 @@ impl Deployment {
         let kty = KeyType::parse(&latest.kty)?;
         let size = latest.size_bits;
         let crv = latest.public.crv.as_deref().and_then(Curve::from_jwk_name);
-        let material = match kty.family {
-            KeyFamily::Rsa => tokio::task::spawn_blocking(move || KeyMaterial::generate_rsa(size))
-                .await
-                .map_err(|_| ApiError::internal())?
-                .map_err(crypto_error)?,
-            KeyFamily::Ec => KeyMaterial::generate_ec(crv.ok_or_else(ApiError::internal)?)
-                .map_err(crypto_error)?,
-            KeyFamily::Oct => KeyMaterial::generate_oct(size).map_err(crypto_error)?,
+        let spec = match kty.family {
+            KeyFamily::Rsa => HsmKeySpec::Rsa { bits: size },
+            KeyFamily::Ec => HsmKeySpec::Ec {
+                curve: crv.ok_or_else(ApiError::internal)?,
+            },
+            KeyFamily::Oct => HsmKeySpec::Oct { bits: size },
         };
+        let home = self.home(vault, kty.hsm)?;
+        let material = self
+            .generate_key(
+                &home,
+                spec,
+                &token_label(vault, &key.name),
+                latest.exportable.unwrap_or(false),
+            )
+            .await?;
         let expiry = key
             .rotation_policy
             .as_ref()
@@ -1841,6 +2032,7 @@ impl Deployment {
             KeyOperation::Encrypt => {
                 let out = material
                     .encrypt(alg, &p.value, p.iv.as_deref(), p.aad.as_deref())
+                    .await
                     .map_err(crypto_error)?;
                 KeyOperationResult {
                     kid,
@@ -1860,6 +2052,7 @@ impl Deployment {
                         p.aad.as_deref(),
                         p.tag.as_deref(),
                     )
+                    .await
                     .map_err(crypto_error)?;
                 KeyOperationResult {
                     kid,
@@ -1871,7 +2064,10 @@ impl Deployment {
                 }
             }
             KeyOperation::WrapKey => {
-                let wrapped = material.wrap_key(alg, &p.value).map_err(crypto_error)?;
+                let wrapped = material
+                    .wrap_key(alg, &p.value)
+                    .await
+                    .map_err(crypto_error)?;
                 KeyOperationResult {
                     kid,
                     alg: Some(alg.name().into()),
@@ -1882,7 +2078,10 @@ impl Deployment {
                 }
             }
             KeyOperation::UnwrapKey => {
-                let plain = material.unwrap_key(alg, &p.value).map_err(crypto_error)?;
+                let plain = material
+                    .unwrap_key(alg, &p.value)
+                    .await
+                    .map_err(crypto_error)?;
                 KeyOperationResult {
                     kid,
                     alg: Some(alg.name().into()),
@@ -1999,15 +2198,18 @@ impl Deployment {
                 }
             };
             let plain = if wrapped {
-                source.material.unwrap_key(source_alg, &item.value)
+                source.material.unwrap_key(source_alg, &item.value).await
             } else {
-                source.material.decrypt(
-                    source_alg,
-                    &item.value,
-                    item.iv.as_deref(),
-                    item.aad.as_deref(),
-                    item.tag.as_deref(),
-                )
+                source
+                    .material
+                    .decrypt(
+                        source_alg,
+                        &item.value,
+                        item.iv.as_deref(),
+                        item.aad.as_deref(),
+                        item.tag.as_deref(),
+                    )
+                    .await
             };
             let plain = match plain.map_err(crypto_error) {
                 Ok(plain) => plain,
@@ -2028,11 +2230,13 @@ impl Deployment {
                 target
                     .material
                     .wrap_key(target_alg, &plain)
+                    .await
                     .map(|value| (value, None, None))
             } else {
                 target
                     .material
                     .encrypt(target_alg, &plain, None, item.aad.as_deref())
+                    .await
                     .map(|out| (out.ciphertext, out.iv, out.tag))
             };
             match out.map_err(crypto_error) {
@@ -2089,7 +2293,11 @@ impl Deployment {
                 printable(&p.alg)
             ))
         })?;
-        let signature = entry.material.sign(alg, &p.value).map_err(crypto_error)?;
+        let signature = entry
+            .material
+            .sign(alg, &p.value)
+            .await
+            .map_err(crypto_error)?;
         Ok(KeyOperationResult {
             kid: format!("{}/keys/{key_name}/{}", ctx.base_url, entry.record.version),
             alg: Some(alg.name().into()),

@@ -13,6 +13,7 @@ pub mod clock;
 mod deployment;
 pub mod duration;
 pub mod federation;
+mod hsm;
 mod keys;
 pub use keys::KeyOperation;
 mod naming;

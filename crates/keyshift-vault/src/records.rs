@@ -35,6 +35,16 @@ pub mod ns {
     /// Attestation authorities trusted for secure key release, by issuer URL without a trailing
     /// `/`. Values are [`super::TrustedIssuerRecord`]s: the same shape as federation issuers.
     pub const ATTESTATION_AUTHORITY: &str = "attestation_authority";
+    /// HSM token objects and the key versions that name them: `{token label}/{reference hex}`.
+    pub const HSM_OBJECT: &str = "hsm_object";
+}
+
+/// The key versions (their `key_version` store keys) that name one HSM token object. The object
+/// is destroyed when the last of them is purged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HsmObjectRecord {
+    /// Store keys of the versions.
+    pub users: Vec<String>,
 }
 
 /// Kind of vault.
@@ -183,9 +193,13 @@ pub struct VersionRecord {
     /// Release policy.
     #[serde(default)]
     pub release_policy: Option<KeyReleasePolicy>,
-    /// Private material sealed under the security-domain key, AAD = vault id, key name, version.
+    /// Private material sealed under the security-domain key, AAD = vault id, key name, version;
+    /// for a version held in an HSM, the token object's reference, sealed the same way.
     #[serde(with = "keyshift_api::b64::bytes")]
     pub sealed: Vec<u8>,
+    /// The label of the HSM token holding this version, when one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsm_token: Option<String>,
 }
 
 /// A client certificate of a principal: its RSA public key and thumbprints.

@@ -18,7 +18,7 @@ use crate::release_policy::ReleasePolicy;
 use crate::{RequestContext, Result};
 use keyshift_api::keys::{KeyReleaseParameters, KeyReleaseResult};
 use keyshift_api::{b64, ApiError, ErrorCode};
-use keyshift_crypto::transfer::{rsa_aes_key_wrap, TransferWrap};
+use keyshift_crypto::transfer::TransferWrap;
 use keyshift_crypto::{KeyMaterial, PublicKey, SignatureAlgorithm};
 use keyshift_store::{Expect, Op, StoreError};
 use serde::{Deserialize, Serialize};
@@ -308,16 +308,20 @@ impl Deployment {
         }
         let (enclave_kid, enclave_public) = enclave_key(&claims)?;
 
-        let plaintext = entry.material.transfer_plaintext();
-        let ciphertext =
-            rsa_aes_key_wrap(&enclave_public, wrap.hash(), &plaintext).map_err(|e| match e {
+        let ciphertext = entry
+            .material
+            .wrap_for_transfer(&enclave_public, wrap)
+            .await
+            .map_err(|e| match e {
                 keyshift_crypto::CryptoError::Internal => ApiError::internal(),
+                e @ (keyshift_crypto::CryptoError::Unsupported(_)
+                | keyshift_crypto::CryptoError::Backend(_)
+                | keyshift_crypto::CryptoError::KeyNotFound(_)) => crate::hsm::hsm_error(e),
                 _ => ApiError::bad_parameter(
                     "The enclave key in the attestation token is not a valid RSA public key.",
                 )
                 .with_inner("NoEnclaveKey"),
             })?;
-        drop(plaintext);
         let key_hsm = json!({
             "schema_version": "1.0",
             "header": {"kid": enclave_kid, "alg": "dir", "enc": wrap.name()},

@@ -134,6 +134,8 @@ pub struct Pkcs11Backend {
     /// operations (a session is not `Sync`, hence the mutex).
     _login: Mutex<Session>,
     token: String,
+    /// The token's manufacturer and model, as it describes itself.
+    platform: String,
     mechanisms: Vec<MechanismType>,
     quirks: Quirks,
     module: ModuleLease,
@@ -208,6 +210,11 @@ impl Pkcs11Backend {
         }
         drop(pin);
         let quirks = Quirks::of(module.pkcs11());
+        let platform = module
+            .pkcs11()
+            .get_token_info(slot)
+            .map(|info| format!("{} {}", info.manufacturer_id().trim(), info.model().trim()))
+            .unwrap_or_else(|_| "PKCS#11 token".into());
         let pool = SessionPool::new(
             module.pkcs11().clone(),
             slot,
@@ -219,6 +226,7 @@ impl Pkcs11Backend {
             pool,
             _login: Mutex::new(login),
             token,
+            platform,
             mechanisms,
             quirks,
             module,
@@ -228,6 +236,11 @@ impl Pkcs11Backend {
     /// The token's label.
     pub fn token_label(&self) -> &str {
         &self.token
+    }
+
+    /// The token's manufacturer and model, such as `SoftHSM project SoftHSM v2`.
+    pub fn platform(&self) -> &str {
+        &self.platform
     }
 
     fn require(&self, mechanism: MechanismType, name: &str) -> Result<()> {
