@@ -17,7 +17,7 @@
 //! The seed is printed; `KEYSHIFT_CRASH_SEED=<n>` replays a run's choices (which writes, when the
 //! kill comes; thread timing still varies). The server is this test executable re-entered as the
 //! `keyshift` command (see [`keyshift_child`]), so it is always built from this tree;
-//! `KEYSHIFT_BIN=<path>` runs that binary instead (a release build, say). The PostgreSQL run
+//! `KEYSHIFT_CRASH_BIN=<path>` runs that binary instead (a release build, say). The PostgreSQL run
 //! needs `KEYSHIFT_TEST_POSTGRES_URL` (`scripts/postgres-test-server.sh`): skipped without it,
 //! unless `KEYSHIFT_REQUIRE_POSTGRES=1`, where it fails.
 
@@ -93,9 +93,9 @@ async fn postgres_keeps_every_acknowledged_write_through_ten_sigkills() {
 }
 
 /// The `keyshift` command with `args`: this executable re-entered through [`keyshift_child`], or
-/// `KEYSHIFT_BIN`.
+/// `KEYSHIFT_CRASH_BIN`.
 fn keyshift(args: &[String]) -> Command {
-    match std::env::var_os("KEYSHIFT_BIN") {
+    match std::env::var_os("KEYSHIFT_CRASH_BIN") {
         Some(bin) => {
             let mut command = Command::new(bin);
             command.args(args);
