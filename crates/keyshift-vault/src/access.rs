@@ -8,6 +8,7 @@ use crate::{RequestContext, Result};
 use keyshift_api::{ApiError, ErrorCode};
 use keyshift_store::{Expect, Op};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,28 +25,41 @@ pub(crate) struct VaultAccess {
 
 /// Access data per vault id, with when it was read.
 #[derive(Default)]
-pub(crate) struct AssignmentCache(RwLock<HashMap<String, (Instant, VaultAccess)>>);
+pub(crate) struct AssignmentCache {
+    entries: RwLock<HashMap<String, (Instant, VaultAccess)>>,
+    /// Counts invalidations. A copy read from the store while a write invalidated the cache may
+    /// predate that write: it is not kept (else a reader that started before a new assignment
+    /// committed would put back a copy without it, and deleting it would answer 404).
+    generation: AtomicU64,
+}
 
 impl AssignmentCache {
     fn get(&self, vault_id: &str) -> Option<VaultAccess> {
-        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
         map.get(vault_id)
             .filter(|(at, _)| at.elapsed() < ASSIGNMENT_TTL)
             .map(|(_, a)| a.clone())
     }
 
-    fn put(&self, vault_id: &str, access: VaultAccess) {
-        self.0
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(vault_id.to_owned(), (Instant::now(), access));
+    /// What to pass to [`AssignmentCache::put`]: taken before reading the store.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Keeps `access`, read from the store after [`AssignmentCache::generation`] returned
+    /// `read_at`, unless the cache was invalidated since.
+    fn put(&self, vault_id: &str, access: VaultAccess, read_at: u64) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        // Under the lock that `invalidate` takes too, so none slips between check and insert.
+        if self.generation.load(Ordering::SeqCst) == read_at {
+            map.insert(vault_id.to_owned(), (Instant::now(), access));
+        }
     }
 
     fn invalidate(&self, vault_id: &str) {
-        self.0
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(vault_id);
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        map.remove(vault_id);
     }
 }
 
@@ -85,6 +99,7 @@ impl Deployment {
         if let Some(hit) = self.assignments.get(&vault.id) {
             return Ok(hit);
         }
+        let read_at = self.assignments.generation();
         let prefix = format!("{}/", vault.id);
         let assignments: Vec<RoleAssignment> = self.list_all(ns::ROLE_ASSIGNMENT, &prefix).await?;
         let custom_roles: Vec<RoleDefinition> = self.list_all(ns::ROLE_DEFINITION, &prefix).await?;
@@ -92,7 +107,7 @@ impl Deployment {
             assignments: Arc::new(assignments),
             custom_roles: Arc::new(custom_roles),
         };
-        self.assignments.put(&vault.id, access.clone());
+        self.assignments.put(&vault.id, access.clone(), read_at);
         Ok(access)
     }
 
@@ -568,4 +583,42 @@ fn assignment_not_found(name: &str) -> ApiError {
         ),
     )
     .with_inner("RoleAssignmentNotFound")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(names: &[&str]) -> VaultAccess {
+        VaultAccess {
+            assignments: Arc::new(
+                names
+                    .iter()
+                    .map(|n| RoleAssignment {
+                        name: (*n).to_owned(),
+                        scope: "/".into(),
+                        role_definition_id: "r".into(),
+                        principal_id: "p".into(),
+                    })
+                    .collect(),
+            ),
+            custom_roles: Arc::new(vec![]),
+        }
+    }
+
+    #[test]
+    fn a_copy_read_before_a_write_is_not_kept_after_it() {
+        let cache = AssignmentCache::default();
+        // A reader starts, a write commits and invalidates, then the reader's older copy arrives.
+        let read_at = cache.generation();
+        cache.invalidate("v");
+        cache.put("v", access(&[]), read_at);
+        assert!(cache.get("v").is_none(), "the stale copy was dropped");
+        // A reader that started after the write keeps its copy.
+        let read_at = cache.generation();
+        cache.put("v", access(&["a"]), read_at);
+        assert_eq!(cache.get("v").unwrap().assignments[0].name, "a");
+        cache.invalidate("v");
+        assert!(cache.get("v").is_none());
+    }
 }
