@@ -106,6 +106,41 @@ pub struct KeyAttributes {
     /// HSM platform (read-only).
     #[serde(rename = "hsmPlatform", skip_serializing_if = "Option::is_none")]
     pub hsm_platform: Option<String>,
+    /// Key attestation (read-only; `GET /keys/{name}/{version}/attestation` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<KeyAttestation>,
+}
+
+/// What the HSM holding a key says of it, signed (`attributes.attestation`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyAttestation {
+    /// PEM certificates that validate the attestation blobs.
+    #[serde(
+        rename = "certificatePemFile",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::b64::opt_bytes"
+    )]
+    pub certificate_pem_file: Option<Vec<u8>>,
+    /// The attestation of the private (or secret) key.
+    #[serde(
+        rename = "privateKeyAttestation",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::b64::opt_bytes"
+    )]
+    pub private_key_attestation: Option<Vec<u8>>,
+    /// The attestation of the public key, for an asymmetric key.
+    #[serde(
+        rename = "publicKeyAttestation",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::b64::opt_bytes"
+    )]
+    pub public_key_attestation: Option<Vec<u8>>,
+    /// The attestation format's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A key release policy. `data` is kept as sent.

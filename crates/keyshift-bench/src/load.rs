@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 pub const AES_KEY: &str = "bench-aes";
 /// The RSA key used by `decrypt`.
 pub const RSA_KEY: &str = "bench-rsa";
+/// The RSA-HSM key `sign` uses.
+pub const RSA_HSM_KEY: &str = "bench-rsa-hsm";
 /// The target key of `rewrap`.
 pub const TARGET_KEY: &str = "bench-aes-target";
 /// Items per `rewrap` request.
@@ -50,6 +52,9 @@ pub enum LoadOp {
     /// `POST /keys/bench-aes//rewrap`: the same 1,000 A256KW-wrapped keys each time, moved to
     /// `bench-aes-target` (the rewrap extension). One op is 1,000 items.
     Rewrap,
+    /// `POST /keys/bench-rsa-hsm//sign`, RS256 of a 32-byte digest with an RSA-HSM 2048-bit
+    /// key: in the HSM when the server has one attached.
+    Sign,
 }
 
 impl LoadOp {
@@ -62,6 +67,7 @@ impl LoadOp {
             LoadOp::Create => "create",
             LoadOp::Health => "health",
             LoadOp::Rewrap => "rewrap",
+            LoadOp::Sign => "sign",
         }
     }
 }
@@ -343,6 +349,27 @@ async fn prepare(op: LoadOp, setup: &mut Setup<'_>) -> Result<Workload> {
                 Target::CreatePrefix(prefix),
                 body,
                 "\"kid\"".to_owned(),
+            )
+        }
+        LoadOp::Sign => {
+            setup
+                .ensure_key(RSA_HSM_KEY, json!({"kty": "RSA-HSM", "key_size": 2048}))
+                .await?;
+            // PKCS#1 v1.5 signatures are deterministic: every answer carries the same one.
+            let body = json!({"alg": "RS256", "value": b64(&random(32)?)});
+            let first = setup
+                .call_ok(
+                    Method::POST,
+                    &format!("/keys/{RSA_HSM_KEY}//sign"),
+                    body.clone(),
+                )
+                .await?;
+            let signature = value_field(&first)?.to_owned();
+            (
+                Method::POST,
+                Target::Fixed(op_path(RSA_HSM_KEY, "sign")),
+                body,
+                format!("\"{signature}\""),
             )
         }
         LoadOp::Health => (

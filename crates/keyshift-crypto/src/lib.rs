@@ -35,7 +35,7 @@ pub mod x509;
 
 pub use algorithm::{Curve, EncryptionAlgorithm, KeyFamily, SignatureAlgorithm};
 pub use error::{CryptoError, Result};
-pub use hsm::{HsmBackend, HsmKey, HsmKeyRef, HsmKeySpec};
+pub use hsm::{HsmBackend, HsmKey, HsmKeyFacts, HsmKeyRef, HsmKeySpec};
 pub use jwk::{JwkParts, PublicKey};
 pub use key::{EncryptOutput, KeyMaterial};
 pub use signature::{encrypt_with_public, verify_message_with_public, verify_with_public};

@@ -698,9 +698,11 @@ async fn dispatch(
             )
         }
         Route::Attestation { name, version } => {
-            d.key_attestation(ctx, vault, &name, version.as_deref())
-                .await?;
-            return Err(ApiError::internal());
+            let services = app.release.services(d.clock().now());
+            ok_json(
+                &d.key_attestation(ctx, vault, &name, version.as_deref(), &services)
+                    .await?,
+            )
         }
         Route::ListDeletedKeys => ok_json(
             &d.list_deleted_keys(ctx, vault, max_results(query)?, skiptoken)

@@ -131,6 +131,54 @@ async fn op(s: &TestServer, base: &str, kid: &str, op: &str, body: Value) -> (St
         .await
 }
 
+/// `GET .../attestation` of a key: the statement about its private or secret object, its
+/// signature checked with the certificate that comes with it, and whether a public one came.
+async fn attestation(s: &TestServer, base: &str, name: &str) -> (Value, bool) {
+    let (st, b) = s
+        .call_at(
+            base,
+            Method::GET,
+            &v(&format!("/keys/{name}/attestation")),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let a = &b["attributes"]["attestation"];
+    assert_eq!(a["version"], "keyshift-pkcs11/1.0", "{b}");
+    let pem = String::from_utf8(bytes(a, "certificatePemFile")).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    let jws = String::from_utf8(bytes(a, "privateKeyAttestation")).unwrap();
+    let parts: Vec<&str> = jws.split('.').collect();
+    let header: Value = serde_json::from_slice(&b64::decode(parts[0]).unwrap()).unwrap();
+    let leaf = b64::decode(header["x5c"][0].as_str().unwrap()).unwrap();
+    let leaf = keyshift_crypto::x509::parse_certificate(&leaf).unwrap();
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    let signature = b64::decode(parts[2]).unwrap();
+    assert!(keyshift_crypto::verify_message_with_public(
+        &leaf.public_key,
+        SignatureAlgorithm::Rs256,
+        signed.as_bytes(),
+        &signature
+    )
+    .unwrap());
+    // A statement altered after signing does not verify.
+    let forged = format!(
+        "{}.{}",
+        parts[0],
+        b64::encode(b"{\"CKA_EXTRACTABLE\":false}")
+    );
+    assert!(!keyshift_crypto::verify_message_with_public(
+        &leaf.public_key,
+        SignatureAlgorithm::Rs256,
+        forged.as_bytes(),
+        &signature
+    )
+    .unwrap());
+    let claims: Value = serde_json::from_slice(&b64::decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(claims["kid"], b["key"]["kid"]);
+    (claims, a.get("publicKeyAttestation").is_some())
+}
+
 #[tokio::test]
 async fn a_managed_hsm_without_an_hsm_makes_no_keys() {
     let s = TestServer::start().await;
@@ -190,6 +238,14 @@ async fn a_managed_hsm_without_an_hsm_makes_no_keys() {
     // A vault without an HSM keeps making -HSM types in software, and says nothing of a platform.
     let b = create(&s, &s.url(), "soft", json!({"kty": "RSA-HSM"})).await;
     assert!(b["attributes"].get("hsmPlatform").is_none(), "{b}");
+    let (st, b) = s
+        .call(Method::GET, &v("/keys/soft/attestation"), None)
+        .await;
+    assert_eq!(
+        (st, inner(&b)),
+        (StatusCode::BAD_REQUEST, "NotHsmProtected"),
+        "{b}"
+    );
 }
 
 #[tokio::test]
@@ -435,6 +491,24 @@ async fn every_hsm_key_type_works_in_the_token_and_stays_there() {
         }
         assert!(secret_seen, "{name}");
     }
+    // Key attestation: what the token says of each, signed.
+    let (claims, public) = attestation(&s, &url, "rsa2048").await;
+    assert!(public, "an RSA key has a public-key statement too");
+    assert_eq!(claims["object"]["class"], "private");
+    for fact in [
+        "CKA_LOCAL",
+        "CKA_SENSITIVE",
+        "CKA_ALWAYS_SENSITIVE",
+        "CKA_NEVER_EXTRACTABLE",
+    ] {
+        assert_eq!(claims[fact], true, "{fact}: {claims}");
+    }
+    assert_eq!(claims["CKA_EXTRACTABLE"], false);
+    assert!(claims["hsmPlatform"].as_str().unwrap().contains("SoftHSM"));
+    let (claims, public) = attestation(&s, &url, "aes256").await;
+    assert!(!public, "an AES key has no public key");
+    assert_eq!(claims["object"]["class"], "secret");
+    assert_eq!(claims["CKA_LOCAL"], true);
 }
 
 #[tokio::test]
@@ -641,6 +715,11 @@ async fn byok_lands_in_the_token_and_exportable_keys_are_released_from_it() {
         &bytes(&sig, "value")
     )
     .unwrap());
+    // Attested as imported, not generated in the token.
+    let (claims, _) = attestation(&s, &url, "byok-rsa").await;
+    assert_eq!(claims["CKA_LOCAL"], false, "{claims}");
+    assert_eq!(claims["CKA_SENSITIVE"], true);
+    assert_eq!(claims["CKA_EXTRACTABLE"], false);
     // OAEP with SHA-256 is not in SoftHSM2: the refusal says so.
     let (st, b) = s
         .call_at(&url, Method::PUT, &v("/keys/byok-256"), Some(json!({"key": {"kty": "RSA-HSM", "key_hsm": byok(TransferWrap::RsaAesKeyWrap256, &rsa.transfer_plaintext())}})))

@@ -464,6 +464,109 @@ impl Deployment {
     }
 }
 
+/// The version of the statements `GET /keys/{name}/{version}/attestation` signs.
+const ATTESTATION_VERSION: &str = "keyshift-pkcs11/1.0";
+
+fn pem(chain: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = String::new();
+    for der in chain {
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        let text = keyshift_api::b64::encode_standard(der);
+        for line in text.as_bytes().chunks(64) {
+            out.push_str(&String::from_utf8_lossy(line));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out.into_bytes()
+}
+
+impl Deployment {
+    /// `GET /keys/{name}/{version}/attestation`: for a version held in the HSM, what the token
+    /// says of its objects (generated in it, sensitive, extractable or not), read from the token
+    /// now and signed by the deployment's release-signing key, whose certificate chain comes
+    /// along. This is Keyshift's statement about the token, not the HSM maker's own attestation:
+    /// PKCS#11 has no standard for that. A software version has none to give.
+    pub async fn key_attestation(
+        &self,
+        ctx: &crate::RequestContext,
+        vault: &VaultRecord,
+        name: &str,
+        version: Option<&str>,
+        services: &dyn crate::release::ReleaseServices,
+    ) -> Result<keyshift_api::keys::KeyBundle> {
+        let mut bundle = self.get_key(ctx, vault, name, version).await?;
+        let (_, entry) = self.usable(vault, name, version).await?;
+        let VersionKey::Token(backend, key) = &entry.material else {
+            return Err(ApiError::bad_parameter(
+                "Key attestation is available for keys held in an HSM; this version is a \
+                 software key (no HSM was attached to this deployment when it was made).",
+            )
+            .with_inner("NotHsmProtected"));
+        };
+        let facts = in_token({
+            let (backend, key) = (backend.clone(), key.clone());
+            move || backend.facts(&key)
+        })
+        .await
+        .map_err(hsm_error)?;
+        let platform = bundle.attributes.hsm_platform.clone();
+        let statement = |object: &str| {
+            serde_json::json!({
+                "iss": ctx.base_url,
+                "iat": self.clock.now(),
+                "kid": bundle.key.kid,
+                "kty": bundle.key.kty,
+                "hsmPlatform": platform,
+                "token": entry.record.hsm_token,
+                "object": {"id": key.reference.to_string(), "label": key.label, "class": object},
+                "CKA_LOCAL": facts.local,
+                "CKA_SENSITIVE": facts.sensitive,
+                "CKA_ALWAYS_SENSITIVE": facts.always_sensitive,
+                "CKA_EXTRACTABLE": facts.extractable,
+                "CKA_NEVER_EXTRACTABLE": facts.never_extractable,
+                "publicKey": {"n": bundle.key.n.as_deref().map(keyshift_api::b64::encode),
+                              "e": bundle.key.e.as_deref().map(keyshift_api::b64::encode),
+                              "crv": bundle.key.crv,
+                              "x": bundle.key.x.as_deref().map(keyshift_api::b64::encode),
+                              "y": bundle.key.y.as_deref().map(keyshift_api::b64::encode)},
+            })
+        };
+        let asymmetric = !matches!(key.public, PublicKey::Oct { .. });
+        let private_object = if asymmetric { "private" } else { "secret" };
+        let private = self
+            .sign_release(
+                &ctx.base_url,
+                &to_json(&statement(private_object))?,
+                services,
+            )
+            .await?;
+        let public = if asymmetric {
+            Some(
+                self.sign_release(&ctx.base_url, &to_json(&statement("public"))?, services)
+                    .await?
+                    .into_bytes(),
+            )
+        } else {
+            None
+        };
+        let signer = self.release_signing_key().await?;
+        let chain = services
+            .certificate_chain(&ctx.base_url, &signer.public_key())
+            .map_err(|why| {
+                tracing::error!(%why, "cannot issue the attestation-signing certificate");
+                ApiError::internal()
+            })?;
+        bundle.attributes.attestation = Some(keyshift_api::keys::KeyAttestation {
+            certificate_pem_file: Some(pem(&chain)),
+            private_key_attestation: Some(private.into_bytes()),
+            public_key_attestation: public,
+            version: Some(ATTESTATION_VERSION.into()),
+        });
+        Ok(bundle)
+    }
+}
+
 /// The API error for a failure of the key backend or of key material.
 pub(crate) fn hsm_error(e: CryptoError) -> ApiError {
     match e {

@@ -573,6 +573,7 @@ impl Deployment {
                     .map(|h| h.platform.clone())
                     .unwrap_or_else(|| format!("pkcs11:{token}"))
             }),
+            attestation: None,
         }
     }
 
@@ -2377,20 +2378,6 @@ impl Deployment {
     ) -> Result<RandomBytes> {
         self.authorize(ctx, vault, Action::Random, "/").await?;
         random_bytes(count)
-    }
-
-    /// `GET /keys/{name}/{version}/attestation`: refused while no HSM is configured.
-    pub async fn key_attestation(
-        &self,
-        ctx: &RequestContext,
-        vault: &VaultRecord,
-        name: &str,
-        version: Option<&str>,
-    ) -> Result<()> {
-        self.get_key(ctx, vault, name, version).await?;
-        Err(ApiError::bad_parameter(
-            "Key attestation is available for keys held in an HSM, and this deployment has no HSM configured.",
-        ))
     }
 }
 

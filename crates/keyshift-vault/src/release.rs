@@ -363,7 +363,7 @@ impl Deployment {
     }
 
     /// Signs a release payload: compact JWS, RS256, with the signing certificate chain in `x5c`.
-    async fn sign_release(
+    pub(crate) async fn sign_release(
         &self,
         base_url: &str,
         payload: &[u8],

@@ -260,6 +260,26 @@ pub trait HsmBackend: Send + Sync + fmt::Debug {
     /// Destroys every token object of the key (purge). A reference the token
     /// does not hold is [`crate::CryptoError::KeyNotFound`].
     fn destroy(&self, reference: &HsmKeyRef) -> Result<()>;
+
+    /// What the token says of the key's private or secret object, for key attestation.
+    fn facts(&self, key: &HsmKey) -> Result<HsmKeyFacts>;
+}
+
+/// The protection attributes a token reports for a key's private or secret object
+/// (`CKA_LOCAL`, `CKA_SENSITIVE`, `CKA_ALWAYS_SENSITIVE`, `CKA_EXTRACTABLE`,
+/// `CKA_NEVER_EXTRACTABLE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HsmKeyFacts {
+    /// Generated in the token (not imported).
+    pub local: bool,
+    /// Its value cannot be read.
+    pub sensitive: bool,
+    /// It has always been sensitive.
+    pub always_sensitive: bool,
+    /// It can leave the token wrapped.
+    pub extractable: bool,
+    /// It has never been extractable.
+    pub never_extractable: bool,
 }
 
 #[cfg(test)]

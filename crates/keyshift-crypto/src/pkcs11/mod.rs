@@ -40,7 +40,7 @@ use self::session::{ModuleLease, PooledSession, SessionPool};
 use crate::algorithm::{EncryptionAlgorithm, SignatureAlgorithm};
 use crate::error::{invalid_input, invalid_key, CryptoError, Result};
 use crate::hsm::checks::{cipher_params, CipherParams};
-use crate::hsm::{HsmBackend, HsmKey, HsmKeyRef, HsmKeySpec};
+use crate::hsm::{HsmBackend, HsmKey, HsmKeyFacts, HsmKeyRef, HsmKeySpec};
 use crate::jwk::{strip_leading_zeros, PublicKey};
 use crate::key::{EncryptOutput, KeyMaterial};
 use crate::random_bytes;
@@ -968,6 +968,45 @@ impl HsmBackend for Pkcs11Backend {
                 alg.name()
             ))),
         }
+    }
+
+    fn facts(&self, key: &HsmKey) -> Result<HsmKeyFacts> {
+        let session = self.session()?;
+        let class = match key.public {
+            PublicKey::Oct { .. } => ObjectClass::SECRET_KEY,
+            _ => ObjectClass::PRIVATE_KEY,
+        };
+        let handle = self.find(&session, key, class)?;
+        let mut facts = HsmKeyFacts {
+            local: false,
+            sensitive: false,
+            always_sensitive: false,
+            extractable: true,
+            never_extractable: false,
+        };
+        for attribute in session
+            .get_attributes(
+                handle,
+                &[
+                    AttributeType::Local,
+                    AttributeType::Sensitive,
+                    AttributeType::AlwaysSensitive,
+                    AttributeType::Extractable,
+                    AttributeType::NeverExtractable,
+                ],
+            )
+            .map_err(|e| self.fail(&session, Doing::Read, &e))?
+        {
+            match attribute {
+                Attribute::Local(v) => facts.local = v,
+                Attribute::Sensitive(v) => facts.sensitive = v,
+                Attribute::AlwaysSensitive(v) => facts.always_sensitive = v,
+                Attribute::Extractable(v) => facts.extractable = v,
+                Attribute::NeverExtractable(v) => facts.never_extractable = v,
+                _ => {}
+            }
+        }
+        Ok(facts)
     }
 
     fn destroy(&self, reference: &HsmKeyRef) -> Result<()> {
