@@ -354,6 +354,7 @@ async fn every_hsm_key_type_works_in_the_token_and_stays_there() {
         ("P-256", "ES256", 32),
         ("P-384", "ES384", 48),
         ("P-521", "ES512", 64),
+        ("P-256K", "ES256K", 32),
     ] {
         let name = format!("ec-{}", crv.to_lowercase());
         let b = create(&s, &url, &name, json!({"kty": "EC-HSM", "crv": crv})).await;
@@ -440,7 +441,15 @@ async fn every_hsm_key_type_works_in_the_token_and_stays_there() {
     // Every key's private or secret object is in the token, and no PKCS#11 application can
     // read it: sensitive, never extractable, generated in the token.
     for name in [
-        "rsa2048", "rsa3072", "ec-p-256", "ec-p-384", "ec-p-521", "aes128", "aes192", "aes256",
+        "rsa2048",
+        "rsa3072",
+        "ec-p-256",
+        "ec-p-384",
+        "ec-p-521",
+        "ec-p-256k",
+        "aes128",
+        "aes192",
+        "aes256",
     ] {
         let objects = raw.objects("kv2", name);
         assert!(!objects.is_empty(), "{name} has token objects");
@@ -800,4 +809,112 @@ async fn byok_lands_in_the_token_and_exportable_keys_are_released_from_it() {
         (StatusCode::BAD_REQUEST, "NotSupportedByHsm"),
         "{b}"
     );
+}
+
+/// Runs the `keyshift` command line in-process on a thread of its own (it makes its own runtime).
+fn keyshift(args: &[&str]) -> bool {
+    let args: Vec<String> = std::iter::once("keyshift")
+        .chain(args.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    std::thread::spawn(move || keyshift_cli::main_with_args(args))
+        .join()
+        .unwrap()
+        == std::process::ExitCode::SUCCESS
+}
+
+/// Scenario (d) through `keyshift migrate`: data keys wrapped by a software key in a vault move to
+/// an RSA-HSM key generated in the token of a managed HSM, and `migrate verify` opens every one
+/// under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyshift_migrate_moves_a_software_key_workload_into_the_token() {
+    let Some((s, url)) = managed_hsm().await else {
+        return;
+    };
+    let raw = raw_token(&token_of(&s));
+    let source = create(&s, &s.url(), "cmk", json!({"kty": "RSA", "key_size": 2048})).await;
+    let kid = source["key"]["kid"].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("keys.jsonl");
+    let mut lines = String::new();
+    for i in 0..25u8 {
+        let (st, w) = op(
+            &s,
+            &s.url(),
+            &kid,
+            "wrapkey",
+            json!({"alg": "RSA-OAEP", "value": b64::encode(&[i; 32])}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{w}");
+        lines += &format!(
+            "{}\n",
+            json!({"id": i, "kid": w["kid"], "alg": "RSA-OAEP", "wrapped_key": w["value"]})
+        );
+    }
+    std::fs::write(&list, lines).unwrap();
+    let admin = s.data_dir.join("admin.json");
+    let plan = dir.path().join("to-hsm.toml");
+    let p = |path: &std::path::Path| path.to_str().unwrap().to_owned();
+    assert!(keyshift(&[
+        "migrate",
+        "plan",
+        "--name",
+        "to-hsm",
+        "--source",
+        &kid,
+        "--credentials",
+        &p(&admin),
+        "--target-vault",
+        &url,
+        "--target-name",
+        "cmk-hsm",
+        "--target-kty",
+        "RSA-HSM",
+        "--wrapped-keys",
+        &p(&list),
+        "--keep-until",
+        "2027-01-31",
+        "--out",
+        &p(&plan),
+    ]));
+    // SoftHSM2 has no RSA-OAEP-256 (the default for an RSA target): the plan names RSA-OAEP.
+    let text = std::fs::read_to_string(&plan).unwrap();
+    let text = text.replacen("[target]\n", "[target]\nwrap_alg = \"RSA-OAEP\"\n", 1);
+    assert!(text.contains("wrap_alg = \"RSA-OAEP\""), "{text}");
+    std::fs::write(&plan, text).unwrap();
+    assert!(keyshift(&[
+        "migrate",
+        "apply",
+        &p(&plan),
+        "--progress",
+        "none"
+    ]));
+    assert!(keyshift(&["migrate", "verify", &p(&plan)]));
+    // The new key is in the token; every item names it and opens under it there.
+    let (st, target) = s
+        .call_at(&url, Method::GET, &v("/keys/cmk-hsm"), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{target}");
+    assert!(target["attributes"]["hsmPlatform"].is_string(), "{target}");
+    assert_eq!(raw.objects("kv2", "cmk-hsm").len(), 2);
+    let target_kid = target["key"]["kid"].as_str().unwrap();
+    for (i, line) in std::fs::read_to_string(&list).unwrap().lines().enumerate() {
+        let item: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(item["kid"], target_kid);
+        assert_eq!(item["alg"], "RSA-OAEP");
+        let (st, out) = op(
+            &s,
+            &url,
+            target_kid,
+            "unwrapkey",
+            json!({"alg": "RSA-OAEP", "value": item["wrapped_key"]}),
+        )
+        .await;
+        assert_eq!(
+            (st, bytes(&out, "value")),
+            (StatusCode::OK, vec![i as u8; 32]),
+            "{out}"
+        );
+    }
 }
