@@ -104,6 +104,8 @@ pub struct FileConfig {
     pub pkcs11_pin_file: Option<PathBuf>,
     /// Most PKCS#11 sessions open at once.
     pub pkcs11_max_sessions: Option<usize>,
+    /// Where `/metrics` is served (plain HTTP).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -146,6 +148,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// The HSM that holds `-HSM` keys, when one is configured.
     pub hsm: Option<HsmSettings>,
+    /// Where `/metrics` is served (plain HTTP); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The environment variable the token's user PIN is read from when no PIN file is given.
@@ -238,6 +242,10 @@ pub struct ServeArgs {
     /// Most PKCS#11 sessions open at once [default: 8].
     #[arg(long, env = "KEYSHIFT_PKCS11_MAX_SESSIONS")]
     pub pkcs11_max_sessions: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, no authentication: bind it
+    /// to loopback or a scrape network) [default: off].
+    #[arg(long, env = "KEYSHIFT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -281,6 +289,7 @@ impl Settings {
         };
         Ok(Settings {
             hsm,
+            metrics_listen: serve.metrics_listen.or(file.metrics_listen),
             data_dir,
             listen,
             public_url: serve.public_url.clone().or(file.public_url),

@@ -30,6 +30,7 @@ pub async fn start(settings: &Settings) -> Result<Started> {
         ca: data_dir.ca.clone(),
         maintenance_interval: Duration::from_secs(settings.maintenance_interval_seconds.max(1)),
         refresh_interval: Duration::from_secs(2),
+        metrics_listen: settings.metrics_listen,
     };
     let server = keyshift_server::start(config, data_dir.deployment.clone()).await?;
     let admin = datadir::ensure_defaults(&data_dir, settings, &server.public_url).await?;

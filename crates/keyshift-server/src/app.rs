@@ -37,6 +37,8 @@ pub struct App {
     pub extra_hosts: Vec<String>,
     /// Attestation verification and the release-signing certificate (secure key release).
     pub release: crate::release::ReleaseSupport,
+    /// Request counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Which listener a request came through.
@@ -457,6 +459,7 @@ async fn api(
     let started = std::time::Instant::now();
     let arrival = Arrival::new(&app, &listener, &req);
     let (mut response, trace) = answer(&app, &arrival, req).await;
+    let operation = trace.as_ref().map(|t| t.operation().to_owned());
     if let Some(trace) = trace {
         let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         if let Err(e) = app
@@ -467,6 +470,11 @@ async fn api(
             response = error_response(&e);
         }
     }
+    app.metrics.observe(
+        operation.as_deref().unwrap_or("Other"),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     if let Ok(v) = HeaderValue::from_str(&arrival.request_id) {
         response.headers_mut().insert("x-ms-request-id", v);
     }

@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod federation;
 mod listener;
+pub mod metrics;
 pub mod query;
 pub mod rbac_api;
 pub mod release;
@@ -47,6 +48,8 @@ pub struct ServerConfig {
     pub maintenance_interval: Duration,
     /// How often the vault list is re-read (vaults added by `keyshift vault create`).
     pub refresh_interval: Duration,
+    /// Where `/metrics` is served (plain HTTP); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Server start-up failures.
@@ -77,6 +80,8 @@ pub struct RunningServer {
     pub public_url: String,
     /// The shared application state.
     pub app: Arc<App>,
+    /// The metrics listener's bound address, when there is one.
+    pub metrics_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -176,8 +181,28 @@ pub async fn start(
         vault_domain: config.vault_domain.clone(),
         extra_hosts: config.extra_hosts.clone(),
         release: release::ReleaseSupport::new(config.ca.clone()),
+        metrics: Default::default(),
     });
     let mut tasks = Vec::new();
+    let metrics_addr = match config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let router = metrics::router(app.metrics.clone(), deployment.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            }));
+            tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
+            Some(bound)
+        }
+    };
     let main_router = app::router(app.clone(), ListenerInfo { vault: None });
     tasks.push(tokio::spawn(listener::serve(
         main,
@@ -270,6 +295,7 @@ pub async fn start(
         local_addr,
         public_url,
         app,
+        metrics_addr,
         tasks,
     })
 }

@@ -51,6 +51,7 @@ pub fn settings(data_dir: &Path) -> Settings {
         log: "warn".into(),
         store: Default::default(),
         hsm: None,
+        metrics_listen: None,
     }
 }
 

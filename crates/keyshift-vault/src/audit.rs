@@ -327,6 +327,11 @@ struct Child {
 }
 
 impl Trace {
+    /// The request's operation, as its audit event names it (`KeyWrap`, `KeyCreate`, ...).
+    pub fn operation(&self) -> &str {
+        &self.draft.operation
+    }
+
     /// A trace of a request to `vault` described by `draft` (its `seq`, `status`, `latency_us`,
     /// `prev` and `hash` are filled in later).
     pub fn new(vault: &VaultRecord, draft: AuditEvent) -> Self {

@@ -65,6 +65,8 @@ pub struct Deployment {
     verified_secrets: VerifiedSecrets,
     /// The HSM `-HSM` keys are made in, when one is attached (`hsm.rs`).
     pub(crate) hsm: std::sync::OnceLock<crate::hsm::AttachedHsm>,
+    /// Key cache hits and misses (`stats.rs`).
+    pub(crate) cache_counters: crate::stats::CacheCounters,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -76,6 +78,7 @@ impl std::fmt::Debug for Deployment {
 }
 
 pub(crate) fn store_error(e: StoreError) -> ApiError {
+    crate::stats::count_store_error(matches!(e, StoreError::Conflict { .. }));
     match e {
         StoreError::Conflict { .. } => {
             ApiError::conflict("A concurrent change conflicts with this request; retry it.")
@@ -181,6 +184,7 @@ impl Deployment {
             release_key: Default::default(),
             verified_secrets: VerifiedSecrets::new()?,
             hsm: std::sync::OnceLock::new(),
+            cache_counters: Default::default(),
         };
         *deployment
             .administrator

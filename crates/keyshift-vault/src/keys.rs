@@ -89,6 +89,14 @@ impl KeyCache {
         versions.insert(version_key, entry);
     }
 
+    /// Versions held now.
+    pub(crate) fn len(&self) -> usize {
+        self.versions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     fn invalidate(&self, key_key: &str) {
         self.latest
             .write()
@@ -664,9 +672,15 @@ impl Deployment {
             .or_else(|| self.cache.latest(&kk));
         if let Some(v) = &wanted {
             if let Some(hit) = self.cache.version(&format!("{kk}/{v}")) {
+                self.cache_counters
+                    .hits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Ok((hit.name.clone(), hit));
             }
         }
+        self.cache_counters
+            .misses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (key, record, _) = self.resolve(vault, name, version).await?;
         let sd = self.security_domain_key(&vault.security_domain).await?;
         let material = match &record.hsm_token {

@@ -22,11 +22,13 @@ pub mod records;
 pub mod release;
 pub mod release_policy;
 mod sealing;
+mod stats;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use deployment::{Deployment, NewPrincipal, VaultSpec};
 pub use keyshift_api::ApiError;
 pub use records::{VaultKind, VaultRecord};
+pub use stats::VaultStats;
 
 /// Result of vault calls: an error is always something the client can be told.
 pub type Result<T> = std::result::Result<T, ApiError>;
