@@ -101,6 +101,38 @@ async fn metrics_count_requests_latency_and_the_key_cache() {
     assert!(sample(&after, "keyshift_key_cache_entries").unwrap() >= 1.0);
     assert_eq!(sample(&after, "keyshift_hsm_attached"), Some(0.0));
 
+    // Unsealed material leaves memory when its key is disabled or deleted, and a disabled key's
+    // refused operations do not bring it back.
+    let entries = |text: &str| sample(text, "keyshift_key_cache_entries").unwrap();
+    let wrap = || async {
+        s.call(
+            Method::POST,
+            &v("/keys/m//wrapkey"),
+            Some(json!({"alg": "A256KW", "value": b64::encode(&[1; 32])})),
+        )
+        .await
+        .0
+    };
+    assert_eq!(entries(&after), 1.0);
+    let disable = json!({"attributes": {"enabled": false}});
+    let (st, _) = s.call(Method::PATCH, &v("/keys/m/"), Some(disable)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(entries(&scrape(&s).await), 0.0);
+    assert_eq!(wrap().await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        entries(&scrape(&s).await),
+        0.0,
+        "a refused key is not cached"
+    );
+    let enable = json!({"attributes": {"enabled": true}});
+    let (st, _) = s.call(Method::PATCH, &v("/keys/m/"), Some(enable)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(wrap().await, StatusCode::OK);
+    assert_eq!(entries(&scrape(&s).await), 1.0);
+    let (st, _) = s.call(Method::DELETE, &v("/keys/m"), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(entries(&scrape(&s).await), 0.0, "deleted");
+
     // Not served on the TLS listener, where tokens are needed.
     let (st, _) = s.call(Method::GET, "/metrics", None).await;
     assert_ne!(st, StatusCode::OK);

@@ -704,7 +704,11 @@ impl Deployment {
             record,
             material,
         });
-        self.cache.insert(&kk, vk, entry.clone(), is_latest);
+        // A disabled version is not kept in memory: it is refused anyway, and its material should
+        // not outlive the change that disabled it.
+        if entry.record.enabled {
+            self.cache.insert(&kk, vk, entry.clone(), is_latest);
+        }
         Ok((key.name, entry))
     }
 
