@@ -265,17 +265,26 @@ pub async fn ensure_defaults(
 ) -> Result<Option<AdminCredentials>> {
     let d = &dir.deployment;
     if d.default_vault().is_none() {
-        d.create_vault(VaultSpec {
-            name: settings.default_vault_name.clone(),
-            kind: VaultKind::Vault,
-            retention_days: settings.default_retention_days,
-            purge_protection: false,
-            port: None,
-            new_security_domain: false,
-            default: true,
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create the default vault: {}", e.message))?;
+        let created = d
+            .create_vault(VaultSpec {
+                name: settings.default_vault_name.clone(),
+                kind: VaultKind::Vault,
+                retention_days: settings.default_retention_days,
+                purge_protection: false,
+                port: None,
+                new_security_domain: false,
+                default: true,
+            })
+            .await;
+        if let Err(e) = created {
+            // Another node starting on the same new database may have created it first.
+            d.refresh_vaults()
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            if d.default_vault().is_none() {
+                bail!("cannot create the default vault: {}", e.message);
+            }
+        }
     }
     let admin_path = dir.path.join("admin.json");
     if admin_path.exists()

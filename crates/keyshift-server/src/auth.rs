@@ -103,7 +103,8 @@ pub struct TokenAuthority {
     audience: String,
     lifetime: i64,
     validated: RwLock<HashMap<[u8; 32], (i64, Caller)>>,
-    principals: RwLock<HashMap<String, i64>>,
+    /// When each principal was last found enabled, and [`Deployment::principal_changes`] then.
+    principals: RwLock<HashMap<String, (i64, u64)>>,
     /// Client assertions already used (client id and jti), until they expire.
     assertions: RwLock<HashMap<String, i64>>,
     /// Signing keys of the external issuers trusted for workload identity federation.
@@ -243,7 +244,10 @@ impl TokenAuthority {
             .unwrap_or_else(|p| p.into_inner())
             .get(&caller.client_id)
             .copied();
-        if checked.is_some_and(|at| now - at < PRINCIPAL_RECHECK_SECONDS) {
+        // A change to any principal, made here or followed from another node, voids every check.
+        let changes = self.deployment.principal_changes();
+        if checked.is_some_and(|(at, seen)| now - at < PRINCIPAL_RECHECK_SECONDS && seen == changes)
+        {
             return Ok(());
         }
         let principal = self
@@ -256,7 +260,7 @@ impl TokenAuthority {
                 self.principals
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(caller.client_id.clone(), now);
+                    .insert(caller.client_id.clone(), (now, changes));
                 Ok(())
             }
             _ => {

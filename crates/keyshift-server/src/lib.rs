@@ -272,6 +272,10 @@ pub async fn start(
     };
     tasks.push(refresh);
 
+    // What other nodes (or the CLI) change reaches this node's caches within a fraction of a
+    // second (`keyshift_vault::Deployment::follow_changes`).
+    tasks.push(deployment.follow_changes_every(keyshift_vault::CHANGE_FOLLOW_INTERVAL));
+
     let maintenance = {
         let deployment = deployment.clone();
         let interval = config.maintenance_interval;

@@ -1,6 +1,6 @@
 //! The behaviour every [`Store`] backend must show. Each backend's tests call [`run_all`].
 
-use crate::{Expect, Op, Store, StoreError};
+use crate::{Changes, Expect, Op, Store, StoreError};
 
 /// A failed expectation, with what was expected.
 pub type Check = std::result::Result<(), String>;
@@ -29,7 +29,220 @@ pub async fn run_all(store: &dyn Store) -> Check {
     batches_are_atomic(store).await?;
     listing_by_prefix_and_cursor(store).await?;
     concurrent_writers_never_lose_an_update(store).await?;
+    change_feed_records_committed_changes(store).await?;
+    change_feed_is_pruned_and_says_so(store).await?;
+    change_feed_misses_nothing_under_concurrent_writers(store).await?;
     Ok(())
+}
+
+/// Reads the feed from `after` until it has nothing more, in pages of `page`.
+pub async fn read_feed(store: &dyn Store, mut after: i64, page: usize) -> Result<Changes, String> {
+    let mut all = Changes {
+        next: after,
+        ..Default::default()
+    };
+    loop {
+        let c = store
+            .changes_since(after, page)
+            .await
+            .map_err(|e| e.to_string())?;
+        if c.truncated {
+            return Ok(c);
+        }
+        if c.next < after || (c.next == after) != c.changed.is_empty() {
+            return Err(format!(
+                "the feed went from {after} to {} with {} changes",
+                c.next,
+                c.changed.len()
+            ));
+        }
+        all.next = c.next;
+        let done = c.changed.len() < page;
+        all.changed.extend(c.changed);
+        if done {
+            return Ok(all);
+        }
+        after = c.next;
+    }
+}
+
+fn pair(ns: &str, key: &str) -> (String, String) {
+    (ns.to_owned(), key.to_owned())
+}
+
+async fn change_feed_records_committed_changes(store: &dyn Store) -> Check {
+    let s = |e: StoreError| e.to_string();
+    store.exclude_from_change_feed(&["c6_unfed"]);
+    let start = store.change_head().await.map_err(s)?;
+    let nothing = read_feed(store, start, 10).await?;
+    ensure(
+        nothing.changed.is_empty() && nothing.next == start && !nothing.truncated,
+        "nothing after the head",
+    )?;
+    store
+        .commit(vec![
+            put("c6", "a", b"1", Expect::Absent),
+            put("c6", "b", b"1", Expect::Absent),
+            put("c6", "a", b"2", Expect::Any),
+            put("c6_unfed", "x", b"1", Expect::Any),
+        ])
+        .await
+        .map_err(s)?;
+    // A failed batch and a batch of checks change nothing, so they are not in the feed.
+    let failed = store
+        .commit(vec![
+            put("c6", "failed", b"1", Expect::Absent),
+            put("c6", "a", b"3", Expect::Absent),
+        ])
+        .await;
+    ensure(
+        matches!(failed, Err(StoreError::Conflict { .. })),
+        "the failing batch conflicts",
+    )?;
+    store
+        .commit(vec![Op::Check {
+            ns: "c6",
+            key: "a".into(),
+            expect: Expect::Revision(2),
+        }])
+        .await
+        .map_err(s)?;
+    store
+        .commit(vec![Op::Delete {
+            ns: "c6",
+            key: "b".into(),
+            expect: Expect::Any,
+        }])
+        .await
+        .map_err(s)?;
+    let feed = read_feed(store, start, 100).await?;
+    ensure(!feed.truncated, "a fresh cursor is not truncated")?;
+    let mut changed = feed.changed.clone();
+    changed.sort();
+    ensure(
+        changed == [pair("c6", "a"), pair("c6", "b"), pair("c6", "b")],
+        &format!(
+            "the feed holds each record written or deleted, once per batch, and nothing else: \
+             {:?}",
+            feed.changed
+        ),
+    )?;
+    ensure(
+        feed.next == store.change_head().await.map_err(s)?,
+        "the feed's end is its head",
+    )?;
+    // Page by page, one at a time, the same changes.
+    let mut paged = Vec::new();
+    let mut after = start;
+    for _ in 0..10 {
+        let c = store.changes_since(after, 1).await.map_err(s)?;
+        ensure(c.changed.len() <= 1, "a page holds at most `limit` changes")?;
+        if c.changed.is_empty() {
+            break;
+        }
+        ensure(c.next > after, "positions grow")?;
+        after = c.next;
+        paged.extend(c.changed);
+    }
+    ensure(paged == feed.changed, "paging returns the same changes")?;
+    let ahead = store.changes_since(feed.next + 1000, 10).await.map_err(s)?;
+    ensure(
+        ahead.truncated && ahead.next == feed.next,
+        "a cursor ahead of the feed starts over at the head",
+    )
+}
+
+async fn change_feed_is_pruned_and_says_so(store: &dyn Store) -> Check {
+    let s = |e: StoreError| e.to_string();
+    if crate::CHANGES_KEPT > 1_000 {
+        // Only this crate's own tests keep the feed short enough to fill it quickly.
+        return Ok(());
+    }
+    let start = store.change_head().await.map_err(s)?;
+    for i in 0..(crate::CHANGES_KEPT + 2 * crate::CHANGE_PRUNE_STEP) {
+        store
+            .commit(vec![put("c7", &format!("k{i}"), b"x", Expect::Any)])
+            .await
+            .map_err(s)?;
+        // Let a backend that gives positions when the feed is read (PostgreSQL) give them.
+        store.changes_since(start, 1).await.map_err(s)?;
+    }
+    let old = store.changes_since(start, 10).await.map_err(s)?;
+    ensure(
+        old.truncated,
+        "a reader behind the pruned changes is told so",
+    )?;
+    let recent = read_feed(store, old.next - crate::CHANGES_KEPT + 1, 1000).await?;
+    ensure(
+        !recent.truncated && recent.changed.len() as i64 == crate::CHANGES_KEPT - 1,
+        "the last changes are kept",
+    )
+}
+
+/// Writers commit concurrently while a reader follows the feed: every committed change reaches
+/// the reader, however the commits interleave (none lands below a position already read).
+async fn change_feed_misses_nothing_under_concurrent_writers(store: &dyn Store) -> Check {
+    let s = |e: StoreError| e.to_string();
+    let start = store.change_head().await.map_err(s)?;
+    let writers = 4;
+    let per_writer = 25;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let seen = std::sync::Mutex::new(Vec::new());
+    let mut tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Check> + Send + '_>>> =
+        Vec::new();
+    for w in 0..writers {
+        let done = &done;
+        tasks.push(Box::pin(async move {
+            for i in 0..per_writer {
+                store
+                    .commit(vec![
+                        put("c8", &format!("w{w}-{i}"), b"x", Expect::Absent),
+                        put("c8", &format!("w{w}-{i}-b"), b"x", Expect::Absent),
+                    ])
+                    .await
+                    .map_err(s)?;
+                tokio::task::yield_now().await;
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }));
+    }
+    let reader = {
+        let (done, seen) = (&done, &seen);
+        Box::pin(async move {
+            let mut after = start;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst) == writers;
+                let c = read_feed(store, after, 7).await?;
+                ensure(!c.truncated, "the reader keeps up")?;
+                after = c.next;
+                seen.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(c.changed);
+                if finished {
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+    };
+    tasks.push(reader);
+    for result in futures_join(tasks).await {
+        result?;
+    }
+    let seen = seen.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut distinct = seen.clone();
+    distinct.sort();
+    distinct.dedup();
+    ensure(distinct.len() == seen.len(), "no change is given twice")?;
+    ensure(
+        seen.len() == writers * per_writer * 2,
+        &format!(
+            "every committed change reaches the reader: {} of {}",
+            seen.len(),
+            writers * per_writer * 2
+        ),
+    )
 }
 
 async fn put_get_and_revisions(store: &dyn Store) -> Check {

@@ -88,6 +88,46 @@ pub enum StoreError {
 /// Result of store calls.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// What [`Store::changes_since`] found: the records written or deleted by batches committed after
+/// a position of the change feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The position to ask from next time (the last change returned, or the position asked from).
+    pub next: i64,
+    /// `(namespace, key)` of every record changed, once per batch that changed it (so a record
+    /// may appear more than once), in no meaningful order within one answer. Namespaces left out with [`Store::exclude_from_change_feed`] never appear.
+    pub changed: Vec<(String, String)>,
+    /// The feed no longer holds every change after the position asked from (it was pruned): the
+    /// reader must assume that anything may have changed. `next` is then the feed's head.
+    pub truncated: bool,
+}
+
+/// Changes the feed keeps at least (older ones are pruned, a [`CHANGE_PRUNE_STEP`] at a time). A
+/// reader further behind than this gets [`Changes::truncated`]. Small in this crate's tests, so
+/// that pruning is exercised.
+#[cfg(not(test))]
+pub const CHANGES_KEPT: i64 = 100_000;
+#[cfg(test)]
+#[allow(missing_docs)]
+pub const CHANGES_KEPT: i64 = 200;
+/// How many changes are pruned at a time.
+#[cfg(not(test))]
+pub const CHANGE_PRUNE_STEP: i64 = 1_000;
+#[cfg(test)]
+#[allow(missing_docs)]
+pub const CHANGE_PRUNE_STEP: i64 = 20;
+
+/// Where pruning stands after the feed's next position became `next_seq`: the highest position
+/// pruned (every change at or below it is gone), given the one before.
+pub(crate) fn pruned_through(next_seq: i64, before: i64) -> i64 {
+    let head = next_seq - 1;
+    if head - before >= CHANGES_KEPT + CHANGE_PRUNE_STEP {
+        head - CHANGES_KEPT
+    } else {
+        before
+    }
+}
+
 /// The storage trait every backend implements.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -106,6 +146,56 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Applies every op atomically and durably, or none of them. Returns after the batch is durable.
     async fn commit(&self, ops: Vec<Op>) -> Result<()>;
 
+    /// The change feed's current position: [`Store::changes_since`] from it returns only later
+    /// changes. Take it before reading what is to be kept up to date.
+    async fn change_head(&self) -> Result<i64>;
+
+    /// The records changed by batches committed after position `after` of the change feed (at
+    /// most about `limit` of them; ask again from [`Changes::next`] for more). A batch's changes
+    /// join the feed atomically with the batch, and a reader never sees a change at a position
+    /// lower than one it has already been given: once `next` has passed a position, nothing new
+    /// appears below it. Several processes sharing the store (nodes) each learn this way what the
+    /// others changed. Backends may make a change visible to other processes' readers a little
+    /// after its commit (PostgreSQL: until some node's next `changes_since` call).
+    async fn changes_since(&self, after: i64, limit: usize) -> Result<Changes>;
+
+    /// Leaves writes to these namespaces out of the change feed of this handle's commits: records
+    /// written often that no process caches (audit events). A process that omits this only costs
+    /// the feed more rows.
+    fn exclude_from_change_feed(&self, namespaces: &[&'static str]);
+
     /// A short name for logs and metrics (`sqlite`, `postgres`).
     fn backend_name(&self) -> &'static str;
+}
+
+/// The namespaces left out of a handle's change feed, shared by the backends.
+#[derive(Debug, Default)]
+pub(crate) struct FeedFilter(std::sync::RwLock<Vec<&'static str>>);
+
+impl FeedFilter {
+    pub(crate) fn exclude(&self, namespaces: &[&'static str]) {
+        let mut list = self.0.write().unwrap_or_else(|p| p.into_inner());
+        for ns in namespaces {
+            if !list.contains(ns) {
+                list.push(ns);
+            }
+        }
+    }
+
+    /// The distinct `(ns, key)` that `ops` write or delete and that the feed records, in op order.
+    pub(crate) fn fed<'a>(&self, ops: &'a [Op]) -> Vec<(&'static str, &'a str)> {
+        let excluded = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<(&'static str, &'a str)> = Vec::new();
+        for op in ops {
+            let (ns, key) = match op {
+                Op::Put { ns, key, .. } | Op::Delete { ns, key, .. } => (*ns, key.as_str()),
+                Op::Check { .. } => continue,
+            };
+            if !excluded.contains(&ns) && seen.insert((ns, key)) {
+                out.push((ns, key));
+            }
+        }
+        out
+    }
 }

@@ -13,7 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// How long this process trusts its copy of a vault's assignments. Writes through this process
-/// invalidate it at once; writes by another process (the CLI) are seen within this bound.
+/// invalidate it at once, writes by other processes (other nodes, the CLI) when the change
+/// follower sees them (`Deployment::follow_changes`, a few hundred milliseconds); this bound is a
+/// second line of defence.
 const ASSIGNMENT_TTL: Duration = Duration::from_secs(1);
 
 /// A vault's assignments and custom roles, as read together.
@@ -56,10 +58,17 @@ impl AssignmentCache {
         }
     }
 
-    fn invalidate(&self, vault_id: &str) {
+    pub(crate) fn invalidate(&self, vault_id: &str) {
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
         map.remove(vault_id);
+    }
+
+    /// Forgets every vault's copy (the change feed lost track: anything may have changed).
+    pub(crate) fn clear(&self) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        map.clear();
     }
 }
 

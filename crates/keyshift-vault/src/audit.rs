@@ -41,6 +41,8 @@ const EVENT_HASH_DOMAIN: &[u8] = b"keyshift audit event v1\n";
 const MAX_BATCH: usize = 4096;
 /// Requests waiting for the writer before new ones wait for room.
 const QUEUE: usize = 65_536;
+/// Runs of one append before its requests are answered `503`: several nodes share one chain.
+const APPEND_ATTEMPTS: u32 = 16;
 /// Usage counters kept in memory by the writer before it starts over.
 const USAGE_CACHE: usize = 100_000;
 /// Status of an event chained at start-up from a pending copy: the change was committed, the
@@ -780,13 +782,24 @@ struct Writer {
 }
 
 impl Writer {
-    /// Appends `batch` in one transaction, retrying on a concurrent writer's append.
+    /// Appends `batch` in one transaction, retrying on a concurrent writer's append. Several
+    /// nodes on one database append to the one chain all the time, so a lost race is common: the
+    /// head is reloaded and the batch tried again, after a short random wait so that two nodes
+    /// do not collide again in step.
     async fn append(&mut self, batch: &mut [Submission]) -> Result<()> {
-        for _ in 0..4 {
+        for attempt in 0..APPEND_ATTEMPTS {
             match self.try_append(batch).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::Conflict { .. }) => {
-                    tracing::info!("another process appended to the audit log; reloading its head");
+                    tracing::debug!(
+                        "another process appended to the audit log; reloading its head"
+                    );
+                    let ceiling_ms = 1u64 << attempt.min(5);
+                    let jitter = keyshift_crypto::random_bytes(1).map_or(0, |b| u64::from(b[0]));
+                    tokio::time::sleep(std::time::Duration::from_micros(
+                        ceiling_ms * 1000 * (128 + jitter) / 384,
+                    ))
+                    .await;
                     self.chain = load_chain(self.store.as_ref(), &self.mac_key).await?;
                     self.usage.clear();
                 }

@@ -15,7 +15,7 @@ use keyshift_store::{Expect, Op, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-const DEPLOYMENT_KEY: &str = "deployment";
+pub(crate) const DEPLOYMENT_KEY: &str = "deployment";
 
 /// What `vault create` asks for.
 #[derive(Debug, Clone)]
@@ -67,6 +67,10 @@ pub struct Deployment {
     pub(crate) hsm: std::sync::OnceLock<crate::hsm::AttachedHsm>,
     /// Key cache hits and misses (`stats.rs`).
     pub(crate) cache_counters: crate::stats::CacheCounters,
+    /// This process's position in the store's change feed (`changes.rs`).
+    pub(crate) change_cursor: tokio::sync::Mutex<i64>,
+    /// Counts changes to principals, made here or followed (see `principal_changes`).
+    pub(crate) principal_changes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -119,54 +123,10 @@ impl Deployment {
         clock: Arc<dyn Clock>,
         root: SealingKey,
     ) -> Result<(Self, bool)> {
-        let (record, fresh) = match store
-            .get(ns::META, DEPLOYMENT_KEY)
-            .await
-            .map_err(store_error)?
-        {
-            Some(r) => (from_json::<DeploymentRecord>(&r.value)?, false),
-            None => {
-                let now = clock.now();
-                let sd_id = new_id()?;
-                let sd_key = SealingKey::generate().map_err(crypto_internal)?;
-                let sd = SecurityDomainRecord {
-                    id: sd_id.clone(),
-                    sealed_key: root
-                        .seal(&security_domain_aad(&sd_id), &sd_key.to_bytes())
-                        .map_err(crypto_internal)?,
-                    created: now,
-                };
-                let token_key = TokenSigningKey::generate().map_err(crypto_internal)?;
-                let record = DeploymentRecord {
-                    tenant_id: uuid_like()?,
-                    default_security_domain: sd_id.clone(),
-                    token_signing_key: root
-                        .seal(TOKEN_KEY_AAD, &token_key.to_bytes())
-                        .map_err(crypto_internal)?,
-                    created: now,
-                    administrator: None,
-                    retired_token_keys: Vec::new(),
-                };
-                store
-                    .commit(vec![
-                        Op::Put {
-                            ns: ns::SECURITY_DOMAIN,
-                            key: sd_id,
-                            value: to_json(&sd)?,
-                            expect: Expect::Absent,
-                        },
-                        Op::Put {
-                            ns: ns::META,
-                            key: DEPLOYMENT_KEY.into(),
-                            value: to_json(&record)?,
-                            expect: Expect::Absent,
-                        },
-                    ])
-                    .await
-                    .map_err(store_error)?;
-                (record, true)
-            }
-        };
+        store.exclude_from_change_feed(crate::changes::UNFED);
+        // Before anything is read: every change after this point reaches `follow_changes`.
+        let change_cursor = store.change_head().await.map_err(store_error)?;
+        let (record, fresh) = Self::open_record(&store, &clock, &root).await?;
         let token_keys = TokenKeys::open(&root, &record)?;
         let administrator = record.administrator.clone();
         let deployment = Deployment {
@@ -179,6 +139,8 @@ impl Deployment {
             sd_keys: RwLock::new(HashMap::new()),
             cache: KeyCache::default(),
             assignments: Default::default(),
+            change_cursor: tokio::sync::Mutex::new(change_cursor),
+            principal_changes: Default::default(),
             administrator: RwLock::new(None),
             audit: Default::default(),
             release_key: Default::default(),
@@ -192,6 +154,71 @@ impl Deployment {
             .unwrap_or_else(|p| p.into_inner()) = administrator;
         deployment.refresh_vaults().await?;
         Ok((deployment, fresh))
+    }
+
+    /// Reads the deployment record, or creates it (with the default security domain) in a new
+    /// store. Nodes starting together on an empty store race to create it: the loser's batch
+    /// conflicts, and it reads the winner's record instead.
+    async fn open_record(
+        store: &Arc<dyn Store>,
+        clock: &Arc<dyn Clock>,
+        root: &SealingKey,
+    ) -> Result<(DeploymentRecord, bool)> {
+        for _ in 0..4 {
+            if let Some(r) = store
+                .get(ns::META, DEPLOYMENT_KEY)
+                .await
+                .map_err(store_error)?
+            {
+                return Ok((from_json::<DeploymentRecord>(&r.value)?, false));
+            }
+            let now = clock.now();
+            let sd_id = new_id()?;
+            let sd_key = SealingKey::generate().map_err(crypto_internal)?;
+            let sd = SecurityDomainRecord {
+                id: sd_id.clone(),
+                sealed_key: root
+                    .seal(&security_domain_aad(&sd_id), &sd_key.to_bytes())
+                    .map_err(crypto_internal)?,
+                created: now,
+            };
+            let token_key = TokenSigningKey::generate().map_err(crypto_internal)?;
+            let record = DeploymentRecord {
+                tenant_id: uuid_like()?,
+                default_security_domain: sd_id.clone(),
+                token_signing_key: root
+                    .seal(TOKEN_KEY_AAD, &token_key.to_bytes())
+                    .map_err(crypto_internal)?,
+                created: now,
+                administrator: None,
+                retired_token_keys: Vec::new(),
+            };
+            match store
+                .commit(vec![
+                    Op::Put {
+                        ns: ns::SECURITY_DOMAIN,
+                        key: sd_id,
+                        value: to_json(&sd)?,
+                        expect: Expect::Absent,
+                    },
+                    Op::Put {
+                        ns: ns::META,
+                        key: DEPLOYMENT_KEY.into(),
+                        value: to_json(&record)?,
+                        expect: Expect::Absent,
+                    },
+                ])
+                .await
+            {
+                Ok(()) => return Ok((record, true)),
+                // Another node created it first: read theirs.
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(ApiError::conflict(
+            "The deployment record could not be created or read; retry.",
+        ))
     }
 
     /// This deployment's tenant id.
@@ -275,7 +302,7 @@ impl Deployment {
         ))
     }
 
-    /// Re-reads the token keys (another process may have rotated them).
+    /// Re-reads the token keys and the administrator (another process may have changed them).
     pub async fn reload_token_keys(&self) -> Result<()> {
         let r = self
             .store
@@ -286,6 +313,12 @@ impl Deployment {
         let record: DeploymentRecord = from_json(&r.value)?;
         let keys = TokenKeys::open(&self.root, &record)?;
         *self.token_keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        if record.administrator.is_some() {
+            *self
+                .administrator
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = record.administrator;
+        }
         Ok(())
     }
 
@@ -713,7 +746,10 @@ impl Deployment {
                 expect: Expect::Revision(revision),
             }])
             .await
-            .map_err(store_error)
+            .map_err(store_error)?;
+        self.principal_changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     /// Every principal.
@@ -805,6 +841,8 @@ impl Deployment {
             }])
             .await
             .map_err(store_error)?;
+        self.principal_changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(p)
     }
 

@@ -41,11 +41,29 @@ pub(crate) struct CachedVersion {
 }
 
 /// Unsealed key versions and latest-version pointers of this process. Every write to a key through
-/// this process invalidates that key's entries.
-#[derive(Default)]
+/// this process invalidates that key's entries, and so does the deployment's change follower
+/// (`Deployment::follow_changes`) for writes by other processes.
 pub(crate) struct KeyCache {
     latest: RwLock<HashMap<String, String>>,
     versions: RwLock<HashMap<String, Arc<CachedVersion>>>,
+    /// Invalidations so far, per stripe of keys (by a hash of the key's store key). A version
+    /// read from the store while its key was invalidated may predate the write: it is not kept
+    /// (else a request that read a key just before another node disabled it would put back the
+    /// enabled copy after the invalidation, and it would stay usable until the next one).
+    generations: Vec<std::sync::atomic::AtomicU64>,
+}
+
+/// Stripes of [`KeyCache::generations`]: enough that unrelated keys rarely share one.
+const CACHE_STRIPES: usize = 64;
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache {
+            latest: Default::default(),
+            versions: Default::default(),
+            generations: (0..CACHE_STRIPES).map(|_| Default::default()).collect(),
+        }
+    }
 }
 
 impl KeyCache {
@@ -65,26 +83,41 @@ impl KeyCache {
             .cloned()
     }
 
+    fn stripe(&self, key_key: &str) -> &std::sync::atomic::AtomicU64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key_key.hash(&mut h);
+        &self.generations[(h.finish() % CACHE_STRIPES as u64) as usize]
+    }
+
+    /// What to pass to [`KeyCache::insert`]: taken before reading the key from the store.
+    fn generation(&self, key_key: &str) -> u64 {
+        self.stripe(key_key)
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Keeps `entry`, read from the store after [`KeyCache::generation`] returned `read_at`,
+    /// unless the key was invalidated since.
     fn insert(
         &self,
         key_key: &str,
         version_key: String,
         entry: Arc<CachedVersion>,
         is_latest: bool,
+        read_at: u64,
     ) {
+        // Under the lock that `invalidate` takes too, so none slips between check and insert.
         let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation(key_key) != read_at {
+            return;
+        }
+        let mut latest = self.latest.write().unwrap_or_else(|p| p.into_inner());
         if versions.len() >= CACHE_CAPACITY {
             versions.clear();
-            self.latest
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
+            latest.clear();
         }
         if is_latest {
-            self.latest
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key_key.to_owned(), entry.record.version.clone());
+            latest.insert(key_key.to_owned(), entry.record.version.clone());
         }
         versions.insert(version_key, entry);
     }
@@ -97,16 +130,85 @@ impl KeyCache {
             .len()
     }
 
-    fn invalidate(&self, key_key: &str) {
+    pub(crate) fn invalidate(&self, key_key: &str) {
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        self.stripe(key_key)
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.latest
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key_key);
         let prefix = format!("{key_key}/");
-        self.versions
+        versions.retain(|k, _| !k.starts_with(&prefix));
+    }
+
+    /// Forgets everything (the change feed lost track: anything may have changed).
+    pub(crate) fn clear(&self) {
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        for g in &self.generations {
+            g.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.latest
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|k, _| !k.starts_with(&prefix));
+            .clear();
+        versions.clear();
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entry(version: &str) -> Arc<CachedVersion> {
+        let material = crate::hsm::VersionKey::Software(
+            keyshift_crypto::KeyMaterial::generate_oct(256).unwrap(),
+        );
+        Arc::new(CachedVersion {
+            name: "k".into(),
+            record: VersionRecord {
+                version: version.into(),
+                kty: "oct".into(),
+                key_ops: vec![],
+                public: Default::default(),
+                size_bits: 256,
+                enabled: true,
+                nbf: None,
+                exp: None,
+                exportable: None,
+                created: 0,
+                updated: 0,
+                tags: None,
+                release_policy: None,
+                sealed: vec![],
+                hsm_token: None,
+            },
+            material,
+        })
+    }
+
+    #[test]
+    fn a_version_read_before_an_invalidation_is_not_kept_after_it() {
+        let cache = KeyCache::default();
+        // A request reads the key, another node's write is followed (invalidate), then the
+        // request's older copy arrives.
+        let read_at = cache.generation("v/k");
+        cache.invalidate("v/k");
+        cache.insert("v/k", "v/k/1".into(), entry("1"), true, read_at);
+        assert!(cache.version("v/k/1").is_none() && cache.latest("v/k").is_none());
+        // One read after the invalidation is kept, until the next one.
+        let read_at = cache.generation("v/k");
+        cache.insert("v/k", "v/k/1".into(), entry("1"), true, read_at);
+        assert!(cache.version("v/k/1").is_some());
+        assert_eq!(cache.latest("v/k").as_deref(), Some("1"));
+        cache.invalidate("v/k");
+        assert!(cache.version("v/k/1").is_none() && cache.latest("v/k").is_none());
+        // `clear` drops copies in flight too.
+        let read_at = cache.generation("v/k");
+        cache.clear();
+        cache.insert("v/k", "v/k/1".into(), entry("1"), true, read_at);
+        assert!(cache.version("v/k/1").is_none());
     }
 }
 
@@ -681,6 +783,7 @@ impl Deployment {
         self.cache_counters
             .misses
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let read_at = self.cache.generation(&kk);
         let (key, record, _) = self.resolve(vault, name, version).await?;
         let sd = self.security_domain_key(&vault.security_domain).await?;
         let material = match &record.hsm_token {
@@ -707,7 +810,8 @@ impl Deployment {
         // A disabled version is not kept in memory: it is refused anyway, and its material should
         // not outlive the change that disabled it.
         if entry.record.enabled {
-            self.cache.insert(&kk, vk, entry.clone(), is_latest);
+            self.cache
+                .insert(&kk, vk, entry.clone(), is_latest, read_at);
         }
         Ok((key.name, entry))
     }

@@ -9,6 +9,8 @@ pub mod access;
 mod attestation;
 pub mod audit;
 pub mod byok;
+mod changes;
+pub use changes::{FollowedChanges, CHANGE_FOLLOW_INTERVAL};
 pub mod clock;
 mod deployment;
 pub mod duration;

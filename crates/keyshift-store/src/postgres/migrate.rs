@@ -38,6 +38,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "revisions",
         sql: include_str!("../../migrations/postgres/0002_revisions.sql"),
     },
+    Migration {
+        version: 3,
+        name: "change_feed",
+        sql: include_str!("../../migrations/postgres/0003_change_feed.sql"),
+    },
 ];
 
 /// The schema version this code is written for.

@@ -52,7 +52,7 @@ pub(crate) mod retry;
 #[cfg(test)]
 mod tests;
 
-use crate::{Expect, Op, Record, Result, Store, StoreError};
+use crate::{Changes, Expect, FeedFilter, Op, Record, Result, Store, StoreError};
 use async_trait::async_trait;
 use retry::Failure;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
@@ -178,8 +178,14 @@ type AfterRead = std::sync::Arc<
 pub struct PostgresStore {
     pool: PgPool,
     database: String,
+    unfed: std::sync::Arc<FeedFilter>,
+    /// Whether the schema has the change feed (only a test opens an older one).
+    feed: bool,
     #[cfg(test)]
     after_read: Option<AfterRead>,
+    /// Test-only: runs after a batch's writes, just before its COMMIT.
+    #[cfg(test)]
+    before_commit: Option<AfterRead>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -229,6 +235,10 @@ type RecordKey<'a> = (&'static str, &'a [u8]);
 
 /// Keys read under lock per statement (two bound parameters each; PostgreSQL allows 65535).
 const LOCK_CHUNK: usize = 500;
+/// Change rows written per statement (three bound parameters each).
+const CHANGE_CHUNK: usize = 500;
+/// Pending changes given positions per transaction by [`PostgresStore::stamp`].
+const STAMP_LIMIT: i64 = 2_000;
 
 impl PostgresStore {
     /// Connects, checks that commits are durable, and brings the schema up to date (several
@@ -272,8 +282,12 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             database,
+            unfed: Default::default(),
+            feed: version >= 3,
             #[cfg(test)]
             after_read: None,
+            #[cfg(test)]
+            before_commit: None,
         })
     }
 
@@ -425,10 +439,133 @@ impl PostgresStore {
                 return Err(Attempt::Raced);
             }
         }
+        // The change feed: this batch's keys, under an id of its own (no row shared with other
+        // batches, so no new conflicts). Positions are given later by `stamp`.
+        let fed = if self.feed {
+            self.unfed.fed(ops)
+        } else {
+            Vec::new()
+        };
+        if !fed.is_empty() {
+            let batch: Vec<u8> = (0..16).map(|_| fastrand::u8(..)).collect();
+            for chunk in fed.chunks(CHANGE_CHUNK) {
+                let mut sql = String::from("INSERT INTO pending_changes (batch, ns, key) VALUES ");
+                for i in 0..chunk.len() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3));
+                }
+                let mut query = sqlx::query(&sql).bind(batch.as_slice());
+                for (ns, key) in chunk {
+                    query = query.bind(*ns).bind(key.as_bytes());
+                }
+                query.execute(&mut *tx).await?;
+            }
+        }
+        #[cfg(test)]
+        if let Some(hook) = &self.before_commit {
+            hook(attempt).await;
+        }
         tx.commit().await.map_err(|error| Attempt::Sql {
             error,
             at_commit: true,
         })
+    }
+}
+
+impl PostgresStore {
+    /// Gives positions to what other nodes (and this one) committed since the last reader did.
+    /// Two readers stamping at once queue on the lock; an engine that makes that a serialization
+    /// failure instead leaves the stamping to the next call.
+    async fn stamp_or_defer(&self) -> Result<()> {
+        loop {
+            match self.stamp().await {
+                // A full round may have left more.
+                Ok(n) if n as i64 == STAMP_LIMIT => continue,
+                Ok(_) => return Ok(()),
+                Err(e) if retry::classify(&e) == Failure::Contention => {
+                    tracing::debug!(error = %e, "change feed stamping deferred");
+                    return Ok(());
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        }
+    }
+
+    /// Gives positions to the pending changes of committed batches: under the `change_feed` row's
+    /// lock, in a READ COMMITTED transaction whose reads after the lock see every batch committed
+    /// before it, including the previous stamper's work. Positions are therefore given in the
+    /// order they become visible. Returns how many changes got one.
+    async fn stamp(&self) -> std::result::Result<usize, sqlx::Error> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?;
+        let row =
+            sqlx::query("SELECT next_seq, pruned_through FROM change_feed WHERE id = 0 FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
+        let first: i64 = row.try_get(0)?;
+        let pruned_before: i64 = row.try_get(1)?;
+        let pending = sqlx::query(
+            "SELECT batch, ns, key FROM pending_changes ORDER BY batch, ns, key LIMIT $1",
+        )
+        .bind(STAMP_LIMIT)
+        .fetch_all(&mut *tx)
+        .await?;
+        if pending.is_empty() {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let mut rows = Vec::with_capacity(pending.len());
+        for row in &pending {
+            rows.push((
+                row.try_get::<Vec<u8>, _>(0)?,
+                row.try_get::<String, _>(1)?,
+                row.try_get::<Vec<u8>, _>(2)?,
+            ));
+        }
+        for (c, chunk) in rows.chunks(CHANGE_CHUNK).enumerate() {
+            let mut insert = String::from("INSERT INTO changes (seq, ns, key) VALUES ");
+            let mut delete = String::from("DELETE FROM pending_changes WHERE ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    insert.push_str(", ");
+                    delete.push_str(" OR ");
+                }
+                let (a, b, d) = (3 * i + 1, 3 * i + 2, 3 * i + 3);
+                insert.push_str(&format!("(${a}, ${b}, ${d})"));
+                delete.push_str(&format!("(batch = ${a} AND ns = ${b} AND key = ${d})"));
+            }
+            let mut insert = sqlx::query(&insert);
+            let mut delete = sqlx::query(&delete);
+            for (i, (batch, ns, key)) in chunk.iter().enumerate() {
+                let seq = first + (c * CHANGE_CHUNK + i) as i64;
+                insert = insert.bind(seq).bind(ns.as_str()).bind(key.as_slice());
+                delete = delete
+                    .bind(batch.as_slice())
+                    .bind(ns.as_str())
+                    .bind(key.as_slice());
+            }
+            insert.execute(&mut *tx).await?;
+            delete.execute(&mut *tx).await?;
+        }
+        let next_seq = first + rows.len() as i64;
+        let pruned = crate::pruned_through(next_seq, pruned_before);
+        if pruned > pruned_before {
+            sqlx::query("DELETE FROM changes WHERE seq <= $1")
+                .bind(pruned)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE change_feed SET next_seq = $1, pruned_through = $2 WHERE id = 0")
+            .bind(next_seq)
+            .bind(pruned)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.len())
     }
 }
 
@@ -549,6 +686,71 @@ impl Store for PostgresStore {
             tokio::time::sleep(retry::backoff(attempt)).await;
             attempt += 1;
         }
+    }
+
+    async fn change_head(&self) -> Result<i64> {
+        // Changes committed before this call are at or below the head it returns.
+        self.stamp_or_defer().await?;
+        let pool = &self.pool;
+        let next: i64 = self
+            .read(move || {
+                sqlx::query_scalar("SELECT next_seq FROM change_feed WHERE id = 0").fetch_one(pool)
+            })
+            .await?;
+        Ok(next - 1)
+    }
+
+    async fn changes_since(&self, after: i64, limit: usize) -> Result<Changes> {
+        self.stamp_or_defer().await?;
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        let pool = &self.pool;
+        // Bounds and rows in one REPEATABLE READ snapshot, so that they agree.
+        let (head, pruned, rows) = self
+            .read(move || async move {
+                let mut tx = pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?;
+                let row =
+                    sqlx::query("SELECT next_seq, pruned_through FROM change_feed WHERE id = 0")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let head = row.try_get::<i64, _>(0)? - 1;
+                let pruned: i64 = row.try_get(1)?;
+                let rows = sqlx::query(
+                    "SELECT seq, ns, key FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>((head, pruned, rows))
+            })
+            .await?;
+        if after < pruned || after > head {
+            // Behind what is kept, or ahead of the feed (a restored database): start over.
+            return Ok(Changes {
+                next: head,
+                changed: Vec::new(),
+                truncated: true,
+            });
+        }
+        let mut changes = Changes {
+            next: after,
+            ..Default::default()
+        };
+        for row in rows {
+            changes.next = row.try_get(0).map_err(backend)?;
+            changes.changed.push((
+                row.try_get(1).map_err(backend)?,
+                key_text(row.try_get(2).map_err(backend)?)?,
+            ));
+        }
+        Ok(changes)
+    }
+
+    fn exclude_from_change_feed(&self, namespaces: &[&'static str]) {
+        self.unfed.exclude(namespaces);
     }
 
     fn backend_name(&self) -> &'static str {

@@ -442,7 +442,7 @@ async fn a_store_created_by_the_first_schema_is_upgraded() {
         }
 
         let store = PostgresStore::connect(db.options).await.unwrap();
-        assert_eq!(versions(&db.raw).await, [0, 1, 2]);
+        assert_eq!(versions(&db.raw).await, [0, 1, 2, 3]);
         let a = store.get("key", "v1/a").await.unwrap().unwrap();
         assert_eq!((a.value.as_slice(), a.revision), (&b"\x00sealed-a"[..], 1));
         let listed: Vec<String> = store
@@ -470,10 +470,13 @@ async fn a_store_created_by_the_first_schema_is_upgraded() {
 async fn nodes_starting_together_migrate_once() {
     in_schema("startup", |db| async move {
         for round in 0..8 {
-            sqlx::raw_sql("DROP TABLE IF EXISTS records, schema_migrations")
-                .execute(&db.raw)
-                .await
-                .unwrap();
+            sqlx::raw_sql(
+                "DROP TABLE IF EXISTS records, schema_migrations, pending_changes, changes, \
+                 change_feed",
+            )
+            .execute(&db.raw)
+            .await
+            .unwrap();
             let barrier = Arc::new(tokio::sync::Barrier::new(5));
             let mut nodes = Vec::new();
             for _ in 0..5 {
@@ -488,8 +491,83 @@ async fn nodes_starting_together_migrate_once() {
                     panic!("round {round}: a node did not start: {e}");
                 }
             }
-            assert_eq!(versions(&db.raw).await, [0, 1, 2], "round {round}");
+            assert_eq!(versions(&db.raw).await, [0, 1, 2, 3], "round {round}");
         }
+    })
+    .await;
+}
+
+/// A database at the schema before the change feed (version 2, what nodes ran until now), with
+/// records, is upgraded in place: the feed starts empty at position 0, records the changes made
+/// after it, and nodes opening it again apply nothing.
+#[tokio::test]
+async fn a_store_at_the_previous_schema_gets_the_change_feed() {
+    in_schema("upgrade_feed", |db| async move {
+        let old = PostgresStore::connect_at(db.options.clone(), 2)
+            .await
+            .unwrap();
+        old.commit(vec![put("key", "v1/a", b"a", Expect::Absent)])
+            .await
+            .unwrap();
+        drop(old);
+        assert_eq!(versions(&db.raw).await, [0, 1, 2]);
+
+        let store = PostgresStore::connect(db.options.clone()).await.unwrap();
+        assert_eq!(versions(&db.raw).await, [0, 1, 2, 3]);
+        assert_eq!(store.get("key", "v1/a").await.unwrap().unwrap().value, b"a");
+        assert_eq!(store.change_head().await.unwrap(), 0);
+        let other = PostgresStore::connect(db.options).await.unwrap();
+        other
+            .commit(vec![put("key", "v1/a", b"b", Expect::Revision(1))])
+            .await
+            .unwrap();
+        let feed = conformance::read_feed(&store, 0, 10).await.unwrap();
+        assert_eq!(feed.changed, [("key".to_owned(), "v1/a".to_owned())]);
+        assert_eq!(feed.next, 1);
+    })
+    .await;
+}
+
+/// Transactions commit out of order: batch 1 has written everything (its change included) but
+/// not committed when batch 2 commits and a reader on another node reads the feed past batch 2.
+/// Batch 1 then commits; the reader's next read, from where it stopped, must still return it.
+/// (A position taken inside batch 1's transaction would be below the reader's cursor by then.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_committing_late_is_not_skipped() {
+    in_schema("late_commit", |db| async move {
+        let mut slow = PostgresStore::connect(db.options.clone()).await.unwrap();
+        let fast = Arc::new(PostgresStore::connect(db.options.clone()).await.unwrap());
+        let reader = Arc::new(PostgresStore::connect(db.options).await.unwrap());
+        let start = reader.change_head().await.unwrap();
+        let cursor = Arc::new(Mutex::new(start));
+        let (f, r, c) = (fast.clone(), reader.clone(), cursor.clone());
+        slow.before_commit = Some(Arc::new(move |attempt| -> HookFuture {
+            let (f, r, c) = (f.clone(), r.clone(), c.clone());
+            Box::pin(async move {
+                if attempt > 0 {
+                    return;
+                }
+                f.commit(vec![put("ooo", "second", b"2", Expect::Absent)])
+                    .await
+                    .unwrap();
+                let after = *c.lock().unwrap();
+                let feed = conformance::read_feed(&*r, after, 10).await.unwrap();
+                assert_eq!(feed.changed, [("ooo".to_owned(), "second".to_owned())]);
+                *c.lock().unwrap() = feed.next;
+            })
+        }));
+        slow.commit(vec![put("ooo", "first", b"1", Expect::Absent)])
+            .await
+            .unwrap();
+        let after = *cursor.lock().unwrap();
+        assert!(after > start);
+        let feed = conformance::read_feed(&*reader, after, 10).await.unwrap();
+        assert!(!feed.truncated);
+        assert_eq!(
+            feed.changed,
+            [("ooo".to_owned(), "first".to_owned())],
+            "the batch that committed last is read after the one that committed first"
+        );
     })
     .await;
 }
