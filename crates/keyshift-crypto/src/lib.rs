@@ -27,6 +27,7 @@ pub(crate) mod key;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 pub mod seal;
+pub mod shamir;
 pub mod secret;
 mod signature;
 pub mod token;
