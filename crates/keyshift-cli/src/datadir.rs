@@ -3,7 +3,8 @@
 //! ```text
 //! <data-dir>/keyshift.db    SQLite store (WAL, synchronous=FULL), unless the records are kept in
 //!                           PostgreSQL (--store-url); everything below stays here either way
-//! <data-dir>/root.key       root key, 32 random bytes, mode 0600 (unless --root-key-file)
+//! <data-dir>/root.key       root key, 32 random bytes, mode 0600 (unless --root-key-file), or
+//! <data-dir>/root.json      instead: the root is split into shares (`keyshift init`)
 //! <data-dir>/tls/ca.pem     local CA certificate: trust this
 //! <data-dir>/tls/ca.key     local CA private key, mode 0600
 //! <data-dir>/admin.json     administrator credentials, written once, mode 0600
@@ -121,7 +122,8 @@ fn load_or_create_root_key(path: &Path) -> Result<SealingKey> {
     Ok(key)
 }
 
-fn load_or_create_ca(tls_dir: &Path, now: i64) -> Result<LocalCa> {
+/// The local CA of `<data-dir>/tls`, made on first use.
+pub(crate) fn load_or_create_ca(tls_dir: &Path, now: i64) -> Result<LocalCa> {
     let cert = tls_dir.join("ca.pem");
     let key = tls_dir.join("ca.key");
     if cert.exists() && key.exists() {
@@ -173,8 +175,22 @@ pub async fn open(settings: &Settings) -> Result<DataDir> {
             .with_context(|| format!("cannot create {}", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
     }
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if crate::seal_cmd::manifest_path(&path).exists() {
+        bail!(
+            "the root key of {} is split into shares (root.json): `keyshift serve` starts sealed \
+             and opens it after `keyshift unseal`; commands that open the data directory \
+             themselves cannot",
+            path.display()
+        );
+    }
     let root = load_or_create_root_key(&settings.root_key_file)?;
+    open_with_root(settings, root).await
+}
+
+/// Opens the data directory with a root key obtained elsewhere (recombined from shares).
+pub async fn open_with_root(settings: &Settings, root: SealingKey) -> Result<DataDir> {
+    let path = settings.data_dir.clone();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (store, store_location) = open_store(&path, &settings.store).await?;
     let (deployment, _fresh) = Deployment::open(store, clock.clone(), root)
         .await

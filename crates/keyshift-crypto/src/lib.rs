@@ -27,8 +27,8 @@ pub(crate) mod key;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 pub mod seal;
-pub mod shamir;
 pub mod secret;
+pub mod shamir;
 mod signature;
 pub mod token;
 pub mod transfer;

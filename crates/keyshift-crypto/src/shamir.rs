@@ -98,7 +98,8 @@ fn split_with(secret: &[u8], shares: usize, threshold: usize, randomness: &[u8])
     let mut coefficients = Zeroizing::new(vec![0u8; threshold]);
     for (i, byte) in secret.iter().enumerate() {
         coefficients[0] = *byte;
-        coefficients[1..].copy_from_slice(&randomness[i * (threshold - 1)..(i + 1) * (threshold - 1)]);
+        coefficients[1..]
+            .copy_from_slice(&randomness[i * (threshold - 1)..(i + 1) * (threshold - 1)]);
         for share in &mut out {
             share.y.push(eval(&coefficients, share.x));
         }
@@ -251,7 +252,10 @@ mod tests {
                     y: known[1].y.clone(),
                 },
             ];
-            let y3 = lagrange_at(&[(0, candidate), (1, points[0].y[0]), (2, points[1].y[0])], 3);
+            let y3 = lagrange_at(
+                &[(0, candidate), (1, points[0].y[0]), (2, points[1].y[0])],
+                3,
+            );
             let mut all = pick(&shares, &[1, 2]);
             all.push(Share {
                 x: 3,
