@@ -21,27 +21,191 @@ pub fn manifest_path(data_dir: &Path) -> PathBuf {
     data_dir.join("root.json")
 }
 
-/// Reads `root.json`.
-pub fn read_manifest(data_dir: &Path) -> Result<RootManifest> {
+/// A root key that is a key object in a PKCS#11 token (`root.json` with mode `pkcs11`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TokenRoot {
+    /// `"pkcs11"`.
+    pub mode: String,
+    /// The token's label.
+    pub token_label: String,
+    /// The key object's `CKA_ID`, hex.
+    pub key_id: String,
+    /// The key object's `CKA_LABEL`.
+    pub key_label: String,
+}
+
+/// How a data directory's root is kept, when `root.json` says (else: the key file).
+#[derive(Debug)]
+pub enum RootMode {
+    /// Split into shares.
+    Shamir(RootManifest),
+    /// In a token.
+    Pkcs11(TokenRoot),
+}
+
+/// Reads `root.json`, if there is one.
+pub fn read_root_mode(data_dir: &Path) -> Result<Option<RootMode>> {
     let path = manifest_path(data_dir);
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let manifest: RootManifest = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not a Keyshift root manifest", path.display()))?;
-    if manifest.mode != "shamir" {
-        bail!("{}: unknown root mode {:?}", path.display(), manifest.mode);
+    if !path.exists() {
+        return Ok(None);
     }
-    Ok(manifest)
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let bad =
+        |e: serde_json::Error| anyhow!("{} is not a Keyshift root manifest: {e}", path.display());
+    match json["mode"].as_str() {
+        Some("shamir") => Ok(Some(RootMode::Shamir(
+            serde_json::from_value(json).map_err(bad)?,
+        ))),
+        Some("pkcs11") => Ok(Some(RootMode::Pkcs11(
+            serde_json::from_value(json).map_err(bad)?,
+        ))),
+        other => bail!("{}: unknown root mode {other:?}", path.display()),
+    }
+}
+
+/// Reads `root.json` of a split root.
+pub fn read_manifest(data_dir: &Path) -> Result<RootManifest> {
+    match read_root_mode(data_dir)? {
+        Some(RootMode::Shamir(manifest)) => Ok(manifest),
+        Some(RootMode::Pkcs11(_)) => bail!(
+            "the root key of {} is in a PKCS#11 token, not split into shares",
+            data_dir.display()
+        ),
+        None => bail!(
+            "{} has no root.json: its root is the key file",
+            data_dir.display()
+        ),
+    }
+}
+
+/// The label of the root key object a token root is made with.
+pub const TOKEN_ROOT_LABEL: &str = "keyshift-root";
+
+/// Makes the root key in the configured token (AES-256, sensitive, never extractable) and
+/// records it in `root.json`.
+pub fn init_token_root(settings: &Settings) -> Result<TokenRoot> {
+    use keyshift_crypto::HsmBackend;
+    let dir = &settings.data_dir;
+    refuse_existing_root(settings)?;
+    let hsm = settings.hsm.as_ref().ok_or_else(|| {
+        anyhow!(
+            "--root pkcs11 needs the token: --pkcs11-module, --pkcs11-token-label and \
+             --pkcs11-pin-file (or KEYSHIFT_PKCS11_PIN)"
+        )
+    })?;
+    let backend = datadir::connect_hsm(hsm)?;
+    let key = backend
+        .generate(
+            keyshift_crypto::HsmKeySpec::Oct { bits: 256 },
+            TOKEN_ROOT_LABEL,
+        )
+        .map_err(|e| {
+            anyhow!(
+                "cannot make the root key in token {:?}: {e}",
+                hsm.token_label
+            )
+        })?;
+    let root = TokenRoot {
+        mode: "pkcs11".into(),
+        token_label: hsm.token_label.clone(),
+        key_id: key.reference.to_string(),
+        key_label: key.label.clone(),
+    };
+    create_data_dir(dir)?;
+    write_private_file(&manifest_path(dir), &serde_json::to_vec_pretty(&root)?)?;
+    Ok(root)
+}
+
+/// The root key in its token: the token must be the configured one and hold the object.
+pub fn open_token_root(
+    root: &TokenRoot,
+    hsm: Option<&crate::config::HsmSettings>,
+) -> Result<keyshift_vault::RootKey> {
+    use keyshift_crypto::HsmBackend;
+    let Some(hsm) = hsm else {
+        bail!(
+            "the root key is in PKCS#11 token {:?} (root.json): give --pkcs11-module, \
+             --pkcs11-token-label and --pkcs11-pin-file",
+            root.token_label
+        );
+    };
+    if hsm.token_label != root.token_label {
+        bail!(
+            "the root key is in token {:?} (root.json), but --pkcs11-token-label is {:?}",
+            root.token_label,
+            hsm.token_label
+        );
+    }
+    let backend = datadir::connect_hsm(hsm)?;
+    let reference = keyshift_crypto::HsmKeyRef::from_hex(&root.key_id)
+        .map_err(|e| anyhow!("root.json: bad key_id: {e}"))?;
+    let key = backend.open(&reference).map_err(|e| {
+        anyhow!(
+            "the root key object {} ({}) cannot be used in token {:?}: {e}; without it this \
+             deployment cannot be opened",
+            root.key_id,
+            root.key_label,
+            root.token_label
+        )
+    })?;
+    Ok(keyshift_vault::RootKey::Token {
+        backend: Arc::new(backend),
+        key,
+    })
+}
+
+fn refuse_existing_root(settings: &Settings) -> Result<()> {
+    let dir = &settings.data_dir;
+    for existing in ["root.json", "root.key", "keyshift.db"] {
+        if dir.join(existing).exists() {
+            bail!(
+                "{} already has a root of trust ({existing}): init is for a new data directory \
+                 (use --reshare to re-split a split root)",
+                dir.display()
+            );
+        }
+    }
+    if settings.root_key_file.exists() {
+        bail!(
+            "{} exists: this deployment's root is a key file",
+            settings.root_key_file.display()
+        );
+    }
+    Ok(())
+}
+
+fn create_data_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Where `init` puts the root key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RootChoice {
+    /// Split into shares held by custodians.
+    Shamir,
+    /// A non-extractable key in the PKCS#11 token of the --pkcs11-* flags.
+    Pkcs11,
 }
 
 /// Flags of `init`.
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
-    /// Number of shares to make.
+    /// Where the root key lives.
+    #[arg(long, value_enum, default_value = "shamir")]
+    pub root: RootChoice,
+    /// Number of shares to make (Shamir).
     #[arg(long)]
-    pub shares: u8,
-    /// Shares needed to unseal.
+    pub shares: Option<u8>,
+    /// Shares needed to unseal (Shamir).
     #[arg(long)]
-    pub threshold: u8,
+    pub threshold: Option<u8>,
     /// A custodian's X.509 certificate (PEM, RSA >= 2048 bits), once per share, in share order:
     /// share i is encrypted to certificate i. Without them the shares are written in plaintext.
     #[arg(long = "custodian-cert")]
@@ -59,6 +223,15 @@ pub struct InitArgs {
     /// Custodian private key(s) (PKCS#8 PEM) to decrypt encrypted current shares, for --reshare.
     #[arg(long = "custodian-key")]
     pub custodian_keys: Vec<PathBuf>,
+    /// PKCS#11 module (--root pkcs11), as for `serve`.
+    #[arg(long, env = "KEYSHIFT_PKCS11_MODULE")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// Token label (--root pkcs11).
+    #[arg(long, env = "KEYSHIFT_PKCS11_TOKEN_LABEL")]
+    pub pkcs11_token_label: Option<String>,
+    /// File holding the user PIN (--root pkcs11), mode 0600; or KEYSHIFT_PKCS11_PIN.
+    #[arg(long, env = "KEYSHIFT_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
 }
 
 /// Flags of `unseal`.
@@ -144,6 +317,24 @@ fn read_share(path: &Path, keys: &[KeyMaterial]) -> Result<Zeroizing<String>> {
 
 /// `keyshift init`.
 pub fn run_init(common: &CommonArgs, args: InitArgs) -> Result<()> {
+    if args.root == RootChoice::Pkcs11 {
+        let serve = ServeArgs {
+            pkcs11_module: args.pkcs11_module.clone(),
+            pkcs11_token_label: args.pkcs11_token_label.clone(),
+            pkcs11_pin_file: args.pkcs11_pin_file.clone(),
+            ..Default::default()
+        };
+        let settings = Settings::resolve(common, &serve)?;
+        let root = init_token_root(&settings)?;
+        println!(
+            "Root key made in token {:?} (object {}, label {}): serve with the same --pkcs11-* flags.",
+            root.token_label, root.key_id, root.key_label
+        );
+        return Ok(());
+    }
+    let (Some(shares), Some(threshold)) = (args.shares, args.threshold) else {
+        bail!("give --shares N and --threshold M (or --root pkcs11)");
+    };
     let settings = settings(common)?;
     let dir = &settings.data_dir;
     let custodians = args
@@ -172,21 +363,7 @@ pub fn run_init(common: &CommonArgs, args: InitArgs) -> Result<()> {
             .map_err(|e| anyhow!("cannot recombine the root: {e}"))?;
         (root, manifest.root_id, manifest.generation + 1)
     } else {
-        for existing in ["root.json", "root.key", "keyshift.db"] {
-            if dir.join(existing).exists() {
-                bail!(
-                    "{} already has a root of trust ({existing}): init is for a new data directory \
-                     (use --reshare to re-split a split root)",
-                    dir.display()
-                );
-            }
-        }
-        if settings.root_key_file.exists() {
-            bail!(
-                "{} exists: this deployment's root is a key file",
-                settings.root_key_file.display()
-            );
-        }
+        refuse_existing_root(&settings)?;
         let root =
             SealingKey::generate().map_err(|e| anyhow!("cannot generate the root key: {e}"))?;
         let id = keyshift_api::b64::encode(
@@ -194,15 +371,9 @@ pub fn run_init(common: &CommonArgs, args: InitArgs) -> Result<()> {
         );
         (root, id, 1)
     };
-    let (manifest, texts) = root_of_trust::split_root(
-        &root,
-        &root_id,
-        generation,
-        args.shares,
-        args.threshold,
-        &custodians,
-    )
-    .map_err(|e| anyhow!("{e}"))?;
+    let (manifest, texts) =
+        root_of_trust::split_root(&root, &root_id, generation, shares, threshold, &custodians)
+            .map_err(|e| anyhow!("{e}"))?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let mut written = Vec::new();
@@ -211,11 +382,7 @@ pub fn run_init(common: &CommonArgs, args: InitArgs) -> Result<()> {
         write_private_file(&path, format!("{}\n", text.as_str()).as_bytes())?;
         written.push(path);
     }
-    if !dir.exists() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
+    create_data_dir(dir)?;
     // The manifest last: until it is there, the old share set (or none) is the current one.
     write_private_file(&manifest_path(dir), &serde_json::to_vec_pretty(&manifest)?)?;
     println!(
@@ -225,8 +392,8 @@ pub fn run_init(common: &CommonArgs, args: InitArgs) -> Result<()> {
         } else {
             "made and split"
         },
-        args.shares,
-        args.threshold
+        shares,
+        threshold
     );
     for path in &written {
         println!("  {}", path.display());

@@ -68,7 +68,9 @@ pub(crate) fn init_logging(filter: &str) {
 pub async fn run(common: &CommonArgs, args: &ServeArgs) -> Result<()> {
     let settings = Settings::resolve(common, args)?;
     init_logging(&settings.log);
-    if crate::seal_cmd::manifest_path(&settings.data_dir).exists() {
+    if let Some(crate::seal_cmd::RootMode::Shamir(_)) =
+        crate::seal_cmd::read_root_mode(&settings.data_dir)?
+    {
         let (sealed, opener) = crate::seal_cmd::SealedServer::start(&settings).await?;
         println!(
             "Keyshift is listening at {}, sealed: give the shares with `keyshift unseal`",

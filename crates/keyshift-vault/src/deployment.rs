@@ -50,7 +50,7 @@ pub struct NewPrincipal {
 pub struct Deployment {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) root: SealingKey,
+    pub(crate) root: crate::root::RootKey,
     record: DeploymentRecord,
     token_keys: RwLock<TokenKeys>,
     vaults: RwLock<HashMap<String, Arc<VaultRecord>>>,
@@ -114,8 +114,9 @@ impl Deployment {
     pub async fn open(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        root: SealingKey,
+        root: impl Into<crate::root::RootKey>,
     ) -> Result<(Self, bool)> {
+        let root = root.into();
         let (record, fresh) = match store
             .get(ns::META, DEPLOYMENT_KEY)
             .await
@@ -903,7 +904,7 @@ struct TokenKeys {
 }
 
 impl TokenKeys {
-    fn open(root: &SealingKey, record: &DeploymentRecord) -> Result<Self> {
+    fn open(root: &crate::root::RootKey, record: &DeploymentRecord) -> Result<Self> {
         let bytes = root.open(TOKEN_KEY_AAD, &record.token_signing_key).map_err(|_| {
             ApiError::new(
                 ErrorCode::ServiceUnavailable,

@@ -21,12 +21,14 @@ pub mod rbac;
 pub mod records;
 pub mod release;
 pub mod release_policy;
+pub mod root;
 mod sealing;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use deployment::{Deployment, NewPrincipal, VaultSpec};
 pub use keyshift_api::ApiError;
 pub use records::{VaultKind, VaultRecord};
+pub use root::RootKey;
 
 /// Result of vault calls: an error is always something the client can be told.
 pub type Result<T> = std::result::Result<T, ApiError>;
