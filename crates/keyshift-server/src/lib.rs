@@ -268,7 +268,9 @@ async fn start_with(
         let public_url = public_url.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(config.refresh_interval);
-            let mut extra_tasks: Vec<JoinHandle<()>> = Vec::new();
+            // Aborted with this task: a vault port bound here must not outlive the server (a
+            // sealed deployment would otherwise live on behind it).
+            let mut extra_tasks = AbortOnDrop(Vec::new());
             loop {
                 ticker.tick().await;
                 if let Err(e) = app.deployment.reload_token_keys().await {
@@ -299,7 +301,7 @@ async fn start_with(
                     &app,
                     &tls_config,
                     &mut bound_ports,
-                    &mut extra_tasks,
+                    &mut extra_tasks.0,
                 )
                 .await;
             }
@@ -399,4 +401,15 @@ fn held_router(router: Router) -> (Router, Arc<Router>) {
         }
     });
     (forward, held)
+}
+
+/// Tasks aborted when this is dropped.
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }

@@ -355,6 +355,11 @@ async fn shamir_unseal_seal_and_reshare() {
     let out = ok(&data, &["seal"]).await;
     assert!(out.contains("Sealed"), "{out}");
     server.assert_sealed(0).await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("sealed: the root and the deployment are dropped"),
+        "nothing may keep the deployment alive after seal:\n{logged}"
+    );
     let (status, body) = server
         .get(&keyshift_testkit::v("/keys/k1"), Some(&token))
         .await;
