@@ -3,7 +3,8 @@
 //! ```text
 //! <data-dir>/keyshift.db    SQLite store (WAL, synchronous=FULL), unless the records are kept in
 //!                           PostgreSQL (--store-url); everything below stays here either way
-//! <data-dir>/root.key       root key, 32 random bytes, mode 0600 (unless --root-key-file)
+//! <data-dir>/root.key       root key, 32 random bytes, mode 0600 (unless --root-key-file), or
+//! <data-dir>/root.json      instead: the root is split into shares (`keyshift init`)
 //! <data-dir>/tls/ca.pem     local CA certificate: trust this
 //! <data-dir>/tls/ca.key     local CA private key, mode 0600
 //! <data-dir>/admin.json     administrator credentials, written once, mode 0600
@@ -17,7 +18,7 @@ use keyshift_server::tls::LocalCa;
 use keyshift_store::postgres::{PostgresOptions, PostgresStore};
 use keyshift_store::sqlite::SqliteStore;
 use keyshift_store::Store;
-use keyshift_vault::{Clock, Deployment, SystemClock, VaultKind, VaultSpec};
+use keyshift_vault::{Clock, Deployment, RootKey, SystemClock, VaultKind, VaultSpec};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -121,7 +122,8 @@ fn load_or_create_root_key(path: &Path) -> Result<SealingKey> {
     Ok(key)
 }
 
-fn load_or_create_ca(tls_dir: &Path, now: i64) -> Result<LocalCa> {
+/// The local CA of `<data-dir>/tls`, made on first use.
+pub(crate) fn load_or_create_ca(tls_dir: &Path, now: i64) -> Result<LocalCa> {
     let cert = tls_dir.join("ca.pem");
     let key = tls_dir.join("ca.key");
     if cert.exists() && key.exists() {
@@ -140,6 +142,17 @@ fn load_or_create_ca(tls_dir: &Path, now: i64) -> Result<LocalCa> {
 
 /// Connects to the configured token and attaches it: `-HSM` keys are made in it from now on.
 fn attach_hsm(deployment: &Deployment, hsm: &crate::config::HsmSettings) -> Result<()> {
+    let backend = connect_hsm(hsm)?;
+    let platform = format!("PKCS#11: {}", backend.platform());
+    tracing::info!(token = %hsm.token_label, %platform, "HSM attached: -HSM keys are made in it");
+    deployment.attach_hsm(Arc::new(backend), hsm.token_label.clone(), platform);
+    Ok(())
+}
+
+/// Connects to the configured token (logged in).
+pub(crate) fn connect_hsm(
+    hsm: &crate::config::HsmSettings,
+) -> Result<keyshift_crypto::pkcs11::Pkcs11Backend> {
     use keyshift_crypto::pkcs11::{PinSource, Pkcs11Backend, Pkcs11Config};
     let pin = match &hsm.pin_file {
         Some(file) => {
@@ -152,17 +165,13 @@ fn attach_hsm(deployment: &Deployment, hsm: &crate::config::HsmSettings) -> Resu
     if let Some(max) = hsm.max_sessions {
         config.max_sessions = max.max(1);
     }
-    let backend = Pkcs11Backend::connect(&config).map_err(|e| {
+    Pkcs11Backend::connect(&config).map_err(|e| {
         anyhow::anyhow!(
             "cannot use HSM token {:?} through {}: {e}",
             hsm.token_label,
             hsm.module.display()
         )
-    })?;
-    let platform = format!("PKCS#11: {}", backend.platform());
-    tracing::info!(token = %hsm.token_label, %platform, "HSM attached: -HSM keys are made in it");
-    deployment.attach_hsm(Arc::new(backend), hsm.token_label.clone(), platform);
-    Ok(())
+    })
 }
 
 /// Opens the data directory, creating what is missing.
@@ -173,8 +182,26 @@ pub async fn open(settings: &Settings) -> Result<DataDir> {
             .with_context(|| format!("cannot create {}", path.display()))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
     }
+    let root: RootKey = match crate::seal_cmd::read_root_mode(&path)? {
+        None => load_or_create_root_key(&settings.root_key_file)?.into(),
+        Some(crate::seal_cmd::RootMode::Shamir(_)) => bail!(
+            "the root key of {} is split into shares (root.json): `keyshift serve` starts sealed \
+             and opens it after `keyshift unseal`; commands that open the data directory \
+             themselves cannot",
+            path.display()
+        ),
+        Some(crate::seal_cmd::RootMode::Pkcs11(token_root)) => {
+            crate::seal_cmd::open_token_root(&token_root, settings.hsm.as_ref())?
+        }
+    };
+    open_with_root(settings, root).await
+}
+
+/// Opens the data directory with a root key obtained elsewhere (recombined from shares, or in a
+/// token).
+pub async fn open_with_root(settings: &Settings, root: impl Into<RootKey>) -> Result<DataDir> {
+    let path = settings.data_dir.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let root = load_or_create_root_key(&settings.root_key_file)?;
     let (store, store_location) = open_store(&path, &settings.store).await?;
     let (deployment, _fresh) = Deployment::open(store, clock.clone(), root)
         .await

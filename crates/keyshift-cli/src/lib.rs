@@ -9,6 +9,8 @@ mod envelope_cmd;
 mod identity_cmd;
 mod migrate_cmd;
 mod pkcs11;
+pub mod root_of_trust;
+pub mod seal_cmd;
 pub mod serve;
 mod vault_cmd;
 
@@ -75,6 +77,13 @@ enum Command {
     /// Key workload migration campaigns: plan, apply, resume, status, verify, retire.
     #[command(subcommand)]
     Migrate(migrate_cmd::MigrateCommand),
+    /// Split a new deployment's root key into shares held by custodians (or re-split it with
+    /// --reshare); `keyshift serve` then starts sealed.
+    Init(seal_cmd::InitArgs),
+    /// Give one share to a sealed server.
+    Unseal(seal_cmd::UnsealArgs),
+    /// Seal a running server: it drops the root key and every key it unsealed.
+    Seal(seal_cmd::SealArgs),
     /// Rekey envelope files in place: decrypt with the old keys, encrypt with new data keys under
     /// a new KEK or keyring.
     Rekey(migrate_cmd::RekeyArgs),
@@ -121,6 +130,9 @@ where
             Command::Attestation(cmd) => attestation_cmd::run(&cli.common, cmd).await,
             Command::Attest(args) => attestation_cmd::run_attest(&args).await,
             Command::Migrate(cmd) => migrate_cmd::run(&cli.common, cmd).await,
+            Command::Init(args) => seal_cmd::run_init(&cli.common, args),
+            Command::Unseal(args) => seal_cmd::run_unseal(&cli.common, args).await,
+            Command::Seal(args) => seal_cmd::run_seal(&cli.common, args).await,
             Command::Rekey(args) => migrate_cmd::run_rekey(&cli.common, args).await,
         }
     });

@@ -20,18 +20,7 @@ pub struct Started {
 /// Opens the data directory and starts the server.
 pub async fn start(settings: &Settings) -> Result<Started> {
     let data_dir = datadir::open(settings).await?;
-    let config = ServerConfig {
-        listen: settings.listen,
-        public_url: settings.public_url.clone(),
-        vault_domain: settings.vault_domain.clone(),
-        audience: settings.token_audience.clone(),
-        token_lifetime: settings.token_lifetime_seconds,
-        extra_hosts: settings.extra_hosts.clone(),
-        ca: data_dir.ca.clone(),
-        maintenance_interval: Duration::from_secs(settings.maintenance_interval_seconds.max(1)),
-        refresh_interval: Duration::from_secs(2),
-        metrics_listen: settings.metrics_listen,
-    };
+    let config = server_config(settings, data_dir.ca.clone());
     let server = keyshift_server::start(config, data_dir.deployment.clone()).await?;
     let admin = datadir::ensure_defaults(&data_dir, settings, &server.public_url).await?;
     // Tell `keyshift vault create` on this data directory where the server answers.
@@ -48,6 +37,25 @@ pub async fn start(settings: &Settings) -> Result<Started> {
     })
 }
 
+/// The server's settings.
+pub(crate) fn server_config(
+    settings: &Settings,
+    ca: keyshift_server::tls::LocalCa,
+) -> ServerConfig {
+    ServerConfig {
+        listen: settings.listen,
+        public_url: settings.public_url.clone(),
+        vault_domain: settings.vault_domain.clone(),
+        audience: settings.token_audience.clone(),
+        token_lifetime: settings.token_lifetime_seconds,
+        extra_hosts: settings.extra_hosts.clone(),
+        ca,
+        maintenance_interval: Duration::from_secs(settings.maintenance_interval_seconds.max(1)),
+        refresh_interval: Duration::from_secs(2),
+        metrics_listen: settings.metrics_listen,
+    }
+}
+
 pub(crate) fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -61,6 +69,21 @@ pub(crate) fn init_logging(filter: &str) {
 pub async fn run(common: &CommonArgs, args: &ServeArgs) -> Result<()> {
     let settings = Settings::resolve(common, args)?;
     init_logging(&settings.log);
+    if let Some(crate::seal_cmd::RootMode::Shamir(_)) =
+        crate::seal_cmd::read_root_mode(&settings.data_dir)?
+    {
+        let (sealed, opener) = crate::seal_cmd::SealedServer::start(&settings).await?;
+        println!(
+            "Keyshift is listening at {}, sealed: give the shares with `keyshift unseal`",
+            sealed.gate().public_url()
+        );
+        tokio::select! {
+            _ = opener.run() => {}
+            _ = shutdown_signal() => {}
+        }
+        println!("Keyshift stopped.");
+        return Ok(());
+    }
     let started = start(&settings).await?;
     let admin_path = started.data_dir.path.join("admin.json");
     println!(

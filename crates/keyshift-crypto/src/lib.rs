@@ -28,6 +28,7 @@ pub(crate) mod key;
 pub mod pkcs11;
 pub mod seal;
 pub mod secret;
+pub mod shamir;
 mod signature;
 pub mod token;
 pub mod transfer;

@@ -125,6 +125,17 @@ async fn administrator(
     Ok(caller)
 }
 
+/// A deployment administrator's token, or the answer refusing the request (for routes outside
+/// this router: sealing).
+pub(crate) async fn require_administrator(
+    app: &App,
+    headers: &HeaderMap,
+) -> Result<Caller, Response> {
+    administrator(app, &ListenerInfo { vault: None }, headers)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
 async fn principal(app: &App, id: &str) -> Result<PrincipalRecord, ApiError> {
     app.deployment
         .principal_by_id_or_client_id(id)

@@ -12,11 +12,13 @@ pub mod query;
 pub mod rbac_api;
 pub mod release;
 pub mod routes;
+pub mod sealed;
 pub mod test_authority;
 pub mod tls;
 
 use app::{App, ListenerInfo};
 use auth::TokenAuthority;
+use axum::Router;
 use keyshift_vault::Deployment;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -96,6 +98,20 @@ impl RunningServer {
     }
 }
 
+impl RunningServer {
+    /// Stops every listener and background task and waits until they are gone, so that nothing
+    /// of this server (its deployment included) is left in a task.
+    pub async fn shutdown(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
 impl Drop for RunningServer {
     fn drop(&mut self) {
         for task in &self.tasks {
@@ -145,29 +161,64 @@ pub async fn start(
     config: ServerConfig,
     deployment: Arc<Deployment>,
 ) -> Result<RunningServer, ServerError> {
+    start_with(config, deployment, None).await
+}
+
+/// Starts serving `deployment` behind `gate`, which already holds the main listener (a
+/// deployment just unsealed); the other listeners are bound here. Dropping or shutting down the
+/// server does not seal the gate: [`sealed::SealGate::clear`] does.
+pub async fn start_behind(
+    config: ServerConfig,
+    deployment: Arc<Deployment>,
+    gate: &Arc<sealed::SealGate>,
+) -> Result<RunningServer, ServerError> {
+    start_with(config, deployment, Some(gate)).await
+}
+
+async fn start_with(
+    config: ServerConfig,
+    deployment: Arc<Deployment>,
+    gate: Option<&Arc<sealed::SealGate>>,
+) -> Result<RunningServer, ServerError> {
     // Nothing is answered before the audit log takes events (and chains what a crash left).
     deployment
         .start_audit()
         .await
         .map_err(|e| ServerError::Audit(e.message))?;
-    let main = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let local_addr = main.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let public_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("https://{}:{}", config.vault_domain, local_addr.port()));
+    let (main, local_addr, public_url) = match gate {
+        Some(gate) => (None, gate.local_addr(), gate.public_url().to_owned()),
+        None => {
+            let main =
+                TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        addr: config.listen,
+                        source,
+                    })?;
+            let local_addr = main.local_addr().map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+            let public_url = config.public_url.clone().unwrap_or_else(|| {
+                format!("https://{}:{}", config.vault_domain, local_addr.port())
+            });
+            (Some(main), local_addr, public_url)
+        }
+    };
     let now = deployment.clock().now();
     let names = certificate_names(&config, &deployment, &public_url);
-    let resolver = Arc::new(CertResolver::new(config.ca.issue_server_cert(&names, now)?));
-    let tls_config = tls::server_config(resolver.clone())?;
+    let cert = config.ca.issue_server_cert(&names, now)?;
+    let (resolver, tls_config) = match gate {
+        Some(gate) => {
+            gate.resolver.replace(cert);
+            (gate.resolver.clone(), gate.tls.clone())
+        }
+        None => {
+            let resolver = Arc::new(CertResolver::new(cert));
+            let tls_config = tls::server_config(resolver.clone())?;
+            (resolver, tls_config)
+        }
+    };
     let issuer = format!("{public_url}/{}/v2.0", deployment.tenant_id());
     let app = Arc::new(App {
         tokens: TokenAuthority::new(
@@ -204,12 +255,21 @@ pub async fn start(
         }
     };
     let main_router = app::router(app.clone(), ListenerInfo { vault: None });
-    tasks.push(tokio::spawn(listener::serve(
-        main,
-        tls_config.clone(),
-        main_router,
-    )));
-    tracing::info!(%public_url, "listening");
+    match (main, gate) {
+        (Some(main), _) => {
+            tasks.push(tokio::spawn(listener::serve(
+                main,
+                tls_config.clone(),
+                main_router,
+            )));
+            tracing::info!(%public_url, "listening");
+        }
+        (None, Some(gate)) => {
+            gate.install(main_router, app.clone());
+            tracing::info!(%public_url, "unsealed: serving");
+        }
+        (None, None) => {}
+    }
 
     let mut bound_ports = BTreeSet::new();
     bound_ports.insert(local_addr.port());
@@ -233,7 +293,9 @@ pub async fn start(
         let public_url = public_url.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(config.refresh_interval);
-            let mut extra_tasks: Vec<JoinHandle<()>> = Vec::new();
+            // Aborted with this task: a vault port bound here must not outlive the server (a
+            // sealed deployment would otherwise live on behind it).
+            let mut extra_tasks = AbortOnDrop(Vec::new());
             loop {
                 ticker.tick().await;
                 if let Err(e) = app.deployment.reload_token_keys().await {
@@ -264,7 +326,7 @@ pub async fn start(
                     &app,
                     &tls_config,
                     &mut bound_ports,
-                    &mut extra_tasks,
+                    &mut extra_tasks.0,
                 )
                 .await;
             }
@@ -319,6 +381,7 @@ async fn bind_vault_ports(
         let addr = SocketAddr::new(config.listen.ip(), port);
         match TcpListener::bind(addr).await {
             Ok(l) => {
+                let tls_config = tls_config.clone();
                 bound.insert(port);
                 let router = app::router(
                     app.clone(),
@@ -326,12 +389,57 @@ async fn bind_vault_ports(
                         vault: Some(vault.name.clone()),
                     },
                 );
-                tasks.push(tokio::spawn(listener::serve(l, tls_config.clone(), router)));
+                let (router, holder) = held_router(router);
+                tasks.push(tokio::spawn(async move {
+                    // The router lives as long as the accept loop: connections that outlive it
+                    // (keep-alive) answer 503 instead of serving a stopped deployment.
+                    let _holder = holder;
+                    listener::serve(l, tls_config, router).await
+                }));
                 tracing::info!(vault = %vault.name, %addr, "vault listening on its own port");
             }
             Err(e) => {
                 tracing::error!(vault = %vault.name, %addr, error = %e, "cannot bind the vault's port")
             }
+        }
+    }
+}
+
+/// A router for the accept loop, and the only strong reference to the router it forwards to:
+/// its connections hold a weak one, so when the accept loop ends (the server stopped, or sealed)
+/// they answer `503` instead of keeping the deployment alive.
+fn held_router(router: Router) -> (Router, Arc<Router>) {
+    let held = Arc::new(router);
+    let weak = Arc::downgrade(&held);
+    let forward = Router::new().fallback(move |request: axum::extract::Request| {
+        let weak = weak.clone();
+        async move {
+            use tower::ServiceExt;
+            match weak.upgrade() {
+                Some(router) => match (*router).clone().oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
+                None => app::error_response(
+                    &keyshift_api::ApiError::new(
+                        keyshift_api::ErrorCode::ServiceUnavailable,
+                        "This listener has stopped.",
+                    )
+                    .with_inner("Sealed"),
+                ),
+            }
+        }
+    });
+    (forward, held)
+}
+
+/// Tasks aborted when this is dropped.
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
         }
     }
 }

@@ -20,7 +20,6 @@ use crate::records::{ns, VaultRecord};
 use crate::{Deployment, RequestContext, Result};
 use keyshift_api::{ApiError, ErrorCode};
 use keyshift_crypto::digest::{hmac_sha256, hmac_sha256_verify, sha256};
-use keyshift_crypto::seal::SealingKey;
 use keyshift_store::{Expect, Op, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -971,7 +970,7 @@ impl Writer {
 
 impl Deployment {
     async fn audit_mac_key(&self) -> Result<Zeroizing<Vec<u8>>> {
-        let open = |root: &SealingKey, sealed: &[u8]| {
+        let open = |root: &crate::root::RootKey, sealed: &[u8]| {
             root.open(MAC_KEY_AAD, sealed).map_err(|_| {
                 tracing::error!("the audit MAC key does not open under the root key");
                 ApiError::internal()

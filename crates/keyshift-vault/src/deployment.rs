@@ -50,7 +50,7 @@ pub struct NewPrincipal {
 pub struct Deployment {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) root: SealingKey,
+    pub(crate) root: crate::root::RootKey,
     record: DeploymentRecord,
     token_keys: RwLock<TokenKeys>,
     vaults: RwLock<HashMap<String, Arc<VaultRecord>>>,
@@ -121,8 +121,9 @@ impl Deployment {
     pub async fn open(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
-        root: SealingKey,
+        root: impl Into<crate::root::RootKey>,
     ) -> Result<(Self, bool)> {
+        let root: crate::root::RootKey = root.into();
         store.exclude_from_change_feed(crate::changes::UNFED);
         // Before anything is read: every change after this point reaches `follow_changes`.
         let change_cursor = store.change_head().await.map_err(store_error)?;
@@ -162,7 +163,7 @@ impl Deployment {
     async fn open_record(
         store: &Arc<dyn Store>,
         clock: &Arc<dyn Clock>,
-        root: &SealingKey,
+        root: &crate::root::RootKey,
     ) -> Result<(DeploymentRecord, bool)> {
         for _ in 0..4 {
             if let Some(r) = store
@@ -945,7 +946,7 @@ struct TokenKeys {
 }
 
 impl TokenKeys {
-    fn open(root: &SealingKey, record: &DeploymentRecord) -> Result<Self> {
+    fn open(root: &crate::root::RootKey, record: &DeploymentRecord) -> Result<Self> {
         let bytes = root.open(TOKEN_KEY_AAD, &record.token_signing_key).map_err(|_| {
             ApiError::new(
                 ErrorCode::ServiceUnavailable,

@@ -23,6 +23,7 @@ pub mod rbac;
 pub mod records;
 pub mod release;
 pub mod release_policy;
+pub mod root;
 mod sealing;
 mod stats;
 
@@ -30,6 +31,7 @@ pub use clock::{Clock, FakeClock, SystemClock};
 pub use deployment::{Deployment, NewPrincipal, VaultSpec};
 pub use keyshift_api::ApiError;
 pub use records::{VaultKind, VaultRecord};
+pub use root::RootKey;
 pub use stats::VaultStats;
 
 /// Result of vault calls: an error is always something the client can be told.
