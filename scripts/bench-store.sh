@@ -61,14 +61,25 @@ for _ in $(seq 1 "$rounds"); do
     d2=$work/pg2b-$n; port2=$(free_port)
     p1=$(start "$d" "$port1" "${pgflags[@]}")
     mkdir -p "$d2"; cp -a "$d/root.key" "$d/tls" "$d2/"
-    p2=$(start "$d2" "$port2" "${pgflags[@]}")
+    # Nodes of one deployment share its public URL (in production, the load balancer's name):
+    # it names the token issuer, so tokens from either node are good on both.
+    p2=$(start "$d2" "$port2" "${pgflags[@]}" --public-url "https://localhost:$port1")
+    # `start` waited for the first node; wait for the second one's own listener too.
+    for _ in $(seq 1 200); do
+      curl -sf --cacert "$d/tls/ca.pem" "https://localhost:$port2/health" > /dev/null && break
+      sleep 0.1
+    done
     half=$((conns / 2))
+    # The keys the operation uses are made first, by one node: two loads setting up at once would
+    # race to create the same key.
+    "$bench" load --admin "$admin" --op "$op" --connections 1 --seconds 0.5 --warmup 0.1 > /dev/null 2>&1 || true
     load "$admin" "$op" "$half" > "$work/a" &
     la=$!
-    load "$admin" "$op" "$half" "https://localhost:$port2" > "$work/b"
-    wait "$la"
+    load "$admin" "$op" "$half" "https://localhost:$port2" > "$work/b" || true
+    wait "$la" || true
     a=$(rate < "$work/a"); b=$(rate < "$work/b")
     echo "$op postgres-2-nodes ops_per_sec=$((a + b)) (node1 $a, node2 $b)"
+    [[ -n $a && -n $b ]] || { echo "two-node load failed: $(cat "$work/a") / $(cat "$work/b")"; tail -5 "$d2.log"; }
     kill "$p1" "$p2"; wait "$p1" "$p2" 2> /dev/null || true
   done
 done
