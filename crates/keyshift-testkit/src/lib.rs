@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod postgres;
 pub mod softhsm;
 
 /// A running test server.

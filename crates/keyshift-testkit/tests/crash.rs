@@ -25,10 +25,10 @@
 
 use keyshift_api::b64;
 use keyshift_cli::datadir::AdminCredentials;
+use keyshift_testkit::postgres::{database_url, Schema};
 use keyshift_testkit::v;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -41,7 +41,6 @@ const WORKERS: usize = 4;
 /// The kill comes this long after the load starts, at random within the range.
 const KILL_AFTER_MS: std::ops::Range<u64> = 150..1500;
 const CHILD_ARGS_ENV: &str = "KEYSHIFT_CRASH_CHILD_ARGS";
-const POSTGRES_URL_ENV: &str = "KEYSHIFT_TEST_POSTGRES_URL";
 /// Key Vault Crypto User, a built-in role.
 const ROLE: &str = "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/12338af0-0e69-4776-bea7-57ae8d297424";
 /// Every assignment name the workers make starts so; the administrator's own does not.
@@ -71,20 +70,10 @@ async fn sqlite_keeps_every_acknowledged_write_through_ten_sigkills() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_keeps_every_acknowledged_write_through_ten_sigkills() {
-    let url = match std::env::var(POSTGRES_URL_ENV) {
-        Ok(url) if !url.is_empty() => url,
-        _ if std::env::var("KEYSHIFT_REQUIRE_POSTGRES").as_deref() == Ok("1") => panic!(
-            "KEYSHIFT_REQUIRE_POSTGRES=1 but {POSTGRES_URL_ENV} is not set: start a server with \
-             scripts/postgres-test-server.sh"
-        ),
-        _ => {
-            eprintln!(
-                "SKIPPED: {POSTGRES_URL_ENV} is not set, so the PostgreSQL crash test does not run"
-            );
-            return;
-        }
+    let Some(url) = database_url("the PostgreSQL crash test") else {
+        return;
     };
-    let schema = Schema::create(&url).await;
+    let schema = Schema::create(&url, "ks_crash").await.keep_on_failure();
     crash_rounds(Backend::Postgres {
         url,
         schema: schema.name.clone(),
@@ -1039,59 +1028,4 @@ async fn crash_rounds(backend: Backend) {
         );
     }
     drop(server);
-}
-
-/// The test's PostgreSQL schema, dropped at the end (kept, and named, when the test failed).
-struct Schema {
-    url: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create(url: &str) -> Schema {
-        let name = format!("ks_crash_{:08x}", fastrand::u32(..));
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(url)
-            .await
-            .unwrap();
-        sqlx::raw_sql(&format!("CREATE SCHEMA {name}"))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        Schema {
-            url: url.to_owned(),
-            name,
-        }
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("crash test (postgres) failed: schema {} kept", self.name);
-            return;
-        }
-        let (url, name) = (self.url.clone(), self.name.clone());
-        // Drop cannot await: a thread with a runtime of its own does it.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let pool = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&url)
-                    .await
-                    .unwrap();
-                sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-            })
-        })
-        .join();
-    }
 }

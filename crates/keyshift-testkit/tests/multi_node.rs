@@ -10,106 +10,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use keyshift_api::b64;
-use keyshift_cli::config::{Settings, StoreUrl};
+use keyshift_cli::config::Settings;
+use keyshift_testkit::postgres::{database_url, Schema};
 use keyshift_testkit::{v, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const URL_ENV: &str = "KEYSHIFT_TEST_POSTGRES_URL";
-
 /// How soon a change made on one node must be refused on the other (the issue's bound).
 const PROPAGATION_BOUND: Duration = Duration::from_secs(1);
-
-/// The test database's URL; `None` (the test is skipped) without one, unless it is required.
-fn database_url() -> Option<String> {
-    match std::env::var(URL_ENV) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("KEYSHIFT_REQUIRE_POSTGRES").as_deref() == Ok("1") => panic!(
-            "KEYSHIFT_REQUIRE_POSTGRES=1 but {URL_ENV} is not set: start a server with \
-             scripts/postgres-test-server.sh"
-        ),
-        _ => {
-            eprintln!("SKIPPED: {URL_ENV} is not set, so the several-nodes tests do not run");
-            None
-        }
-    }
-}
-
-/// The test's schema, dropped when the test ends, passed or failed.
-struct Schema {
-    url: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create(url: &str) -> Schema {
-        let name = format!("ks_nodes_{:08x}", fastrand::u32(..));
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(url)
-            .await
-            .unwrap();
-        sqlx::raw_sql(&format!("CREATE SCHEMA {name}"))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        Schema {
-            url: url.to_owned(),
-            name,
-        }
-    }
-
-    /// `url` without its password, in this schema.
-    fn store_url(&self) -> StoreUrl {
-        let (scheme, rest) = self.url.split_once("://").unwrap();
-        let (userinfo, host) = rest.split_once('@').unwrap();
-        let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-        StoreUrl::new(format!(
-            "{scheme}://{user}@{host}?options[search_path]={}",
-            self.name
-        ))
-    }
-
-    fn password(&self) -> String {
-        let (_, rest) = self.url.split_once("://").unwrap();
-        let (userinfo, _) = rest.split_once('@').unwrap();
-        userinfo.split_once(':').unwrap().1.to_owned()
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let pool = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&url)
-                    .await
-                    .unwrap();
-                sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-            })
-        })
-        .join();
-        if dropped.is_err() && !std::thread::panicking() {
-            panic!("cannot drop the schema {}", self.name);
-        }
-    }
-}
 
 /// Settings for a node with its data in `data`, its records in `schema`.
 fn node_settings(dir: &Path, data: &Path, schema: &Schema) -> Settings {
@@ -218,10 +131,10 @@ fn version_of(kid: &Value) -> String {
 /// on B within a second, although B had it (and the assignment) in its caches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_one_node_changes_the_other_refuses_within_a_second() {
-    let Some(url) = database_url() else {
+    let Some(url) = database_url("the several-nodes test") else {
         return;
     };
-    let schema = Schema::create(&url).await;
+    let schema = Schema::create(&url, "ks_nodes").await;
     let Nodes { a, b, _dir } = two_nodes(&schema).await;
 
     // Created on A, used on B (B reads it from the store and caches it unsealed).
@@ -322,10 +235,10 @@ async fn what_one_node_changes_the_other_refuses_within_a_second() {
 /// and both nodes wrap with that latest within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_rotations_on_both_nodes_lose_no_version() {
-    let Some(url) = database_url() else {
+    let Some(url) = database_url("the several-nodes test") else {
         return;
     };
-    let schema = Schema::create(&url).await;
+    let schema = Schema::create(&url, "ks_nodes").await;
     let nodes = Arc::new(two_nodes(&schema).await);
     let first = create_key(&nodes.a, "busy").await;
 
@@ -420,11 +333,11 @@ async fn concurrent_rotations_on_both_nodes_lose_no_version() {
 /// Fresh nodes opening an empty database at the same moment all start, as one deployment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_opening_an_empty_database_together_all_start() {
-    let Some(url) = database_url() else {
+    let Some(url) = database_url("the several-nodes test") else {
         return;
     };
     for round in 0..5 {
-        let schema = Schema::create(&url).await;
+        let schema = Schema::create(&url, "ks_nodes").await;
         let options = keyshift_store::postgres::PostgresOptions::from_url(&url)
             .unwrap()
             .schema(&schema.name)

@@ -16,95 +16,14 @@ use sqlx::postgres::PgPoolOptions;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-const URL_ENV: &str = "KEYSHIFT_TEST_POSTGRES_URL";
-
-/// The test database's URL; `None` (the test is skipped) without one, unless it is required.
-fn database_url() -> Option<String> {
-    match std::env::var(URL_ENV) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("KEYSHIFT_REQUIRE_POSTGRES").as_deref() == Ok("1") => panic!(
-            "KEYSHIFT_REQUIRE_POSTGRES=1 but {URL_ENV} is not set: start a server with \
-             scripts/postgres-test-server.sh"
-        ),
-        _ => {
-            eprintln!(
-                "SKIPPED: {URL_ENV} is not set, so the server-on-PostgreSQL test does not run \
-                 (scripts/test.sh starts a server when PostgreSQL is installed)"
-            );
-            None
-        }
-    }
-}
-
-/// Splits `postgres://user:password@host...` into the URL without its password and the password,
-/// which the test hands over the way an operator would: in a file, not on the command line.
-fn split_password(url: &str) -> (String, String) {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let (userinfo, host) = rest.split_once('@').unwrap();
-    let (user, password) = userinfo.split_once(':').unwrap();
-    (format!("{scheme}://{user}@{host}"), password.to_owned())
-}
-
-/// The test's schema, dropped when the test ends, passed or failed.
-struct Schema {
-    url: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create(url: &str) -> Schema {
-        let name = format!("ks_server_{:08x}", fastrand::u32(..));
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(url)
-            .await
-            .unwrap();
-        sqlx::raw_sql(&format!("CREATE SCHEMA {name}"))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        Schema {
-            url: url.to_owned(),
-            name,
-        }
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
-        // Drop cannot await: a thread with a runtime of its own does it.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let pool = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&url)
-                    .await
-                    .unwrap();
-                sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-            })
-        })
-        .join();
-        if dropped.is_err() && !std::thread::panicking() {
-            panic!("cannot drop the schema {}", self.name);
-        }
-    }
-}
+use keyshift_testkit::postgres::{database_url, split_password, Schema};
 
 #[tokio::test]
 async fn a_server_on_postgres_keeps_its_keys_across_a_restart() {
-    let Some(url) = database_url() else {
+    let Some(url) = database_url("the server-on-PostgreSQL test") else {
         return;
     };
-    let schema = Schema::create(&url).await;
+    let schema = Schema::create(&url, "ks_server").await;
     restart_scenario(&url, &schema.name).await;
 }
 
