@@ -271,6 +271,26 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Assigns `roles` over `/keys` of vault `vault` to the administrator (a managed HSM's
+    /// Administrator role manages roles, not keys, as in Azure).
+    pub async fn grant_admin(&self, vault: &str, roles: &[&str]) {
+        let admin = self
+            .deployment()
+            .principal_by_client_id(&self.admin.client_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let vault = self.deployment().vault(vault).unwrap();
+        for role in roles {
+            self.deployment()
+                .assign_role(&vault, "/keys", role, &admin.id, None)
+                .await
+                .unwrap();
+        }
+    }
+}
+
 pub use keyshift_server::test_authority::{EnclaveKey, TestAuthority};
 
 impl TestServer {

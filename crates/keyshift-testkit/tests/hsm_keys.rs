@@ -53,19 +53,11 @@ fn public_of(bundle: &Value) -> PublicKey {
 async fn managed_hsm() -> Option<(TestServer, String)> {
     let s = TestServer::start_with_hsm().await?;
     let url = s.add_vault("kv2", VaultKind::ManagedHsm).await;
-    let admin = s
-        .deployment()
-        .principal_by_client_id(&s.admin.client_id)
-        .await
-        .unwrap()
-        .unwrap();
-    let kv2 = s.deployment().vault("kv2").unwrap();
-    for role in ["Managed HSM Crypto Officer", "Managed HSM Crypto User"] {
-        s.deployment()
-            .assign_role(&kv2, "/keys", role, &admin.id, None)
-            .await
-            .unwrap();
-    }
+    s.grant_admin(
+        "kv2",
+        &["Managed HSM Crypto Officer", "Managed HSM Crypto User"],
+    )
+    .await;
     Some((s, url))
 }
 
@@ -183,19 +175,11 @@ async fn attestation(s: &TestServer, base: &str, name: &str) -> (Value, bool) {
 async fn a_managed_hsm_without_an_hsm_makes_no_keys() {
     let s = TestServer::start().await;
     let url = s.add_vault("kv2", VaultKind::ManagedHsm).await;
-    let admin = s
-        .deployment()
-        .principal_by_client_id(&s.admin.client_id)
-        .await
-        .unwrap()
-        .unwrap();
-    let kv2 = s.deployment().vault("kv2").unwrap();
-    for role in ["Managed HSM Crypto Officer", "Managed HSM Crypto User"] {
-        s.deployment()
-            .assign_role(&kv2, "/keys", role, &admin.id, None)
-            .await
-            .unwrap();
-    }
+    s.grant_admin(
+        "kv2",
+        &["Managed HSM Crypto Officer", "Managed HSM Crypto User"],
+    )
+    .await;
     for body in [
         json!({"kty": "RSA-HSM"}),
         json!({"kty": "EC-HSM"}),

@@ -580,19 +580,11 @@ async fn software_key_moves_to_an_hsm_key_in_a_managed_hsm() {
     let hsm = s.add_vault("kv2", VaultKind::ManagedHsm).await;
     // A managed HSM's Administrator manages roles, not keys: the campaign's identity needs a
     // crypto role there, as in Azure.
-    let admin = s
-        .deployment()
-        .principal_by_client_id(&s.admin.client_id)
-        .await
-        .unwrap()
-        .unwrap();
-    let kv2 = s.deployment().vault("kv2").unwrap();
-    for role in ["Managed HSM Crypto Officer", "Managed HSM Crypto User"] {
-        s.deployment()
-            .assign_role(&kv2, "/keys", role, &admin.id, None)
-            .await
-            .unwrap();
-    }
+    s.grant_admin(
+        "kv2",
+        &["Managed HSM Crypto Officer", "Managed HSM Crypto User"],
+    )
+    .await;
     let source = create(
         &s,
         &s.url(),
