@@ -106,6 +106,8 @@ pub struct FileConfig {
     pub pkcs11_max_sessions: Option<usize>,
     /// Where `/metrics` is served (plain HTTP).
     pub metrics_listen: Option<SocketAddr>,
+    /// Where full backups are written (`file:///<container>` is a directory in it).
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -150,6 +152,8 @@ pub struct Settings {
     pub hsm: Option<HsmSettings>,
     /// Where `/metrics` is served (plain HTTP); `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where full backups are written and read; `None`: full backups are refused.
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// The environment variable the token's user PIN is read from when no PIN file is given.
@@ -246,6 +250,10 @@ pub struct ServeArgs {
     /// to loopback or a scrape network) [default: off].
     #[arg(long, env = "KEYSHIFT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Directory of full backups: `POST /backup` with `storageResourceUri` `file:///<container>`
+    /// writes to DIR/<container>/ [default: <data-dir>/backups].
+    #[arg(long, env = "KEYSHIFT_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -290,6 +298,13 @@ impl Settings {
         Ok(Settings {
             hsm,
             metrics_listen: serve.metrics_listen.or(file.metrics_listen),
+            backup_dir: Some(
+                serve
+                    .backup_dir
+                    .clone()
+                    .or(file.backup_dir)
+                    .unwrap_or_else(|| data_dir.join("backups")),
+            ),
             data_dir,
             listen,
             public_url: serve.public_url.clone().or(file.public_url),

@@ -5,6 +5,7 @@ mod audit_cmd;
 mod byok_cmd;
 pub mod config;
 pub mod datadir;
+mod domain_cmd;
 mod envelope_cmd;
 mod identity_cmd;
 mod migrate_cmd;
@@ -84,6 +85,12 @@ enum Command {
     Unseal(seal_cmd::UnsealArgs),
     /// Seal a running server: it drops the root key and every key it unsealed.
     Seal(seal_cmd::SealArgs),
+    /// The security domain: split it to custodians, or give it to a vault of another deployment.
+    #[command(subcommand)]
+    SecurityDomain(domain_cmd::SecurityDomainCommand),
+    /// Full backups of a vault, and restoring them (all, or one key).
+    #[command(subcommand)]
+    Backup(domain_cmd::BackupCommand),
     /// Rekey envelope files in place: decrypt with the old keys, encrypt with new data keys under
     /// a new KEK or keyring.
     Rekey(migrate_cmd::RekeyArgs),
@@ -134,6 +141,8 @@ where
             Command::Unseal(args) => seal_cmd::run_unseal(&cli.common, args).await,
             Command::Seal(args) => seal_cmd::run_seal(&cli.common, args).await,
             Command::Rekey(args) => migrate_cmd::run_rekey(&cli.common, args).await,
+            Command::SecurityDomain(cmd) => domain_cmd::run_security_domain(&cli.common, cmd).await,
+            Command::Backup(cmd) => domain_cmd::run_backup(&cli.common, cmd).await,
         }
     });
     match result {

@@ -269,7 +269,7 @@ fn settings(common: &CommonArgs) -> Result<Settings> {
     Settings::resolve(common, &ServeArgs::default())
 }
 
-fn read_custodian_key(path: &Path) -> Result<KeyMaterial> {
+pub(crate) fn read_custodian_key(path: &Path) -> Result<KeyMaterial> {
     let pem = Zeroizing::new(
         std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the custodian key {}", path.display()))?,

@@ -53,6 +53,7 @@ pub(crate) fn server_config(
         maintenance_interval: Duration::from_secs(settings.maintenance_interval_seconds.max(1)),
         refresh_interval: Duration::from_secs(2),
         metrics_listen: settings.metrics_listen,
+        backup_dir: settings.backup_dir.clone(),
     }
 }
 

@@ -435,6 +435,121 @@ impl KeyClient {
         Ok((result, request_id))
     }
 
+    /// `POST /securitydomain/download`: the vault's security domain split to the custodians whose
+    /// DER certificates are given, `required` of them needed. Returns the file's JSON text.
+    pub async fn download_security_domain(
+        &self,
+        vault: &VaultUrl,
+        certificates_der: &[Vec<u8>],
+        required: usize,
+    ) -> Result<String, ClientError> {
+        let url = self.url(vault, "/securitydomain/download", &[])?;
+        let certificates: Vec<serde_json::Value> = certificates_der
+            .iter()
+            .map(|der| serde_json::json!({"kty": "RSA", "x5c": [b64::encode_standard(der)]}))
+            .collect();
+        let body = json(&serde_json::json!({"certificates": certificates, "required": required}))?;
+        let reply: serde_json::Value = self
+            .call(
+                "download_security_domain",
+                Method::POST,
+                vault,
+                url,
+                Some(body),
+                Unsafe,
+            )
+            .await?;
+        reply
+            .get("value")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| ClientError::invalid_response("the download has no value"))
+    }
+
+    /// `GET /securitydomain/upload`: the transfer key a security domain is uploaded under.
+    pub async fn security_domain_transfer_key<T: DeserializeOwned>(
+        &self,
+        vault: &VaultUrl,
+    ) -> Result<T, ClientError> {
+        let url = self.url(vault, "/securitydomain/upload", &[])?;
+        self.call(
+            "security_domain_transfer_key",
+            Method::GET,
+            vault,
+            url,
+            None,
+            Safe,
+        )
+        .await
+    }
+
+    /// `POST /securitydomain/upload` of `value` (the upload's JSON text).
+    pub async fn upload_security_domain(
+        &self,
+        vault: &VaultUrl,
+        value: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = self.url(vault, "/securitydomain/upload", &[])?;
+        let body = json(&serde_json::json!({ "value": value }))?;
+        self.call(
+            "upload_security_domain",
+            Method::POST,
+            vault,
+            url,
+            Some(body),
+            Safe,
+        )
+        .await
+    }
+
+    /// `POST /backup` to `storage_uri` (`file:///<container>` on a Keyshift server). Returns the
+    /// operation, whose `azureStorageBlobContainerUri` is the backup's folder URL.
+    pub async fn full_backup(
+        &self,
+        vault: &VaultUrl,
+        storage_uri: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = self.url(vault, "/backup", &[])?;
+        let body = json(&serde_json::json!({ "storageResourceUri": storage_uri, "token": "" }))?;
+        self.call("full_backup", Method::POST, vault, url, Some(body), Unsafe)
+            .await
+    }
+
+    /// `PUT /restore` of the backup in `folder` of `storage_uri`, or `PUT /keys/{key}/restore`
+    /// of one key of it.
+    pub async fn full_restore(
+        &self,
+        vault: &VaultUrl,
+        storage_uri: &str,
+        folder: &str,
+        key: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let sas = serde_json::json!({ "storageResourceUri": storage_uri, "token": "" });
+        let (url, body) = match key {
+            Some(name) => {
+                validate_key_name(name)?;
+                (
+                    self.url(vault, &format!("/keys/{name}/restore"), &[])?,
+                    serde_json::json!({ "sasTokenParameters": sas, "folder": folder }),
+                )
+            }
+            None => (
+                self.url(vault, "/restore", &[])?,
+                serde_json::json!({ "sasTokenParameters": sas, "folderToRestore": folder }),
+            ),
+        };
+        // Safe to repeat: keys restored already with the same content are left as they are.
+        self.call(
+            "full_restore",
+            Method::PUT,
+            vault,
+            url,
+            Some(json(&body)?),
+            Safe,
+        )
+        .await
+    }
+
     /// Role assignments at `scope` (`/`, `/keys` or `/keys/{name}`) and below it.
     pub async fn list_role_assignments(
         &self,

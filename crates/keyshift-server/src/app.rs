@@ -39,6 +39,8 @@ pub struct App {
     pub release: crate::release::ReleaseSupport,
     /// Request counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where full backups are written and read (`backup_api.rs`); `None`: nowhere.
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 /// Which listener a request came through.
@@ -522,14 +524,19 @@ async fn answer(app: &App, arrival: &Arrival, req: Request) -> (Response, Option
     let route = match routes::parse_rbac(method, &path) {
         Some(Ok(r)) => Call::Rbac(r),
         Some(Err(e)) => return refused(&e),
-        None => match routes::parse(method, &path) {
-            Ok(r) => Call::Keys(r),
-            Err(e) => return refused(&e),
+        None => match crate::backup_api::parse(method, &path) {
+            Some(Ok(r)) => Call::Admin(r),
+            Some(Err(e)) => return refused(&e),
+            None => match routes::parse(method, &path) {
+                Ok(r) => Call::Keys(r),
+                Err(e) => return refused(&e),
+            },
         },
     };
     let trace = match &route {
         Call::Keys(r) => arrival.trace(principal, r.operation(), r.key()),
         Call::Rbac(r) => arrival.trace(principal, r.operation(), (None, None)),
+        Call::Admin(r) => arrival.trace(principal, r.operation(), (r.key(), None)),
     };
     let query = Query::parse(req.uri().query().unwrap_or(""));
     match query.get("api-version") {
@@ -564,6 +571,10 @@ async fn answer(app: &App, arrival: &Arrival, req: Request) -> (Response, Option
         Call::Rbac(route) => {
             crate::rbac_api::dispatch(&app.deployment, &ctx, vault, route, &query, &body).await
         }
+        Call::Admin(route) => {
+            let api_version = query.get("api-version").unwrap_or_default();
+            crate::backup_api::dispatch(app, &ctx, vault, route, api_version, &body).await
+        }
     };
     let response = match result {
         Ok(response) => response,
@@ -580,6 +591,7 @@ async fn answer(app: &App, arrival: &Arrival, req: Request) -> (Response, Option
 enum Call {
     Keys(Route),
     Rbac(routes::RbacRoute),
+    Admin(crate::backup_api::AdminRoute),
 }
 
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

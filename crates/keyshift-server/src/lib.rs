@@ -5,6 +5,7 @@
 pub mod admin_api;
 pub mod app;
 pub mod auth;
+pub mod backup_api;
 pub mod federation;
 mod listener;
 pub mod metrics;
@@ -52,6 +53,9 @@ pub struct ServerConfig {
     pub refresh_interval: Duration,
     /// Where `/metrics` is served (plain HTTP); `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// The directory full backups are written to and restored from (`file:///<container>` is a
+    /// directory in it); `None`: full backups are refused.
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 /// Server start-up failures.
@@ -233,6 +237,7 @@ async fn start_with(
         extra_hosts: config.extra_hosts.clone(),
         release: release::ReleaseSupport::new(config.ca.clone()),
         metrics: Default::default(),
+        backup_dir: config.backup_dir.clone(),
     });
     let mut tasks = Vec::new();
     let metrics_addr = match config.metrics_listen {

@@ -53,6 +53,7 @@ pub fn settings(data_dir: &Path) -> Settings {
         store: Default::default(),
         hsm: None,
         metrics_listen: None,
+        backup_dir: Some(data_dir.join("backups")),
     }
 }
 

@@ -323,6 +323,11 @@ impl Deployment {
         Ok(())
     }
 
+    /// Now, Unix seconds, by the deployment's clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
     /// The clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock

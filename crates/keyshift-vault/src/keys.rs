@@ -578,17 +578,17 @@ fn next_link(
 
 /// The payload of a backup blob; sealed as a whole under the security-domain key.
 #[derive(Serialize, Deserialize)]
-struct BackupPayload {
-    name: String,
+pub(crate) struct BackupPayload {
+    pub(crate) name: String,
     /// The version that was current when the backup was taken.
-    latest: String,
+    pub(crate) latest: String,
     created: i64,
     rotation_policy: Option<KeyRotationPolicy>,
     versions: Vec<BackupVersion>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct BackupVersion {
+pub(crate) struct BackupVersion {
     record: VersionRecord,
     #[serde(with = "keyshift_api::b64::bytes")]
     material: Vec<u8>,
@@ -1774,6 +1774,25 @@ impl Deployment {
             .await?;
         let (key, _) = self.require_key(vault, name).await?;
         let sd = self.security_domain_key(&vault.security_domain).await?;
+        let payload = self.key_backup_payload(vault, &sd, &key).await?;
+        let json = Zeroizing::new(to_json(&payload)?);
+        let sealed = sd
+            .seal(&backup_aad(&vault.security_domain), &json)
+            .map_err(|_| ApiError::internal())?;
+        let mut blob = BACKUP_MAGIC.to_vec();
+        blob.extend_from_slice(vault.security_domain.as_bytes());
+        blob.extend_from_slice(&sealed);
+        Ok(BackupBlob { value: blob })
+    }
+
+    /// Every version of `key`, its private parts opened from their seal (or, for HSM versions,
+    /// the token object's reference): what a key backup and a full vault backup carry.
+    pub(crate) async fn key_backup_payload(
+        &self,
+        vault: &VaultRecord,
+        sd: &keyshift_crypto::seal::SealingKey,
+        key: &KeyRecord,
+    ) -> Result<BackupPayload> {
         let prefix = format!("{}/", key_key(&vault.id, &key.name));
         let mut versions = Vec::new();
         let mut after: Option<String> = None;
@@ -1791,12 +1810,12 @@ impl Deployment {
                 // token does not let the key out.
                 let material = match record.hsm_token {
                     Some(_) => {
-                        open_token_ref(&sd, &vault.id, &key.name, &record.version, &record.sealed)?
+                        open_token_ref(sd, &vault.id, &key.name, &record.version, &record.sealed)?
                             .as_bytes()
                             .to_vec()
                     }
                     None => {
-                        open_version(&sd, &vault.id, &key.name, &record.version, &record.sealed)?
+                        open_version(sd, &vault.id, &key.name, &record.version, &record.sealed)?
                             .to_bytes()
                             .to_vec()
                     }
@@ -1805,21 +1824,13 @@ impl Deployment {
                 versions.push(BackupVersion { record, material });
             }
         }
-        let payload = BackupPayload {
+        Ok(BackupPayload {
             name: key.name.clone(),
             latest: key.latest.clone(),
             created: key.created,
             rotation_policy: key.rotation_policy.clone(),
             versions,
-        };
-        let json = Zeroizing::new(to_json(&payload)?);
-        let sealed = sd
-            .seal(&backup_aad(&vault.security_domain), &json)
-            .map_err(|_| ApiError::internal())?;
-        let mut blob = BACKUP_MAGIC.to_vec();
-        blob.extend_from_slice(vault.security_domain.as_bytes());
-        blob.extend_from_slice(&sealed);
-        Ok(BackupBlob { value: blob })
+        })
     }
 
     /// `POST /keys/restore`
@@ -1854,6 +1865,20 @@ impl Deployment {
             })?;
         let payload: BackupPayload = serde_json::from_slice(&json)
             .map_err(|_| ApiError::bad_parameter("The backup blob is corrupted."))?;
+        let record = self.restore_key_payload(ctx, vault, &sd, &payload).await?;
+        Ok(self.bundle(ctx, vault, &payload.name, &record))
+    }
+
+    /// Writes the key of `payload`, with all its versions sealed anew under `sd`, into `vault`,
+    /// in one transaction; refused when a key of that name exists there, live or soft-deleted.
+    /// Returns the current version.
+    pub(crate) async fn restore_key_payload(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        sd: &keyshift_crypto::seal::SealingKey,
+        payload: &BackupPayload,
+    ) -> Result<VersionRecord> {
         check_key_name(&payload.name)?;
         if !payload
             .versions
@@ -1896,7 +1921,7 @@ impl Deployment {
                     let material = KeyMaterial::from_bytes(&v.material)
                         .map_err(|_| ApiError::bad_parameter("The backup blob is corrupted."))?;
                     record.sealed =
-                        seal_version(&sd, &vault.id, &payload.name, &record.version, &material)?;
+                        seal_version(sd, &vault.id, &payload.name, &record.version, &material)?;
                 }
                 Some(token) => {
                     let reference = keyshift_crypto::HsmKeyRef::from_bytes(&v.material)
@@ -1905,12 +1930,12 @@ impl Deployment {
                         .await?;
                     ops.push(self.object_user_ops(token, &reference, &vk).await?);
                     record.sealed =
-                        seal_token_ref(&sd, &vault.id, &payload.name, &record.version, &reference)?;
+                        seal_token_ref(sd, &vault.id, &payload.name, &record.version, &reference)?;
                 }
             }
             ops.push(Op::Put {
                 ns: ns::KEY_VERSION,
-                key: version_key(&vault.id, &payload.name, &record.version),
+                key: vk,
                 value: to_json(&record)?,
                 expect: Expect::Any,
             });
@@ -1926,8 +1951,7 @@ impl Deployment {
             other => store_error(other),
         })?;
         self.cache.invalidate(&kk);
-        let record = latest_record.ok_or_else(ApiError::internal)?;
-        Ok(self.bundle(ctx, vault, &payload.name, &record))
+        latest_record.ok_or_else(ApiError::internal)
     }
 
     /// Checks that the token object a backed-up HSM key version names still exists, in a token

@@ -8,6 +8,7 @@
 pub mod access;
 mod attestation;
 pub mod audit;
+pub mod backup;
 pub mod byok;
 mod changes;
 pub use changes::{FollowedChanges, CHANGE_FOLLOW_INTERVAL};
@@ -30,6 +31,7 @@ mod stats;
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use deployment::{Deployment, NewPrincipal, VaultSpec};
 pub use keyshift_api::ApiError;
+pub use naming::printable;
 pub use records::{VaultKind, VaultRecord};
 pub use root::RootKey;
 pub use stats::VaultStats;

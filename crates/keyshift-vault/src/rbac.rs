@@ -62,11 +62,25 @@ pub enum Action {
     WriteRoleDefinitions,
     /// delete custom role definitions
     DeleteRoleDefinitions,
+    /// download the security domain (split to custodians)
+    SecurityDomainDownload,
+    /// read the security domain's transfer key, before an upload
+    SecurityDomainTransferKey,
+    /// upload a security domain
+    SecurityDomainUpload,
+    /// start a full backup
+    BackupStart,
+    /// read a full backup's status
+    BackupStatus,
+    /// start a full or selective restore
+    RestoreStart,
+    /// read a restore's status
+    RestoreStatus,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 27] = [
+    pub const ALL: [Action; 34] = [
         Action::Read,
         Action::Create,
         Action::Import,
@@ -94,6 +108,13 @@ impl Action {
         Action::ReadRoleDefinitions,
         Action::WriteRoleDefinitions,
         Action::DeleteRoleDefinitions,
+        Action::SecurityDomainDownload,
+        Action::SecurityDomainTransferKey,
+        Action::SecurityDomainUpload,
+        Action::BackupStart,
+        Action::BackupStatus,
+        Action::RestoreStart,
+        Action::RestoreStatus,
     ];
 
     /// The Azure data action this request needs in a vault of `kind`.
@@ -131,6 +152,19 @@ impl Action {
                 ReadRoleDefinitions => "Microsoft.KeyVault/vaults/roleDefinitions/read/action",
                 WriteRoleDefinitions => "Microsoft.KeyVault/vaults/roleDefinitions/write/action",
                 DeleteRoleDefinitions => "Microsoft.KeyVault/vaults/roleDefinitions/delete/action",
+                // Key Vault has no security domain or full backup; ours are Managed HSM's,
+                // under vaults/* so that only the Administrator has them.
+                SecurityDomainDownload => {
+                    "Microsoft.KeyVault/vaults/securitydomain/download/action"
+                }
+                SecurityDomainTransferKey => {
+                    "Microsoft.KeyVault/vaults/securitydomain/transferkey/read"
+                }
+                SecurityDomainUpload => "Microsoft.KeyVault/vaults/securitydomain/upload/action",
+                BackupStart => "Microsoft.KeyVault/vaults/backup/start/action",
+                BackupStatus => "Microsoft.KeyVault/vaults/backup/status/action",
+                RestoreStart => "Microsoft.KeyVault/vaults/restore/start/action",
+                RestoreStatus => "Microsoft.KeyVault/vaults/restore/status/action",
             },
             VaultKind::ManagedHsm => match self {
                 Read | ReadRotationPolicy => "Microsoft.KeyVault/managedHsm/keys/read/action",
@@ -166,6 +200,19 @@ impl Action {
                 DeleteRoleDefinitions => {
                     "Microsoft.KeyVault/managedHsm/roleDefinitions/delete/action"
                 }
+                SecurityDomainDownload => {
+                    "Microsoft.KeyVault/managedHsm/securitydomain/download/action"
+                }
+                SecurityDomainTransferKey => {
+                    "Microsoft.KeyVault/managedHsm/securitydomain/transferkey/read"
+                }
+                SecurityDomainUpload => {
+                    "Microsoft.KeyVault/managedHsm/securitydomain/upload/action"
+                }
+                BackupStart => "Microsoft.KeyVault/managedHsm/backup/start/action",
+                BackupStatus => "Microsoft.KeyVault/managedHsm/backup/status/action",
+                RestoreStart => "Microsoft.KeyVault/managedHsm/restore/start/action",
+                RestoreStatus => "Microsoft.KeyVault/managedHsm/restore/status/action",
             },
         }
     }

@@ -20,6 +20,18 @@ const ROLES: [Action; 6] = [
     DeleteRoleDefinitions,
 ];
 
+/// The security domain and full backup and restore: the Administrator's, and (backup only) the
+/// Managed HSM Backup role's.
+const DOMAIN: [Action; 7] = [
+    SecurityDomainDownload,
+    SecurityDomainTransferKey,
+    SecurityDomainUpload,
+    BackupStart,
+    BackupStatus,
+    RestoreStart,
+    RestoreStatus,
+];
+
 /// What each built-in role may do, by role id.
 fn expected(kind: VaultKind, role_id: &str) -> BTreeSet<Action> {
     let all: BTreeSet<Action> = Action::ALL.iter().copied().collect();
@@ -30,7 +42,7 @@ fn expected(kind: VaultKind, role_id: &str) -> BTreeSet<Action> {
         (VaultKind::Vault, "14b46e9e-c2b7-41b4-b07b-48a6ebf60603") => {
             // Crypto Officer: keys/* and keyrotationpolicies/*: no rng, no roles
             all.into_iter()
-                .filter(|a| !ROLES.contains(a) && *a != Random)
+                .filter(|a| !ROLES.contains(a) && !DOMAIN.contains(a) && *a != Random)
                 .collect()
         }
         (VaultKind::Vault, "12338af0-0e69-4776-bea7-57ae8d297424") => set(&[
@@ -50,10 +62,22 @@ fn expected(kind: VaultKind, role_id: &str) -> BTreeSet<Action> {
         }
         (VaultKind::Vault, "08bbd89e-9f13-488c-ac41-acfcb10c90ab") => set(&[Release]),
         (VaultKind::Vault, "21090545-7ca7-4776-b22c-e363652d74d2") => {
-            set(&[Read, ReadDeleted, ReadRotationPolicy])
+            // Reader: vaults/*/read, which also matches the security domain's transfer key
+            // (a public key).
+            set(&[
+                Read,
+                ReadDeleted,
+                ReadRotationPolicy,
+                SecurityDomainTransferKey,
+            ])
         }
         // Managed HSM
-        (VaultKind::ManagedHsm, "a290e904-7015-4bba-90c8-60543313cdb4") => set(&ROLES), // Administrator: roles, no key use
+        (VaultKind::ManagedHsm, "a290e904-7015-4bba-90c8-60543313cdb4") => {
+            // Administrator: roles, the security domain and full backups; no key use
+            let mut s = set(&ROLES);
+            s.extend(DOMAIN);
+            s
+        }
         (VaultKind::ManagedHsm, "515eb02d-2335-4d2d-92f2-b1cbdf9c3778") => {
             let mut s = set(&ROLES);
             s.extend([ReadDeleted, Recover, Purge]);
@@ -93,7 +117,9 @@ fn expected(kind: VaultKind, role_id: &str) -> BTreeSet<Action> {
             set(&[Read, ReadRotationPolicy, Wrap, Unwrap])
         }
         (VaultKind::ManagedHsm, "21dbd100-6940-42c2-9190-5d6cb909625c") => set(&[Release]),
-        (VaultKind::ManagedHsm, "7b127d3c-77bd-4e3e-bbe0-dbb8971fa7f8") => set(&[Backup]),
+        (VaultKind::ManagedHsm, "7b127d3c-77bd-4e3e-bbe0-dbb8971fa7f8") => {
+            set(&[Backup, BackupStart, BackupStatus])
+        }
         (kind, id) => panic!("no expectation written for {kind:?} role {id}"),
     }
 }
@@ -114,7 +140,10 @@ fn every_role_every_operation_every_scope() {
                     principal_id: "p".into(),
                 };
                 for action in Action::ALL {
-                    let resource = if action == Random || ROLES.contains(&action) {
+                    let resource = if action == Random
+                        || ROLES.contains(&action)
+                        || DOMAIN.contains(&action)
+                    {
                         "/"
                     } else {
                         "/keys/this"
