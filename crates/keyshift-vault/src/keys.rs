@@ -112,9 +112,18 @@ impl KeyCache {
             return;
         }
         let mut latest = self.latest.write().unwrap_or_else(|p| p.into_inner());
-        if versions.len() >= CACHE_CAPACITY {
-            versions.clear();
-            latest.clear();
+        // A full cache gives up one entry, the first in hash order (in effect a random one), so
+        // that a working set a little larger than the cache keeps most of its hits instead of
+        // losing them all at once. The version's material is zeroized when its last user drops it.
+        if versions.len() >= CACHE_CAPACITY && !versions.contains_key(&version_key) {
+            if let Some(victim) = versions.keys().next().cloned() {
+                versions.remove(&victim);
+            }
+        }
+        if is_latest && latest.len() >= CACHE_CAPACITY && !latest.contains_key(key_key) {
+            if let Some(victim) = latest.keys().next().cloned() {
+                latest.remove(&victim);
+            }
         }
         if is_latest {
             latest.insert(key_key.to_owned(), entry.record.version.clone());
@@ -209,6 +218,30 @@ mod cache_tests {
         cache.clear();
         cache.insert("v/k", "v/k/1".into(), entry("1"), true, read_at);
         assert!(cache.version("v/k/1").is_none());
+    }
+
+    #[test]
+    fn a_full_cache_gives_up_one_entry_not_all() {
+        let cache = KeyCache::default();
+        let put = |i: usize| {
+            let kk = format!("v/k{i}");
+            let read_at = cache.generation(&kk);
+            cache.insert(&kk, format!("{kk}/1"), entry("1"), true, read_at);
+        };
+        for i in 0..CACHE_CAPACITY {
+            put(i);
+        }
+        assert_eq!(cache.len(), CACHE_CAPACITY);
+        for i in CACHE_CAPACITY..CACHE_CAPACITY + 100 {
+            put(i);
+            assert_eq!(cache.len(), CACHE_CAPACITY);
+            assert!(cache.version(&format!("v/k{i}/1")).is_some());
+        }
+        let held = (0..CACHE_CAPACITY)
+            .filter(|i| cache.version(&format!("v/k{i}/1")).is_some())
+            .count();
+        assert_eq!(held, CACHE_CAPACITY - 100);
+        assert!(cache.latest.read().unwrap().len() <= CACHE_CAPACITY);
     }
 }
 
