@@ -76,7 +76,8 @@ pub fn use_audit_chain(dir: &DataDir) -> Result<String> {
     let id = match std::fs::read_to_string(&path) {
         Ok(text) => text.trim().to_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = keyshift_vault::audit::new_chain_id().map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let id = keyshift_vault::audit::new_chain_id()
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             write_private_file(&path, format!("{id}\n").as_bytes())?;
             id
         }

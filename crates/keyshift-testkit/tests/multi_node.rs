@@ -453,7 +453,12 @@ async fn two_busy_nodes_audit_every_request_without_503() {
     let unavailable = answered.iter().filter(|(_, _, s)| *s == 503).count();
     assert_eq!(unavailable, 0, "{unavailable} requests were answered 503");
     let failed: Vec<_> = answered.iter().filter(|(_, _, s)| *s != 200).collect();
-    assert!(failed.is_empty(), "{} failed: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
 
     // The log, read from either node: intact, one event per request, by operation.
     for node in [&nodes.a, &nodes.b] {
@@ -512,6 +517,9 @@ async fn two_busy_nodes_audit_every_request_without_503() {
         .filter(|u| u.operation == "KeyWrap")
         .map(|u| u.count)
         .sum();
-    let expected_wraps = answered.iter().filter(|(op, _, _)| *op == "KeyWrap").count() as u64;
+    let expected_wraps = answered
+        .iter()
+        .filter(|(op, _, _)| *op == "KeyWrap")
+        .count() as u64;
     assert_eq!(wraps, expected_wraps, "{:?}", report.versions[0].usage);
 }

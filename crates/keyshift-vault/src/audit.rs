@@ -909,7 +909,12 @@ impl ChainWalk {
 /// A reading cursor: `chain=block.next` for each chain read so far, comma-separated (`block` is
 /// the first sequence number of the block holding `next`, the next event to read).
 fn parse_cursor(text: &str) -> Result<HashMap<String, (u64, u64)>> {
-    let bad = || ApiError::new(ErrorCode::BadParameter, "The audit log cursor is malformed.");
+    let bad = || {
+        ApiError::new(
+            ErrorCode::BadParameter,
+            "The audit log cursor is malformed.",
+        )
+    };
     let mut out = HashMap::new();
     for part in text.split(',').filter(|p| !p.is_empty()) {
         let (chain, pos) = part.split_once('=').ok_or_else(bad)?;
@@ -950,7 +955,10 @@ struct Chain {
 }
 
 fn altered_head(chain: &str) -> ApiError {
-    tracing::error!(chain, "an audit chain's head does not verify; run `keyshift audit verify`");
+    tracing::error!(
+        chain,
+        "an audit chain's head does not verify; run `keyshift audit verify`"
+    );
     ApiError::new(
         ErrorCode::InternalError,
         "The audit log's head does not verify: the log was altered outside Keyshift. \
@@ -1037,7 +1045,10 @@ async fn open_chain(store: &dyn Store, mac_key: &[u8], chain: &str) -> Result<Ch
             }
         };
         if chains.iter().any(|c| c == chain) {
-            tracing::error!(chain, "the audit chain is registered but its head is missing");
+            tracing::error!(
+                chain,
+                "the audit chain is registered but its head is missing"
+            );
             return Err(ApiError::new(
                 ErrorCode::InternalError,
                 format!(
@@ -1362,10 +1373,8 @@ impl Writer {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Submission>) {
         let mut batch = Vec::new();
-        let mut sweep = tokio::time::interval_at(
-            tokio::time::Instant::now() + SWEEP_INTERVAL,
-            SWEEP_INTERVAL,
-        );
+        let mut sweep =
+            tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_INTERVAL, SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
@@ -1922,7 +1931,9 @@ impl Deployment {
                 return Ok(broken(
                     counted,
                     count,
-                    format!("chain {chain}: the chain's head was altered (its HMAC does not verify)"),
+                    format!(
+                        "chain {chain}: the chain's head was altered (its HMAC does not verify)"
+                    ),
                 ));
             }
             if head.next_seq != walk.expected_seq {
@@ -1976,9 +1987,7 @@ impl Deployment {
         let mut out = Vec::new();
         for v in versions.1 {
             let prefix = format!("{}/{v}/", crate::naming::key_key(&vault.id, &key_name));
-            let usage = self
-                .list_all::<UsageRecord>(ns::KEY_USAGE, &prefix)
-                .await?;
+            let usage = self.list_all::<UsageRecord>(ns::KEY_USAGE, &prefix).await?;
             // One counter per chain (and one from before chains had their own): added up.
             let mut merged: std::collections::BTreeMap<(String, String), UsageEntry> =
                 Default::default();

@@ -560,7 +560,10 @@ async fn two_chains_verify_and_read_merged_by_time() {
     let v = f.d.verify_audit().await.unwrap();
     assert!(v.intact, "{:?}", v.problem);
     assert_eq!((v.events, v.chains), (14, 2));
-    let all = f.d.audit_events(&AuditFilter::default(), 1000).await.unwrap();
+    let all =
+        f.d.audit_events(&AuditFilter::default(), 1000)
+            .await
+            .unwrap();
     assert_eq!(all.len(), 14);
     let keys: Vec<(String, String, u64)> = all
         .iter()
@@ -628,7 +631,10 @@ async fn a_chain_the_registry_does_not_list_is_caught() {
     let copy = key.replace(NODE_A, "node-x");
     f.put_block(&copy, &block).await;
     let problem = f.problem().await;
-    assert!(problem.contains("chain node-x") && problem.contains("does not follow"), "{problem}");
+    assert!(
+        problem.contains("chain node-x") && problem.contains("does not follow"),
+        "{problem}"
+    );
     // Rechained from it, it makes a chain that holds, but that nobody registered.
     block.prev = keyshift_vault::audit::genesis("node-x");
     block.last = rechain(block.prev, &block.events);
@@ -639,9 +645,17 @@ async fn a_chain_the_registry_does_not_list_is_caught() {
         "{problem}"
     );
     // Nor can the registry be rewritten without the MAC key.
-    let r = f.store.get(ns::META, "audit_chains").await.unwrap().unwrap();
+    let r = f
+        .store
+        .get(ns::META, "audit_chains")
+        .await
+        .unwrap()
+        .unwrap();
     let mut registry: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
-    registry["chains"].as_array_mut().unwrap().push("node-x".into());
+    registry["chains"]
+        .as_array_mut()
+        .unwrap()
+        .push("node-x".into());
     f.store
         .commit(vec![Op::Put {
             ns: ns::META,
@@ -651,7 +665,10 @@ async fn a_chain_the_registry_does_not_list_is_caught() {
         }])
         .await
         .unwrap();
-    assert!(f.problem().await.contains("registry of audit chains was altered"));
+    assert!(f
+        .problem()
+        .await
+        .contains("registry of audit chains was altered"));
 }
 
 #[tokio::test]
@@ -689,12 +706,20 @@ async fn a_legacy_single_chain_store_still_verifies_and_reads_after_the_upgrade(
     let mut f = fixture_as(None).await;
     f.some_events().await;
     one_event_per_block(&mut f).await;
-    assert!(f.store.get(ns::META, "audit_chains").await.unwrap().is_none());
+    assert!(f
+        .store
+        .get(ns::META, "audit_chains")
+        .await
+        .unwrap()
+        .is_none());
     assert!(f.store.get(ns::META, "audit_head").await.unwrap().is_some());
     let v = f.d.verify_audit().await.unwrap();
     assert!(v.intact, "{:?}", v.problem);
     assert_eq!((v.events, v.chains), (11, 1));
-    let legacy = f.d.audit_events(&AuditFilter::default(), 100).await.unwrap();
+    let legacy =
+        f.d.audit_events(&AuditFilter::default(), 100)
+            .await
+            .unwrap();
     assert_eq!(legacy.len(), 11);
     assert!(legacy.iter().all(|e| e.chain == "legacy"));
 
@@ -702,7 +727,12 @@ async fn a_legacy_single_chain_store_still_verifies_and_reads_after_the_upgrade(
     // is registered beside it and still verifies and reads.
     let b = f.node(Some("node-b")).await;
     f.events_on(&b, 3).await;
-    let r = f.store.get(ns::META, "audit_chains").await.unwrap().unwrap();
+    let r = f
+        .store
+        .get(ns::META, "audit_chains")
+        .await
+        .unwrap()
+        .unwrap();
     let registry: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
     assert_eq!(registry["chains"], serde_json::json!(["legacy", "node-b"]));
     let v = b.verify_audit().await.unwrap();
@@ -764,7 +794,10 @@ async fn a_live_nodes_pending_copy_is_left_to_it_and_a_dead_ones_is_chained_once
             .map(|e| (e.chain.clone(), e.status))
             .collect()
     };
-    let all = f.d.audit_events(&AuditFilter::default(), 100).await.unwrap();
+    let all =
+        f.d.audit_events(&AuditFilter::default(), 100)
+            .await
+            .unwrap();
     assert_eq!(of(&all, "inflight"), [(NODE_A.to_owned(), 200)]);
 
     // A create whose node dies and never comes back: once stale, the first of two nodes starting
@@ -782,8 +815,14 @@ async fn a_live_nodes_pending_copy_is_left_to_it_and_a_dead_ones_is_chained_once
     .await
     .unwrap();
     let _c = f.node(Some("node-c")).await;
-    let all = f.d.audit_events(&AuditFilter::default(), 100).await.unwrap();
-    assert!(of(&all, "orphan").is_empty(), "fresh: its node may be alive");
+    let all =
+        f.d.audit_events(&AuditFilter::default(), 100)
+            .await
+            .unwrap();
+    assert!(
+        of(&all, "orphan").is_empty(),
+        "fresh: its node may be alive"
+    );
     f.clock.advance(11 * 60);
     let (d, e) = tokio::join!(f.node(Some("node-d")), f.node(Some("node-e")));
     let all = d.audit_events(&AuditFilter::default(), 100).await.unwrap();
@@ -815,9 +854,14 @@ async fn usage_counts_add_up_across_chains() {
         b.finish_trace(t, 200, 10).await.unwrap();
     }
     let report =
-        f.d.key_usage(&RequestContext::system("https://kv.test"), &f.vault, "k", None)
-            .await
-            .unwrap();
+        f.d.key_usage(
+            &RequestContext::system("https://kv.test"),
+            &f.vault,
+            "k",
+            None,
+        )
+        .await
+        .unwrap();
     let usage = &report.versions[0].usage;
     let alice = usage
         .iter()
