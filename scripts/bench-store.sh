@@ -35,6 +35,7 @@ start() { # dir port [serve flags...] -> pid on stdout; waits for the first node
   echo "$pid"
 }
 rate() { sed -n 's/.* ops_per_sec=\([0-9]*\).*/\1/p'; }
+errs() { sed -n 's/.* errors=\([0-9]*\).*/\1/p'; }
 load() { # admin op connections [vault url]
   "$bench" load --admin "$1" --op "$2" --connections "$3" --seconds "$secs" ${4:+--url "$4"} 2>&1 | tail -1
 }
@@ -78,7 +79,7 @@ for _ in $(seq 1 "$rounds"); do
     load "$admin" "$op" "$half" "https://localhost:$port2" > "$work/b" || true
     wait "$la" || true
     a=$(rate < "$work/a"); b=$(rate < "$work/b")
-    echo "$op postgres-2-nodes ops_per_sec=$((a + b)) (node1 $a, node2 $b)"
+    echo "$op postgres-2-nodes ops_per_sec=$((a + b)) (node1 $a, node2 $b) errors=$(errs < "$work/a")+$(errs < "$work/b")"
     [[ -n $a && -n $b ]] || { echo "two-node load failed: $(cat "$work/a") / $(cat "$work/b")"; tail -5 "$d2.log"; }
     kill "$p1" "$p2"; wait "$p1" "$p2" 2> /dev/null || true
   done

@@ -153,7 +153,10 @@ async fn write_events(
     let mut written = 0u64;
     let mut after: Option<String> = None;
     loop {
-        let (events, next) = d.audit_page(after.as_deref(), 64).await.map_err(msg)?;
+        let (events, next) = d
+            .audit_page(after.as_deref(), keyshift_vault::audit::READ_PAGE)
+            .await
+            .map_err(msg)?;
         for e in events.iter().filter(|e| filter.matches(e)) {
             if limit.is_some_and(|l| written >= l as u64) {
                 return Ok(written);

@@ -66,6 +66,29 @@ pub struct DataDir {
     pub store_location: String,
 }
 
+/// The audit chain of the server on this data directory, kept in `audit-chain` (made at the
+/// first start): a node's restarts continue its chain and chain what its previous run left
+/// pending. Nodes on one database each have a data directory, so a chain of their own; copy
+/// `root.key`, `admin.json` and `tls/` to set up a node, not this file (a copy still works, but
+/// the two nodes then take turns on one chain).
+pub fn use_audit_chain(dir: &DataDir) -> Result<String> {
+    let path = dir.path.join("audit-chain");
+    let id = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = keyshift_vault::audit::new_chain_id()
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            write_private_file(&path, format!("{id}\n").as_bytes())?;
+            id
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    dir.deployment
+        .set_audit_chain(&id)
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message))?;
+    Ok(id)
+}
+
 /// Writes `bytes` to `path` with mode 0600 atomically: temporary file, fsync, rename, fsync of the directory.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("a file path has a parent")?;

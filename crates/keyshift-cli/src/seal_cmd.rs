@@ -685,6 +685,7 @@ async fn open_behind(
 ) -> Result<Unsealed> {
     {
         let data_dir = datadir::open_with_root(settings, root).await?;
+        datadir::use_audit_chain(&data_dir)?;
         let server =
             keyshift_server::start_behind(config, data_dir.deployment.clone(), gate).await?;
         if let Some(admin) =

@@ -20,6 +20,7 @@ pub struct Started {
 /// Opens the data directory and starts the server.
 pub async fn start(settings: &Settings) -> Result<Started> {
     let data_dir = datadir::open(settings).await?;
+    datadir::use_audit_chain(&data_dir)?;
     let config = server_config(settings, data_dir.ca.clone());
     let server = keyshift_server::start(config, data_dir.deployment.clone()).await?;
     let admin = datadir::ensure_defaults(&data_dir, settings, &server.public_url).await?;

@@ -376,3 +376,150 @@ async fn nodes_opening_an_empty_database_together_all_start() {
         assert_eq!(created, 1, "round {round}: created once");
     }
 }
+
+/// Concurrent clients per node and requests per client of the load test below.
+const CLIENTS_PER_NODE: usize = 8;
+const REQUESTS_PER_CLIENT: usize = 150;
+
+/// Both nodes busy at once (8 clients each, wrapping with one shared key and creating versions
+/// of keys of their own): every request is answered, none with `503` (each node appends to an
+/// audit chain of its own, so neither loses races for the other's head), the log verifies, and
+/// it holds exactly one event per request, by operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_busy_nodes_audit_every_request_without_503() {
+    let Some(url) = database_url("the several-nodes test") else {
+        return;
+    };
+    let schema = Schema::create(&url, "ks_nodes").await;
+    let nodes = Arc::new(two_nodes(&schema).await);
+    create_key(&nodes.a, "shared").await;
+    assert_eq!(
+        nodes.a.deployment().audit_chain().is_some(),
+        nodes.b.deployment().audit_chain().is_some()
+    );
+    assert_ne!(
+        nodes.a.deployment().audit_chain(),
+        nodes.b.deployment().audit_chain(),
+        "a chain per node"
+    );
+
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for node in 0..2usize {
+        for client in 0..CLIENTS_PER_NODE {
+            let nodes = nodes.clone();
+            tasks.push(tokio::spawn(async move {
+                let s = if node == 0 { &nodes.a } else { &nodes.b };
+                let mut statuses: Vec<(&'static str, String, u16)> = Vec::new();
+                for i in 0..REQUESTS_PER_CLIENT {
+                    let id = format!("{:08x}-0000-4000-8000-{:012x}", node * 100 + client, i);
+                    let (op, path, body) = if i % 3 == 2 {
+                        (
+                            "KeyCreate",
+                            v(&format!("/keys/own-{node}-{client}/create")),
+                            json!({"kty": "oct-HSM", "key_size": 256}),
+                        )
+                    } else {
+                        ("KeyWrap", v("/keys/shared//wrapkey"), wrap_body())
+                    };
+                    let r = s
+                        .http
+                        .post(format!("{}{path}", s.url()))
+                        .bearer_auth(s.token())
+                        .header("x-ms-client-request-id", &id)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("request {id} was not answered: {e}"));
+                    let status = r.status().as_u16();
+                    let _ = r.bytes().await;
+                    statuses.push((op, id, status));
+                }
+                statuses
+            }));
+        }
+    }
+    let mut answered = Vec::new();
+    for t in tasks {
+        answered.extend(t.await.unwrap());
+    }
+    let took = started.elapsed();
+    let total = 2 * CLIENTS_PER_NODE * REQUESTS_PER_CLIENT;
+    eprintln!(
+        "{total} requests on two nodes in {took:?} ({:.0}/s)",
+        total as f64 / took.as_secs_f64()
+    );
+    assert_eq!(answered.len(), total, "every request answered");
+    let unavailable = answered.iter().filter(|(_, _, s)| *s == 503).count();
+    assert_eq!(unavailable, 0, "{unavailable} requests were answered 503");
+    let failed: Vec<_> = answered.iter().filter(|(_, _, s)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+
+    // The log, read from either node: intact, one event per request, by operation.
+    for node in [&nodes.a, &nodes.b] {
+        let d = node.deployment();
+        let v = d.verify_audit().await.unwrap();
+        assert!(v.intact, "{:?}", v.problem);
+        assert!(v.chains >= 2, "{v:?}");
+        let events = d
+            .audit_events(&keyshift_vault::audit::AuditFilter::default(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(v.events, events.len() as u64);
+        let mut by_id: std::collections::HashMap<&str, Vec<&keyshift_vault::audit::AuditEvent>> =
+            Default::default();
+        for e in &events {
+            if let Some(id) = e.client_request_id.as_deref() {
+                by_id.entry(id).or_default().push(e);
+            }
+        }
+        let mut counted: std::collections::BTreeMap<&str, usize> = Default::default();
+        let mut expected: std::collections::BTreeMap<&str, usize> = Default::default();
+        for (op, id, status) in &answered {
+            *expected.entry(op).or_default() += 1;
+            let found = by_id.get(id.as_str()).cloned().unwrap_or_default();
+            assert_eq!(found.len(), 1, "events of request {id}: {found:?}");
+            assert_eq!(found[0].operation, *op, "{id}");
+            assert_eq!(found[0].status, *status, "{id}");
+            *counted.entry(found[0].operation.as_str()).or_default() += 1;
+        }
+        assert_eq!(counted, expected, "events by operation");
+        assert_eq!(
+            by_id.len(),
+            total,
+            "no events of requests not made (by client request id)"
+        );
+        // Both chains took part, so both nodes were busy.
+        let chains: BTreeSet<&str> = by_id.values().map(|e| e[0].chain.as_str()).collect();
+        assert_eq!(chains.len(), 2, "{chains:?}");
+    }
+    // The usage report counts every wrap, whichever node did it.
+    let vault = nodes.a.deployment().default_vault().unwrap();
+    let report = nodes
+        .a
+        .deployment()
+        .key_usage(
+            &keyshift_vault::RequestContext::system(nodes.a.url()),
+            &vault,
+            "shared",
+            None,
+        )
+        .await
+        .unwrap();
+    let wraps: u64 = report.versions[0]
+        .usage
+        .iter()
+        .filter(|u| u.operation == "KeyWrap")
+        .map(|u| u.count)
+        .sum();
+    let expected_wraps = answered
+        .iter()
+        .filter(|(op, _, _)| *op == "KeyWrap")
+        .count() as u64;
+    assert_eq!(wraps, expected_wraps, "{:?}", report.versions[0].usage);
+}

@@ -5,15 +5,40 @@
 //! chain. The chain's head (next sequence number, last hash) is kept beside the events under an
 //! HMAC whose key is sealed by the root key, so cutting events off the end breaks it too.
 //!
+//! **One chain per writer.** Every server process appends to a chain of its own, so that several
+//! nodes on one database never contend for one head. A chain is named by an id: the one the data
+//! directory keeps (`keyshift serve` writes it to `audit-chain` at the first start, so a node's
+//! restarts continue its chain), or a fresh random one ([`Deployment::start_audit`] without
+//! [`Deployment::set_audit_chain`]). Two processes that share an id by accident (a copied data
+//! directory) still keep the chain correct: every append is a compare-and-set on the chain's head,
+//! retried on a lost race. A chain's blocks are stored under `{chain}/{first seq}` and its head
+//! under `audit_head/{chain}`; its first event follows a hash derived from the id ([`genesis`]), so
+//! blocks cannot be moved from one chain to another, and its head's HMAC covers the id. The
+//! *registry* (`audit_chains` in `meta`, under the same HMAC key) lists every chain; it is updated
+//! by compare-and-set only when a chain is created, in the same transaction as the chain's first
+//! head. [`Deployment::verify_audit`] checks every registered chain is there and holds, and that no
+//! unregistered chain is: deleting a whole chain is caught, not only cutting its end.
+//!
+//! The single chain of earlier versions is the *legacy* chain ([`LEGACY_CHAIN`]): blocks keyed by
+//! the bare sequence number, head `audit_head`, zero genesis hash, version 1 head MAC. It is read
+//! and verified as before, registered when the first per-writer chain is created, and never
+//! appended to again.
+//!
 //! Durability is group commit: one writer task appends the events of all requests that arrived
 //! while the previous batch was being written in one store transaction (one fsync), and each
 //! response waits for its batch. A request that changes the store also writes a *pending* copy
-//! of its event in the same transaction as the change (`Deployment::commit_as`): should the
-//! process die between that change and the event, the pending copy is chained at the next start
-//! with status 0. So no acknowledged operation is without its event, and no committed change is.
+//! of its event in the same transaction as the change (`Deployment::commit_as`), naming the chain
+//! of the process that wrote it: should the process die between that change and the event, the
+//! pending copy is chained with status 0 when a writer of that chain starts again (a node's
+//! restart), or by any writer once it is [`STALE_PENDING_MS`] old (a node that never came back;
+//! every writer looks every [`SWEEP_INTERVAL`]). A writer does not chain another live writer's
+//! fresh copies, which are of requests still being answered. A copy is claimed by deleting it,
+//! with the revision read, in the transaction that chains it, so two writers never chain one
+//! copy twice. So no acknowledged operation is without its event, and no committed change is.
 //!
 //! The same batch updates the key usage counters ([`UsageRecord`]): per key version, principal
-//! and operation, how often and when first and last.
+//! and operation, how often and when first and last. Each chain keeps counters of its own (its
+//! writer alone writes them); the usage report adds them up.
 
 use crate::deployment::{from_json, store_error, to_json};
 use crate::records::{ns, VaultRecord};
@@ -28,8 +53,23 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
-/// Store key (in `meta`) of the chain head.
+/// Store key (in `meta`) of the legacy chain's head; per-writer chains' heads are
+/// `audit_head/{chain}`.
 const HEAD_KEY: &str = "audit_head";
+/// Store key (in `meta`) of the registry of chains.
+const REGISTRY_KEY: &str = "audit_chains";
+/// The name of the single chain earlier versions wrote.
+pub const LEGACY_CHAIN: &str = "legacy";
+const HEAD_MAC_DOMAIN_V2: &[u8] = b"keyshift audit head v2\n";
+const REGISTRY_MAC_DOMAIN: &[u8] = b"keyshift audit chains v1\n";
+const GENESIS_DOMAIN: &[u8] = b"keyshift audit chain v2\n";
+/// Age (by its event's time) past which any writer chains a pending copy, whoever wrote it: no
+/// request runs this long, so its writer died and did not come back.
+pub const STALE_PENDING_MS: i64 = 10 * 60 * 1000;
+/// How often a running writer looks for stale pending copies.
+pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Events per page of the readers ([`Deployment::audit_page`]).
+pub const READ_PAGE: usize = 4096;
 /// Store key (in `meta`) of the sealed HMAC key of the head.
 const MAC_KEY: &str = "audit_mac_key";
 const MAC_KEY_AAD: &[u8] = b"keyshift audit head mac key v1";
@@ -40,7 +80,8 @@ const EVENT_HASH_DOMAIN: &[u8] = b"keyshift audit event v1\n";
 const MAX_BATCH: usize = 4096;
 /// Requests waiting for the writer before new ones wait for room.
 const QUEUE: usize = 65_536;
-/// Runs of one append before its requests are answered `503`: several nodes share one chain.
+/// Runs of one append before its requests are answered `503`: another process wrote this
+/// writer's chain (two processes with one chain id).
 const APPEND_ATTEMPTS: u32 = 16;
 /// Usage counters kept in memory by the writer before it starts over.
 const USAGE_CACHE: usize = 100_000;
@@ -48,9 +89,14 @@ const USAGE_CACHE: usize = 100_000;
 /// answer may never have reached the client.
 pub const STATUS_INTERRUPTED: u16 = 0;
 
-/// One audited request. Field order is the hashed and exported order.
+/// One audited request. Field order is the exported order, and after `chain` the hashed one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
+    /// The chain the event is in ([`LEGACY_CHAIN`] for the single chain of earlier versions).
+    /// Not part of [`AuditEvent::canonical`] (so the events of the legacy chain hash as they
+    /// always did): the chain's [`genesis`] hash, where its first event starts, binds it.
+    #[serde(default)]
+    pub chain: String,
     /// Position in the chain, from 0, without gaps.
     pub seq: u64,
     /// When the request arrived: RFC 3339, UTC, milliseconds (fixed width, so it sorts).
@@ -92,6 +138,7 @@ impl AuditEvent {
         operation: impl Into<String>,
     ) -> Self {
         AuditEvent {
+            chain: String::new(),
             seq: 0,
             time: format_millis(time_ms),
             request_id: request_id.into(),
@@ -109,8 +156,8 @@ impl AuditEvent {
         }
     }
 
-    /// The event as stored and hashed: a JSON array of its fields in order, without `prev` and
-    /// `hash`.
+    /// The event as stored and hashed: a JSON array of its fields in order, without `chain`,
+    /// `prev` and `hash`. The same in every chain (format 1 of blocks, `KSA1`).
     pub fn canonical(&self) -> Vec<u8> {
         // Serializing strings and integers cannot fail.
         serde_json::to_vec(&(
@@ -176,7 +223,8 @@ pub struct Block {
     pub prev: [u8; 32],
     /// Chain hash after the last event, as written.
     pub last: [u8; 32],
-    /// The events, with `prev` and `hash` recomputed from `prev` and their content.
+    /// The events, with `prev` and `hash` recomputed from `prev` and their content (`chain` is
+    /// empty: the block's store key names it).
     pub events: Vec<AuditEvent>,
 }
 
@@ -213,6 +261,7 @@ impl Block {
         let mut events = Vec::with_capacity(count);
         for t in tuples {
             let mut e = AuditEvent {
+                chain: String::new(),
                 seq: t.0,
                 time: t.1,
                 request_id: t.2,
@@ -279,11 +328,21 @@ struct SealedMacKey {
     sealed: Vec<u8>,
 }
 
+/// The chains there are, under the HMAC key of the heads.
+#[derive(Debug, Serialize, Deserialize)]
+struct ChainRegistry {
+    chains: Vec<String>,
+    mac: String,
+}
+
 /// A pending copy of an event, written with the change it describes.
 #[derive(Debug, Serialize, Deserialize)]
 struct PendingEvent {
     vault_id: String,
     event: AuditEvent,
+    /// The chain of the process that wrote it (none: an earlier version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    writer: Option<String>,
 }
 
 /// How often one principal used one key version for one operation.
@@ -350,11 +409,13 @@ impl Trace {
         &self.draft
     }
 
-    /// Adds the pending copy of the event to a batch that changes the store.
-    pub(crate) fn mark(&self, ops: &mut Vec<Op>) -> Result<()> {
+    /// Adds the pending copy of the event to a batch that changes the store; `writer` is the
+    /// chain of this process's audit writer.
+    pub(crate) fn mark(&self, ops: &mut Vec<Op>, writer: Option<&str>) -> Result<()> {
         let pending = PendingEvent {
             vault_id: self.vault_id.clone(),
             event: self.draft.clone(),
+            writer: writer.map(str::to_owned),
         };
         ops.push(Op::Put {
             ns: ns::AUDIT_PENDING,
@@ -410,7 +471,8 @@ impl Deployment {
         ctx: &RequestContext,
         mut ops: Vec<Op>,
     ) -> std::result::Result<(), StoreError> {
-        ctx.mark(&mut ops)
+        let writer = self.audit.get().map(|w| w.chain.as_str());
+        ctx.mark(&mut ops, writer)
             .map_err(|e| StoreError::Backend(format!("audit event: {}", e.message)))?;
         self.store.commit(ops).await
     }
@@ -425,9 +487,9 @@ impl RequestContext {
 
     /// Adds the audit event's pending copy to a batch that changes the store (no-op for
     /// untraced contexts: the CLI, maintenance).
-    pub(crate) fn mark(&self, ops: &mut Vec<Op>) -> Result<()> {
+    pub(crate) fn mark(&self, ops: &mut Vec<Op>, writer: Option<&str>) -> Result<()> {
         match &self.trace {
-            Some(t) => t.mark(ops),
+            Some(t) => t.mark(ops, writer),
             None => Ok(()),
         }
     }
@@ -507,6 +569,8 @@ impl AuditFilter {
 pub struct AuditVerification {
     /// Events read.
     pub events: u64,
+    /// Chains read (the legacy one included, if there is one).
+    pub chains: usize,
     /// Whether the chain and its head hold.
     pub intact: bool,
     /// The first break found, if any.
@@ -677,22 +741,201 @@ fn unhex32(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn block_key(first_seq: u64) -> String {
-    format!("{first_seq:020}")
+/// The hash a chain's first event follows: zeros for the legacy chain, else SHA-256 over a domain
+/// string and the chain's id.
+pub fn genesis(chain: &str) -> [u8; 32] {
+    if chain == LEGACY_CHAIN {
+        return [0u8; 32];
+    }
+    let mut input = GENESIS_DOMAIN.to_vec();
+    input.extend_from_slice(chain.as_bytes());
+    sha256(&input)
 }
 
-fn head_mac_input(next_seq: u64, last_hash: &str) -> Vec<u8> {
-    let mut input = HEAD_MAC_DOMAIN.to_vec();
+/// Whether `id` can name a chain: 1 to 64 of `a-z 0-9 - _`, starting with a letter, not
+/// [`LEGACY_CHAIN`] (so that it sorts after the legacy chain's bare sequence numbers and holds
+/// no `/`, `,`, `=` or `.`, which the store keys and reading cursors use).
+pub fn valid_chain_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.as_bytes()[0].is_ascii_lowercase()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id != LEGACY_CHAIN
+}
+
+/// A fresh chain id: `w` and 16 random hex digits.
+pub fn new_chain_id() -> Result<String> {
+    let random = keyshift_crypto::random_bytes(8).map_err(|_| ApiError::internal())?;
+    Ok(format!("w{}", hex(&random)))
+}
+
+/// Store key (in `audit`) of the block of `chain` starting at `first_seq`.
+fn block_key(chain: &str, first_seq: u64) -> String {
+    if chain == LEGACY_CHAIN {
+        format!("{first_seq:020}")
+    } else {
+        format!("{chain}/{first_seq:020}")
+    }
+}
+
+/// The chain a block's store key names.
+fn chain_of_key(key: &str) -> &str {
+    key.split_once('/').map_or(LEGACY_CHAIN, |(c, _)| c)
+}
+
+/// Store key (in `meta`) of `chain`'s head.
+fn head_key(chain: &str) -> String {
+    if chain == LEGACY_CHAIN {
+        HEAD_KEY.to_owned()
+    } else {
+        format!("{HEAD_KEY}/{chain}")
+    }
+}
+
+fn head_mac_input(chain: &str, next_seq: u64, last_hash: &str) -> Vec<u8> {
+    let mut input = if chain == LEGACY_CHAIN {
+        HEAD_MAC_DOMAIN.to_vec()
+    } else {
+        let mut v = HEAD_MAC_DOMAIN_V2.to_vec();
+        v.extend_from_slice(chain.as_bytes());
+        v.push(b'\n');
+        v
+    };
     input.extend(next_seq.to_be_bytes());
     input.extend(last_hash.as_bytes());
     input
 }
 
-fn usage_key(vault_id: &str, key: &str, version: &str, principal: &str, op: &str) -> String {
+fn registry_mac_input(chains: &[String]) -> Vec<u8> {
+    let mut input = REGISTRY_MAC_DOMAIN.to_vec();
+    for c in chains {
+        input.extend_from_slice(c.as_bytes());
+        input.push(b'\n');
+    }
+    input
+}
+
+fn head_record(mac_key: &[u8], chain: &str, next_seq: u64, last: &[u8; 32]) -> AuditHead {
+    let last_hash = hex(last);
+    let mac = hmac_sha256(mac_key, &head_mac_input(chain, next_seq, &last_hash));
+    AuditHead {
+        next_seq,
+        last_hash,
+        mac: keyshift_api::b64::encode(&mac),
+    }
+}
+
+/// The counter of `chain` for one key version, principal and operation. Counters written before
+/// chains had counters of their own have no chain part; the report adds all of them up.
+fn usage_key(
+    vault_id: &str,
+    key: &str,
+    version: &str,
+    principal: &str,
+    op: &str,
+    chain: &str,
+) -> String {
     format!(
-        "{}/{version}/{principal}/{op}",
+        "{}/{version}/{principal}/{op}/{chain}",
         crate::naming::key_key(vault_id, key)
     )
+}
+
+/// Where [`Deployment::verify_audit`] stands in one chain.
+#[derive(Debug)]
+struct ChainWalk {
+    chain: String,
+    expected_seq: u64,
+    last_hash: [u8; 32],
+}
+
+impl ChainWalk {
+    fn new(chain: &str) -> Self {
+        ChainWalk {
+            chain: chain.to_owned(),
+            expected_seq: 0,
+            last_hash: genesis(chain),
+        }
+    }
+
+    /// Checks the next block of the chain, stored at `key`.
+    fn step(&mut self, key: &str, value: &[u8]) -> std::result::Result<(), String> {
+        let expected_seq = self.expected_seq;
+        let block = Block::decode(value)
+            .map_err(|e| format!("the block stored at {key} does not decode: {e}"))?;
+        if key != block_key(&self.chain, block.first_seq) {
+            return Err(format!(
+                "the block stored at {key} starts with event {}",
+                block.first_seq
+            ));
+        }
+        if block.first_seq != expected_seq {
+            return Err(format!(
+                "event {expected_seq} is missing or out of order (found event {} in its place)",
+                block.first_seq
+            ));
+        }
+        if block.prev != self.last_hash {
+            return Err(format!(
+                "the block from event {} does not follow the event before it",
+                block.first_seq
+            ));
+        }
+        let Some(last_event) = block.events.last() else {
+            return Err(format!("the block at {key} is empty"));
+        };
+        for e in &block.events {
+            if e.seq != self.expected_seq {
+                return Err(format!(
+                    "event {} is missing or out of order (found event {} in its place)",
+                    self.expected_seq, e.seq
+                ));
+            }
+            self.expected_seq += 1;
+        }
+        let ends_on = unhex32(&last_event.hash).unwrap_or_default();
+        if ends_on != block.last {
+            return Err(format!(
+                "an event among {}..={} was modified (its block's hash does not match its content)",
+                block.first_seq, last_event.seq
+            ));
+        }
+        self.last_hash = block.last;
+        Ok(())
+    }
+}
+
+/// A reading cursor: `chain=block.next` for each chain read so far, comma-separated (`block` is
+/// the first sequence number of the block holding `next`, the next event to read).
+fn parse_cursor(text: &str) -> Result<HashMap<String, (u64, u64)>> {
+    let bad = || {
+        ApiError::new(
+            ErrorCode::BadParameter,
+            "The audit log cursor is malformed.",
+        )
+    };
+    let mut out = HashMap::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (chain, pos) = part.split_once('=').ok_or_else(bad)?;
+        let (block, next) = pos.split_once('.').ok_or_else(bad)?;
+        let block: u64 = block.parse().map_err(|_| bad())?;
+        let next: u64 = next.parse().map_err(|_| bad())?;
+        if (chain != LEGACY_CHAIN && !valid_chain_id(chain)) || block > next {
+            return Err(bad());
+        }
+        out.insert(chain.to_owned(), (block, next));
+    }
+    Ok(out)
+}
+
+fn format_cursor(positions: &HashMap<String, (u64, u64)>) -> String {
+    let mut parts: Vec<String> = positions
+        .iter()
+        .map(|(c, (block, next))| format!("{c}={block}.{next}"))
+        .collect();
+    parts.sort();
+    parts.join(",")
 }
 
 fn unavailable() -> ApiError {
@@ -705,50 +948,162 @@ fn unavailable() -> ApiError {
 /// The position of the chain's end as the writer knows it.
 #[derive(Debug)]
 struct Chain {
+    id: String,
     next_seq: u64,
     last_hash: [u8; 32],
     revision: Option<i64>,
 }
 
-async fn load_chain(store: &dyn Store, mac_key: &[u8]) -> Result<Chain> {
-    match store.get(ns::META, HEAD_KEY).await.map_err(store_error)? {
-        None => Ok(Chain {
+fn altered_head(chain: &str) -> ApiError {
+    tracing::error!(
+        chain,
+        "an audit chain's head does not verify; run `keyshift audit verify`"
+    );
+    ApiError::new(
+        ErrorCode::InternalError,
+        "The audit log's head does not verify: the log was altered outside Keyshift. \
+         Run `keyshift audit verify`.",
+    )
+}
+
+/// `chain`'s head as stored, if it is there; an error if its HMAC does not verify.
+async fn load_chain(store: &dyn Store, mac_key: &[u8], chain: &str) -> Result<Option<Chain>> {
+    let Some(r) = store
+        .get(ns::META, &head_key(chain))
+        .await
+        .map_err(store_error)?
+    else {
+        return Ok(None);
+    };
+    let head: AuditHead = from_json(&r.value)?;
+    let mac = keyshift_api::b64::decode(&head.mac).unwrap_or_default();
+    if !hmac_sha256_verify(
+        mac_key,
+        &head_mac_input(chain, head.next_seq, &head.last_hash),
+        &mac,
+    ) {
+        return Err(altered_head(chain));
+    }
+    Ok(Some(Chain {
+        id: chain.to_owned(),
+        next_seq: head.next_seq,
+        last_hash: unhex32(&head.last_hash).ok_or_else(ApiError::internal)?,
+        revision: Some(r.revision),
+    }))
+}
+
+/// The registry's chains and revision (none: no registry yet); an error if its HMAC does not
+/// verify.
+async fn load_registry(store: &dyn Store, mac_key: &[u8]) -> Result<Option<(Vec<String>, i64)>> {
+    let Some(r) = store
+        .get(ns::META, REGISTRY_KEY)
+        .await
+        .map_err(store_error)?
+    else {
+        return Ok(None);
+    };
+    let registry: ChainRegistry = from_json(&r.value)?;
+    let mac = keyshift_api::b64::decode(&registry.mac).unwrap_or_default();
+    if !hmac_sha256_verify(mac_key, &registry_mac_input(&registry.chains), &mac) {
+        return Err(altered_head("(registry)"));
+    }
+    Ok(Some((registry.chains, r.revision)))
+}
+
+/// Opens `chain` for appending: its head as stored, or, for a new chain, a head at its genesis
+/// written together with the registry that now lists it. The legacy chain is only loaded, as
+/// earlier versions did (for tests of upgrades).
+async fn open_chain(store: &dyn Store, mac_key: &[u8], chain: &str) -> Result<Chain> {
+    if chain == LEGACY_CHAIN {
+        return Ok(load_chain(store, mac_key, chain).await?.unwrap_or(Chain {
+            id: chain.to_owned(),
             next_seq: 0,
             last_hash: [0u8; 32],
             revision: None,
-        }),
-        Some(r) => {
-            let head: AuditHead = from_json(&r.value)?;
-            let mac = keyshift_api::b64::decode(&head.mac).unwrap_or_default();
-            if !hmac_sha256_verify(
-                mac_key,
-                &head_mac_input(head.next_seq, &head.last_hash),
-                &mac,
-            ) {
-                tracing::error!(
-                    "the audit log's head does not verify; run `keyshift audit verify`"
-                );
-                return Err(ApiError::new(
-                    ErrorCode::InternalError,
-                    "The audit log's head does not verify: the log was altered outside Keyshift. \
-                     Run `keyshift audit verify`.",
-                ));
+        }));
+    }
+    for _ in 0..APPEND_ATTEMPTS {
+        if let Some(c) = load_chain(store, mac_key, chain).await? {
+            return Ok(c);
+        }
+        let (mut chains, revision) = match load_registry(store, mac_key).await? {
+            Some((chains, revision)) => (chains, Some(revision)),
+            None => {
+                // The first chain of a store an earlier version wrote: register that one too, so
+                // that deleting it is caught like deleting any other.
+                let legacy = store
+                    .get(ns::META, HEAD_KEY)
+                    .await
+                    .map_err(store_error)?
+                    .is_some();
+                let chains = if legacy {
+                    vec![LEGACY_CHAIN.to_owned()]
+                } else {
+                    Vec::new()
+                };
+                (chains, None)
             }
-            Ok(Chain {
-                next_seq: head.next_seq,
-                last_hash: unhex32(&head.last_hash).ok_or_else(ApiError::internal)?,
-                revision: Some(r.revision),
-            })
+        };
+        if chains.iter().any(|c| c == chain) {
+            tracing::error!(
+                chain,
+                "the audit chain is registered but its head is missing"
+            );
+            return Err(ApiError::new(
+                ErrorCode::InternalError,
+                format!(
+                    "The audit chain {chain} is registered but its head is missing: the log was \
+                     altered outside Keyshift. Run `keyshift audit verify`."
+                ),
+            ));
+        }
+        chains.push(chain.to_owned());
+        let mac = hmac_sha256(mac_key, &registry_mac_input(&chains));
+        let registry = ChainRegistry {
+            chains,
+            mac: keyshift_api::b64::encode(&mac),
+        };
+        let start = genesis(chain);
+        let head = head_record(mac_key, chain, 0, &start);
+        let ops = vec![
+            Op::Put {
+                ns: ns::META,
+                key: REGISTRY_KEY.into(),
+                value: to_json(&registry)?,
+                expect: revision.map_or(Expect::Absent, Expect::Revision),
+            },
+            Op::Put {
+                ns: ns::META,
+                key: head_key(chain),
+                value: to_json(&head)?,
+                expect: Expect::Absent,
+            },
+        ];
+        match store.commit(ops).await {
+            Ok(()) => {
+                tracing::info!(chain, "audit chain created");
+                return Ok(Chain {
+                    id: chain.to_owned(),
+                    next_seq: 0,
+                    last_hash: start,
+                    revision: Some(1),
+                });
+            }
+            // Another process registered a chain (or made this one) meanwhile: look again.
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(store_error(e)),
         }
     }
+    Err(unavailable())
 }
 
 /// The events of one request (its own, then those of the items it processed), chained together
 /// in one batch.
 struct Submission {
     entries: Vec<Entry>,
-    /// The pending copy to delete (the request changed the store).
-    clears_pending: Option<String>,
+    /// The pending copy to delete, and what it must be found at: `Any` for this process's own
+    /// request, the revision read for a copy claimed from a crash.
+    clears_pending: Option<(String, Expect)>,
     done: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -763,6 +1118,8 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub(crate) struct AuditWriter {
     tx: mpsc::Sender<Submission>,
+    /// The writer's chain.
+    pub(crate) chain: String,
 }
 
 impl std::fmt::Debug for Submission {
@@ -775,23 +1132,48 @@ impl std::fmt::Debug for Submission {
 
 struct Writer {
     store: Arc<dyn Store>,
+    clock: Arc<dyn crate::clock::Clock>,
     mac_key: Zeroizing<Vec<u8>>,
     chain: Chain,
     usage: HashMap<String, (UsageRecord, bool)>,
 }
 
+/// Which pending copies a writer chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// At start: its own chain's (an earlier run of this writer died), those no chain owns, and
+    /// stale ones.
+    AtStart,
+    /// While running: stale ones only.
+    Stale,
+}
+
 impl Writer {
-    /// Appends `batch` in one transaction, retrying on a concurrent writer's append. Several
-    /// nodes on one database append to the one chain all the time, so a lost race is common: the
-    /// head is reloaded and the batch tried again, after a short random wait so that two nodes
-    /// do not collide again in step.
-    async fn append(&mut self, batch: &mut [Submission]) -> Result<()> {
-        for attempt in 0..APPEND_ATTEMPTS {
+    /// Appends `batch` in one transaction. The chain is this writer's alone, so the head's
+    /// compare-and-set fails only if another process has the same chain id (a copied data
+    /// directory): the head is then reloaded and the batch tried again, after a short random
+    /// wait. A pending copy claimed by another writer first is dropped from the batch (that
+    /// writer chained it).
+    async fn append(&mut self, batch: &mut Vec<Submission>) -> Result<()> {
+        let mut attempt = 0u32;
+        while attempt < APPEND_ATTEMPTS {
+            if batch.is_empty() {
+                return Ok(());
+            }
             match self.try_append(batch).await {
                 Ok(()) => return Ok(()),
+                Err(StoreError::Conflict { ns: n, key }) if n == ns::AUDIT_PENDING => {
+                    tracing::debug!(request_id = %key, "another writer chained this pending copy");
+                    batch.retain(|s| {
+                        !matches!(&s.clears_pending, Some((k, Expect::Revision(_))) if *k == key)
+                    });
+                }
                 Err(StoreError::Conflict { .. }) => {
-                    tracing::debug!(
-                        "another process appended to the audit log; reloading its head"
+                    attempt += 1;
+                    tracing::warn!(
+                        chain = %self.chain.id,
+                        "another process appended to this process's audit chain (do two nodes \
+                         share a data directory's audit-chain?); reloading its head"
                     );
                     let ceiling_ms = 1u64 << attempt.min(5);
                     let jitter = keyshift_crypto::random_bytes(1).map_or(0, |b| u64::from(b[0]));
@@ -799,7 +1181,9 @@ impl Writer {
                         ceiling_ms * 1000 * (128 + jitter) / 384,
                     ))
                     .await;
-                    self.chain = load_chain(self.store.as_ref(), &self.mac_key).await?;
+                    self.chain = load_chain(self.store.as_ref(), &self.mac_key, &self.chain.id)
+                        .await?
+                        .ok_or_else(|| altered_head(&self.chain.id))?;
                     self.usage.clear();
                 }
                 Err(e) => {
@@ -816,6 +1200,7 @@ impl Writer {
         batch: &mut [Submission],
     ) -> std::result::Result<(), StoreError> {
         let internal = |_| StoreError::Backend("audit record serialization".into());
+        let chain_id = self.chain.id.clone();
         let first = self.chain.next_seq;
         let before = self.chain.last_hash;
         let mut prev = before;
@@ -823,29 +1208,24 @@ impl Writer {
         let entries = batch.iter_mut().flat_map(|s| s.entries.iter_mut());
         for (i, entry) in entries.enumerate() {
             entry.event.seq = first + i as u64;
+            entry.event.chain.clone_from(&chain_id);
             let c = entry.event.canonical();
             prev = chain_hash(&prev, &c);
             canonical.push(c);
         }
         let next_seq = first + canonical.len() as u64;
-        let last_hex = hex(&prev);
-        let mac = hmac_sha256(&self.mac_key, &head_mac_input(next_seq, &last_hex));
-        let head = AuditHead {
-            next_seq,
-            last_hash: last_hex,
-            mac: keyshift_api::b64::encode(&mac),
-        };
+        let head = head_record(&self.mac_key, &chain_id, next_seq, &prev);
         let block = encode_block(first, &before, &prev, &canonical);
         let mut ops = vec![
             Op::Put {
                 ns: ns::AUDIT,
-                key: block_key(first),
+                key: block_key(&chain_id, first),
                 value: block,
                 expect: Expect::Absent,
             },
             Op::Put {
                 ns: ns::META,
-                key: HEAD_KEY.into(),
+                key: head_key(&chain_id),
                 value: serde_json::to_vec(&head).map_err(|e| StoreError::Backend(e.to_string()))?,
                 expect: match self.chain.revision {
                     Some(r) => Expect::Revision(r),
@@ -853,15 +1233,15 @@ impl Writer {
                 },
             },
         ];
-        for request_id in batch.iter().filter_map(|s| s.clears_pending.as_ref()) {
+        for (request_id, expect) in batch.iter().filter_map(|s| s.clears_pending.as_ref()) {
             ops.push(Op::Delete {
                 ns: ns::AUDIT_PENDING,
                 key: request_id.clone(),
-                expect: Expect::Any,
+                expect: *expect,
             });
         }
         // Usage counters touched by this batch: grouped by borrowed names first (most batches
-        // touch a handful), then merged with the stored counters, written once each.
+        // touch a handful), then merged with this chain's stored counters, written once each.
         type Group<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
         let mut groups: HashMap<Group<'_>, (u64, &str, &str)> = HashMap::new();
         let uses = batch
@@ -886,7 +1266,7 @@ impl Writer {
         }
         let mut touched: HashMap<String, UsageRecord> = HashMap::with_capacity(groups.len());
         for ((vault_id, key, version, principal, operation), (count, first, last)) in groups {
-            let k = usage_key(vault_id, key, version, principal, operation);
+            let k = usage_key(vault_id, key, version, principal, operation, &chain_id);
             let known = match self.usage.get(&k) {
                 Some((r, _)) => Some(r.clone()),
                 None => match self.store.get(ns::KEY_USAGE, &k).await? {
@@ -925,6 +1305,7 @@ impl Writer {
         }
         self.store.commit(ops).await?;
         self.chain = Chain {
+            id: chain_id,
             next_seq,
             last_hash: prev,
             revision: Some(self.chain.revision.unwrap_or(0) + 1),
@@ -938,9 +1319,76 @@ impl Writer {
         Ok(())
     }
 
+    /// Chains the pending copies `which` selects, each claimed in the transaction that chains
+    /// it; how many.
+    async fn claim_pending(&mut self, which: Claim) -> Result<usize> {
+        let stale_before = self.clock.now_millis() - STALE_PENDING_MS;
+        let mut chained = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(ns::AUDIT_PENDING, "", after.as_deref(), 500)
+                .await
+                .map_err(store_error)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            let mut batch = Vec::with_capacity(page.len());
+            for r in &page {
+                let p: PendingEvent = from_json(&r.value)?;
+                let stale = parse_time(&p.event.time).is_none_or(|t| t < stale_before);
+                let ours = match &p.writer {
+                    None => true,
+                    Some(w) => *w == self.chain.id,
+                };
+                if !(stale || which == Claim::AtStart && ours) {
+                    continue;
+                }
+                let mut event = p.event;
+                event.status = STATUS_INTERRUPTED;
+                batch.push(Submission {
+                    clears_pending: Some((r.key.clone(), Expect::Revision(r.revision))),
+                    entries: vec![Entry {
+                        vault_id: p.vault_id,
+                        event,
+                        counts_as_use: false,
+                    }],
+                    done: None,
+                });
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            self.append(&mut batch).await?;
+            if !batch.is_empty() {
+                tracing::warn!(
+                    events = batch.len(),
+                    "chained audit events of changes whose answers may not have been sent"
+                );
+            }
+            chained += batch.len();
+        }
+        Ok(chained)
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Submission>) {
         let mut batch = Vec::new();
-        while let Some(first) = rx.recv().await {
+        let mut sweep =
+            tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_INTERVAL, SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                s = rx.recv() => match s {
+                    Some(s) => s,
+                    None => return,
+                },
+                _ = sweep.tick() => {
+                    if let Err(e) = self.claim_pending(Claim::Stale).await {
+                        tracing::warn!(error = %e.message, "looking for stale pending audit events failed");
+                    }
+                    continue;
+                }
+            };
             let mut events = first.entries.len();
             batch.push(first);
             while events < MAX_BATCH {
@@ -1008,49 +1456,62 @@ impl Deployment {
         }
     }
 
-    /// Starts the audit writer: chains the pending events a crash left behind, then takes
-    /// events. The server calls this once before it listens; until then nothing is audited.
+    /// Names the chain this process's audit writer appends to (see the module): `keyshift serve`
+    /// passes the one its data directory keeps, so that a node's restarts continue its chain and
+    /// chain what its previous run left pending. Without it, [`Deployment::start_audit`] makes a
+    /// fresh one. Refuses an id [`valid_chain_id`] refuses, or a second call.
+    pub fn set_audit_chain(&self, id: &str) -> Result<()> {
+        if !valid_chain_id(id) {
+            return Err(ApiError::new(
+                ErrorCode::BadParameter,
+                format!("{id:?} cannot name an audit chain: use 1 to 64 of a-z, 0-9, - and _, starting with a letter"),
+            ));
+        }
+        self.audit_chain.set(id.to_owned()).map_err(|_| {
+            ApiError::new(
+                ErrorCode::InternalError,
+                "The audit chain is already named.",
+            )
+        })
+    }
+
+    /// The chain this process's audit writer appends to, once it runs.
+    pub fn audit_chain(&self) -> Option<&str> {
+        self.audit.get().map(|w| w.chain.as_str())
+    }
+
+    /// Starts the audit writer: opens (or creates and registers) its chain, chains the pending
+    /// events a crash left behind, then takes events. The server calls this once before it
+    /// listens; until then nothing is audited.
     pub async fn start_audit(&self) -> Result<()> {
+        let chain = match self.audit_chain.get() {
+            Some(c) => c.clone(),
+            None => new_chain_id()?,
+        };
+        self.start_writer(&chain).await
+    }
+
+    /// Starts an audit writer that appends to the legacy chain, as versions before per-writer
+    /// chains did (no registry): for tests of upgrades only.
+    #[doc(hidden)]
+    pub async fn start_legacy_audit_for_tests(&self) -> Result<()> {
+        self.start_writer(LEGACY_CHAIN).await
+    }
+
+    async fn start_writer(&self, chain: &str) -> Result<()> {
         let mac_key = self.audit_mac_key().await?;
-        let chain = load_chain(self.store.as_ref(), &mac_key).await?;
+        let chain = open_chain(self.store.as_ref(), &mac_key, chain).await?;
+        let id = chain.id.clone();
         let mut writer = Writer {
             store: self.store.clone(),
+            clock: self.clock.clone(),
             mac_key,
             chain,
             usage: HashMap::new(),
         };
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .list(ns::AUDIT_PENDING, "", after.as_deref(), 500)
-                .await
-                .map_err(store_error)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            let mut batch = Vec::with_capacity(page.len());
-            for r in &page {
-                let p: PendingEvent = from_json(&r.value)?;
-                let mut event = p.event;
-                event.status = STATUS_INTERRUPTED;
-                batch.push(Submission {
-                    clears_pending: Some(event.request_id.clone()),
-                    entries: vec![Entry {
-                        vault_id: p.vault_id,
-                        event,
-                        counts_as_use: false,
-                    }],
-                    done: None,
-                });
-            }
-            tracing::warn!(
-                events = batch.len(),
-                "chaining audit events of changes whose answers may not have been sent"
-            );
-            writer.append(&mut batch).await?;
-        }
+        writer.claim_pending(Claim::AtStart).await?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        if self.audit.set(AuditWriter { tx }).is_err() {
+        if self.audit.set(AuditWriter { tx, chain: id }).is_err() {
             return Err(ApiError::new(
                 ErrorCode::InternalError,
                 "The audit writer is already running.",
@@ -1088,7 +1549,7 @@ impl Deployment {
         let clears_pending = trace
             .marked
             .load(Ordering::Acquire)
-            .then(|| trace.draft.request_id.clone());
+            .then(|| (trace.draft.request_id.clone(), Expect::Any));
         let mut event = trace.draft;
         let mut counts_as_use = false;
         if let Some((key, version, use_)) = trace.used.into_inner() {
@@ -1138,33 +1599,143 @@ impl Deployment {
         wait.await.map_err(|_| unavailable())?
     }
 
-    /// One page of stored events: up to `limit` blocks after the block key `after`, and the key
-    /// to continue from (`None` at the end).
+    /// The chains to read: the registered ones (the registry is not checked here, that is
+    /// [`Deployment::verify_audit`]'s work), and the legacy chain if it has a head or a block.
+    pub async fn audit_chains(&self) -> Result<Vec<String>> {
+        let mut chains = match self
+            .store
+            .get(ns::META, REGISTRY_KEY)
+            .await
+            .map_err(store_error)?
+        {
+            Some(r) => from_json::<ChainRegistry>(&r.value)?.chains,
+            None => Vec::new(),
+        };
+        if !chains.iter().any(|c| c == LEGACY_CHAIN) {
+            let head = self
+                .store
+                .get(ns::META, HEAD_KEY)
+                .await
+                .map_err(store_error)?;
+            let first = self
+                .store
+                .list(ns::AUDIT, "", None, 1)
+                .await
+                .map_err(store_error)?;
+            if head.is_some() || first.first().is_some_and(|r| !r.key.contains('/')) {
+                chains.push(LEGACY_CHAIN.to_owned());
+            }
+        }
+        chains.sort();
+        chains.dedup();
+        Ok(chains)
+    }
+
+    /// Up to `limit` blocks of `chain` after store key `after`, decoded, their events naming
+    /// the chain; and whether the chain ends there.
+    async fn chain_blocks(
+        &self,
+        chain: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Block>, bool)> {
+        let prefix = if chain == LEGACY_CHAIN {
+            String::new()
+        } else {
+            format!("{chain}/")
+        };
+        let page = self
+            .store
+            .list(ns::AUDIT, &prefix, after, limit)
+            .await
+            .map_err(store_error)?;
+        let mut end = page.len() < limit;
+        let mut blocks = Vec::with_capacity(page.len());
+        for r in page {
+            // The legacy chain's keys sort before every other chain's.
+            if chain == LEGACY_CHAIN && r.key.contains('/') {
+                end = true;
+                break;
+            }
+            let mut block = Block::decode(&r.value).map_err(|e| {
+                tracing::error!(key = %r.key, error = %e, "an audit block does not decode");
+                ApiError::internal()
+            })?;
+            for e in &mut block.events {
+                e.chain = chain.to_owned();
+            }
+            blocks.push(block);
+        }
+        Ok((blocks, end))
+    }
+
+    /// One page of stored events, of every chain merged by time (then chain, then sequence
+    /// number: each chain is read in its order, and the next event is the earliest of the
+    /// chains' next ones), at most `limit`, after the cursor `after`; and the cursor to continue
+    /// from (`None` at the end). A cursor holds each chain's position; chains it does not name
+    /// are read from their start.
     pub async fn audit_page(
         &self,
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<AuditEvent>, Option<String>)> {
-        let page = self
-            .store
-            .list(ns::AUDIT, "", after, limit)
-            .await
-            .map_err(store_error)?;
-        let next = (page.len() == limit)
-            .then(|| page.last().map(|r| r.key.clone()))
-            .flatten();
-        let mut events = Vec::new();
-        for r in page {
-            let block = Block::decode(&r.value).map_err(|e| {
-                tracing::error!(key = %r.key, error = %e, "an audit block does not decode");
-                ApiError::internal()
-            })?;
-            events.extend(block.events);
+        let limit = limit.max(1);
+        let mut positions = parse_cursor(after.unwrap_or(""))?;
+        struct Stream {
+            chain: String,
+            /// Events not yet returned, each with the first sequence number of its block.
+            events: std::collections::VecDeque<(u64, AuditEvent)>,
+            end: bool,
         }
-        Ok((events, next))
+        let mut streams = Vec::new();
+        for chain in self.audit_chains().await? {
+            let (block_first, next_seq) = positions.get(&chain).copied().unwrap_or((0, 0));
+            let mut after_key = block_first.checked_sub(1).map(|k| block_key(&chain, k));
+            let mut events = std::collections::VecDeque::new();
+            let end = loop {
+                let (blocks, end) = self.chain_blocks(&chain, after_key.as_deref(), 8).await?;
+                for b in blocks {
+                    after_key = Some(block_key(&chain, b.first_seq));
+                    for e in b.events {
+                        if e.seq >= next_seq {
+                            events.push_back((b.first_seq, e));
+                        }
+                    }
+                }
+                if end {
+                    break true;
+                }
+                if events.len() >= limit {
+                    break false;
+                }
+            };
+            streams.push(Stream { chain, events, end });
+        }
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let next = streams
+                .iter_mut()
+                .filter(|s| !s.events.is_empty())
+                .min_by(|a, b| {
+                    let (x, y) = (&a.events[0].1, &b.events[0].1);
+                    (&x.time, &x.chain, x.seq).cmp(&(&y.time, &y.chain, y.seq))
+                });
+            let Some(stream) = next else { break };
+            let Some((block_first, e)) = stream.events.pop_front() else {
+                break;
+            };
+            positions.insert(stream.chain.clone(), (block_first, e.seq + 1));
+            out.push(e);
+            // A chain read only in part ran out: every chain has given all it was asked for.
+            if stream.events.is_empty() && !stream.end {
+                break;
+            }
+        }
+        let done = streams.iter().all(|s| s.end && s.events.is_empty());
+        Ok((out, (!done).then(|| format_cursor(&positions))))
     }
 
-    /// Events passing `filter`, oldest first, at most `limit`.
+    /// Events passing `filter`, oldest first (see [`Deployment::audit_page`]), at most `limit`.
     pub async fn audit_events(
         &self,
         filter: &AuditFilter,
@@ -1173,7 +1744,7 @@ impl Deployment {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let (events, next) = self.audit_page(after.as_deref(), 64).await?;
+            let (events, next) = self.audit_page(after.as_deref(), READ_PAGE).await?;
             for e in events {
                 if filter.matches(&e) {
                     out.push(e);
@@ -1189,19 +1760,54 @@ impl Deployment {
         }
     }
 
-    /// Walks the whole chain: every block stored where its first event says, every sequence
-    /// number once and in order, every block starting from the hash the one before ended on and
-    /// ending on the hash its events give, and the head's HMAC over the last of them.
+    /// Walks every chain: every block stored where its first event says, every sequence number
+    /// once and in order, every block starting from the hash the one before ended on (the first
+    /// from the chain's genesis) and ending on the hash its events give, and the head's HMAC over
+    /// the last of them. Then the registry: its HMAC, every chain it lists present with its head,
+    /// and no chain (blocks or head) it does not list.
     pub async fn verify_audit(&self) -> Result<AuditVerification> {
         let mac_key = self.audit_mac_key().await?;
-        let mut expected_seq = 0u64;
-        let mut last_hash = [0u8; 32];
-        let mut after: Option<String> = None;
-        let broken = |events: u64, problem: String| AuditVerification {
+        let mut events = 0u64;
+        let broken = |events: u64, chains: usize, problem: String| AuditVerification {
             events,
+            chains,
             intact: false,
             problem: Some(problem),
         };
+        // The registry.
+        let registry = match self
+            .store
+            .get(ns::META, REGISTRY_KEY)
+            .await
+            .map_err(store_error)?
+        {
+            None => None,
+            Some(r) => match serde_json::from_slice::<ChainRegistry>(&r.value) {
+                Ok(reg) => {
+                    let mac = keyshift_api::b64::decode(&reg.mac).unwrap_or_default();
+                    if !hmac_sha256_verify(&mac_key, &registry_mac_input(&reg.chains), &mac) {
+                        return Ok(broken(
+                            0,
+                            0,
+                            "the registry of audit chains was altered (its HMAC does not verify)"
+                                .into(),
+                        ));
+                    }
+                    Some(reg.chains)
+                }
+                Err(_) => {
+                    return Ok(broken(
+                        0,
+                        0,
+                        "the registry of audit chains does not parse".into(),
+                    ))
+                }
+            },
+        };
+        // Every chain's blocks, in key order: chain by chain, each in sequence order.
+        let mut walked: std::collections::BTreeMap<String, ChainWalk> = Default::default();
+        let mut walk: Option<ChainWalk> = None;
+        let mut after: Option<String> = None;
         loop {
             let page = self
                 .store
@@ -1211,131 +1817,150 @@ impl Deployment {
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
             for r in page {
-                let block = match Block::decode(&r.value) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        return Ok(broken(
-                            expected_seq,
-                            format!("the block stored at {} does not decode: {e}", r.key),
-                        ))
+                let chain = chain_of_key(&r.key);
+                if walk.as_ref().is_none_or(|w| w.chain != chain) {
+                    if let Some(w) = walk.take() {
+                        walked.insert(w.chain.clone(), w);
                     }
-                };
-                if r.key != block_key(block.first_seq) {
-                    return Ok(broken(
-                        expected_seq,
-                        format!(
-                            "the block stored at {} starts with event {}",
-                            r.key, block.first_seq
-                        ),
-                    ));
+                    walk = Some(ChainWalk::new(chain));
                 }
-                if block.first_seq != expected_seq {
-                    return Ok(broken(
-                        expected_seq,
-                        format!(
-                            "event {expected_seq} is missing or out of order (found event {} in its place)",
-                            block.first_seq
-                        ),
-                    ));
-                }
-                if block.prev != last_hash {
-                    return Ok(broken(
-                        expected_seq,
-                        format!(
-                            "the block from event {} does not follow the event before it",
-                            block.first_seq
-                        ),
-                    ));
-                }
-                let Some(last_event) = block.events.last() else {
-                    return Ok(broken(
-                        expected_seq,
-                        format!("the block at {} is empty", r.key),
-                    ));
-                };
-                for e in &block.events {
-                    if e.seq != expected_seq {
+                if let Some(w) = walk.as_mut() {
+                    if let Err(problem) = w.step(&r.key, &r.value) {
                         return Ok(broken(
-                            expected_seq,
-                            format!(
-                                "event {expected_seq} is missing or out of order (found event {} in its place)",
-                                e.seq
-                            ),
+                            events + w.expected_seq,
+                            walked.len() + 1,
+                            format!("chain {chain}: {problem}"),
                         ));
                     }
-                    expected_seq += 1;
                 }
-                let ends_on = unhex32(&last_event.hash).unwrap_or_default();
-                if ends_on != block.last {
-                    return Ok(broken(
-                        block.first_seq,
-                        format!(
-                            "an event among {}..={} was modified (its block's hash does not match its content)",
-                            block.first_seq, last_event.seq
-                        ),
-                    ));
-                }
-                last_hash = block.last;
             }
         }
-        let head = match self
+        if let Some(w) = walk.take() {
+            walked.insert(w.chain.clone(), w);
+        }
+        // The heads.
+        let mut heads: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+        let mut after: Option<String> = None;
+        let head_prefix = format!("{HEAD_KEY}/");
+        loop {
+            let page = self
+                .store
+                .list(ns::META, &head_prefix, after.as_deref(), 256)
+                .await
+                .map_err(store_error)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for r in page {
+                heads.insert(r.key[head_prefix.len()..].to_owned(), r.value);
+            }
+        }
+        if let Some(r) = self
             .store
             .get(ns::META, HEAD_KEY)
             .await
             .map_err(store_error)?
         {
-            None if expected_seq == 0 => {
-                return Ok(AuditVerification {
-                    events: 0,
-                    intact: true,
-                    problem: None,
-                })
-            }
-            None => {
+            heads.insert(LEGACY_CHAIN.to_owned(), r.value);
+        }
+        let mut chains: std::collections::BTreeSet<String> =
+            registry.iter().flatten().cloned().collect();
+        chains.extend(walked.keys().cloned());
+        chains.extend(heads.keys().cloned());
+        let count = chains.len();
+        for chain in &chains {
+            let registered = match &registry {
+                Some(list) => list.contains(chain),
+                // A store only earlier versions wrote.
+                None => chain == LEGACY_CHAIN,
+            };
+            let walk = walked
+                .remove(chain)
+                .unwrap_or_else(|| ChainWalk::new(chain));
+            let counted = events + walk.expected_seq;
+            if !registered {
                 return Ok(broken(
-                    expected_seq,
-                    "the chain's head record is missing".into(),
-                ))
+                    counted,
+                    count,
+                    format!(
+                        "chain {chain} is not in the registry of audit chains: its records were \
+                         added outside Keyshift, or the registry was rolled back"
+                    ),
+                ));
             }
-            Some(r) => match serde_json::from_slice::<AuditHead>(&r.value) {
-                Ok(h) => h,
-                Err(_) => {
+            let head = match heads.get(chain) {
+                None if walk.expected_seq == 0 && registry.is_none() => continue,
+                None if chain == LEGACY_CHAIN && walk.expected_seq > 0 => {
                     return Ok(broken(
-                        expected_seq,
-                        "the chain's head record does not parse".into(),
+                        counted,
+                        count,
+                        format!("chain {chain}: the chain's head record is missing"),
                     ))
                 }
-            },
-        };
-        let mac = keyshift_api::b64::decode(&head.mac).unwrap_or_default();
-        if !hmac_sha256_verify(
-            &mac_key,
-            &head_mac_input(head.next_seq, &head.last_hash),
-            &mac,
-        ) {
-            return Ok(broken(
-                expected_seq,
-                "the chain's head was altered (its HMAC does not verify)".into(),
-            ));
-        }
-        if head.next_seq != expected_seq {
-            return Ok(broken(
-                expected_seq,
-                format!(
-                    "the chain holds {expected_seq} events but its head says {}: events were removed from the end",
-                    head.next_seq
-                ),
-            ));
-        }
-        if unhex32(&head.last_hash) != Some(last_hash) {
-            return Ok(broken(
-                expected_seq,
-                "the chain's last hash is not the one its head recorded: events were rewritten"
-                    .into(),
-            ));
+                None => {
+                    return Ok(broken(
+                        counted,
+                        count,
+                        format!(
+                            "chain {chain} is registered but its head is missing: the chain was \
+                             deleted{}",
+                            if walk.expected_seq > 0 {
+                                " (its events are left)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ))
+                }
+                Some(value) => match serde_json::from_slice::<AuditHead>(value) {
+                    Ok(h) => h,
+                    Err(_) => {
+                        return Ok(broken(
+                            counted,
+                            count,
+                            format!("chain {chain}: the chain's head record does not parse"),
+                        ))
+                    }
+                },
+            };
+            let mac = keyshift_api::b64::decode(&head.mac).unwrap_or_default();
+            if !hmac_sha256_verify(
+                &mac_key,
+                &head_mac_input(chain, head.next_seq, &head.last_hash),
+                &mac,
+            ) {
+                return Ok(broken(
+                    counted,
+                    count,
+                    format!(
+                        "chain {chain}: the chain's head was altered (its HMAC does not verify)"
+                    ),
+                ));
+            }
+            if head.next_seq != walk.expected_seq {
+                return Ok(broken(
+                    counted,
+                    count,
+                    format!(
+                        "chain {chain}: the chain holds {} events but its head says {}: events were removed from the end",
+                        walk.expected_seq, head.next_seq
+                    ),
+                ));
+            }
+            if unhex32(&head.last_hash) != Some(walk.last_hash) {
+                return Ok(broken(
+                    counted,
+                    count,
+                    format!(
+                        "chain {chain}: the chain's last hash is not the one its head recorded: \
+                         events were rewritten"
+                    ),
+                ));
+            }
+            events = counted;
         }
         Ok(AuditVerification {
-            events: expected_seq,
+            events,
+            chains: count,
             intact: true,
             problem: None,
         })
@@ -1362,18 +1987,34 @@ impl Deployment {
         let mut out = Vec::new();
         for v in versions.1 {
             let prefix = format!("{}/{v}/", crate::naming::key_key(&vault.id, &key_name));
-            let usage = self
-                .list_all::<UsageRecord>(ns::KEY_USAGE, &prefix)
-                .await?
-                .into_iter()
-                .map(|u| UsageEntry {
-                    principal: u.principal,
-                    operation: u.operation,
-                    count: u.count,
-                    first_used: u.first,
-                    last_used: u.last,
-                })
-                .collect();
+            let usage = self.list_all::<UsageRecord>(ns::KEY_USAGE, &prefix).await?;
+            // One counter per chain (and one from before chains had their own): added up.
+            let mut merged: std::collections::BTreeMap<(String, String), UsageEntry> =
+                Default::default();
+            for u in usage {
+                match merged.entry((u.principal.clone(), u.operation.clone())) {
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(UsageEntry {
+                            principal: u.principal,
+                            operation: u.operation,
+                            count: u.count,
+                            first_used: u.first,
+                            last_used: u.last,
+                        });
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut slot) => {
+                        let e = slot.get_mut();
+                        e.count += u.count;
+                        if u.first < e.first_used {
+                            e.first_used = u.first;
+                        }
+                        if u.last > e.last_used {
+                            e.last_used = u.last;
+                        }
+                    }
+                }
+            }
+            let usage = merged.into_values().collect();
             out.push(VersionUsage {
                 kid: format!("{}/keys/{key_name}/{v}", ctx.base_url),
                 usage,

@@ -59,6 +59,8 @@ pub struct Deployment {
     pub(crate) assignments: crate::access::AssignmentCache,
     administrator: RwLock<Option<String>>,
     pub(crate) audit: std::sync::OnceLock<crate::audit::AuditWriter>,
+    /// The audit chain named for this process (`Deployment::set_audit_chain`).
+    pub(crate) audit_chain: std::sync::OnceLock<String>,
     /// The release-signing key, once loaded or created (`release.rs`).
     pub(crate) release_key: tokio::sync::OnceCell<Arc<keyshift_crypto::KeyMaterial>>,
     /// Client secrets checked recently (see [`VerifiedSecrets`]).
@@ -144,6 +146,7 @@ impl Deployment {
             principal_changes: Default::default(),
             administrator: RwLock::new(None),
             audit: Default::default(),
+            audit_chain: Default::default(),
             release_key: Default::default(),
             verified_secrets: VerifiedSecrets::new()?,
             hsm: std::sync::OnceLock::new(),

@@ -13,6 +13,9 @@ use keyshift_vault::{
 };
 use std::sync::Arc;
 
+/// The chain of the fixture's deployment (a node's, kept across its restarts).
+const NODE_A: &str = "node-a";
+
 struct Fixture {
     d: Deployment,
     store: Arc<SqliteStore>,
@@ -20,10 +23,15 @@ struct Fixture {
     vault: Arc<VaultRecord>,
     clock: Arc<FakeClock>,
     dir: tempfile::TempDir,
-    n: u64,
+    n: std::sync::atomic::AtomicU64,
 }
 
 async fn fixture() -> Fixture {
+    fixture_as(Some(NODE_A)).await
+}
+
+/// A fixture whose deployment writes `chain`, or the legacy chain as earlier versions did.
+async fn fixture_as(chain: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
     let root = SealingKey::generate().unwrap();
@@ -32,7 +40,13 @@ async fn fixture() -> Fixture {
     let (d, _) = Deployment::open(store.clone(), clock.clone(), root)
         .await
         .unwrap();
-    d.start_audit().await.unwrap();
+    match chain {
+        Some(c) => {
+            d.set_audit_chain(c).unwrap();
+            d.start_audit().await.unwrap();
+        }
+        None => d.start_legacy_audit_for_tests().await.unwrap(),
+    }
     let vault = d
         .create_vault(VaultSpec {
             name: "kv1".into(),
@@ -52,17 +66,61 @@ async fn fixture() -> Fixture {
         vault,
         clock,
         dir,
-        n: 0,
+        n: Default::default(),
     }
 }
 
 impl Fixture {
+    /// Another node on the same store, writing `chain` (a fresh one if `None`).
+    async fn node(&self, chain: Option<&str>) -> Deployment {
+        let root = SealingKey::from_bytes(&self.root).unwrap();
+        let (d, _) = Deployment::open(self.store.clone(), self.clock.clone(), root)
+            .await
+            .unwrap();
+        if let Some(c) = chain {
+            d.set_audit_chain(c).unwrap();
+        }
+        d.start_audit().await.unwrap();
+        d
+    }
+
+    /// `n` refused reads audited by `node`, one at a time, each a second after the last.
+    async fn events_on(&self, node: &Deployment, n: usize) {
+        for i in 0..n {
+            self.clock.advance(1);
+            let (_, t) = self.traced("carol", "getKey", Some(&format!("x{i}")));
+            node.finish_trace(t, 404, 1).await.unwrap();
+        }
+    }
+
+    /// Deletes every record of `chain`: its blocks and its head.
+    async fn delete_chain(&self, chain: &str) {
+        let mut ops: Vec<Op> = self
+            .store
+            .list(ns::AUDIT, &format!("{chain}/"), None, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| Op::Delete {
+                ns: ns::AUDIT,
+                key: r.key,
+                expect: Expect::Any,
+            })
+            .collect();
+        ops.push(Op::Delete {
+            ns: ns::META,
+            key: format!("audit_head/{chain}"),
+            expect: Expect::Any,
+        });
+        self.store.commit(ops).await.unwrap();
+    }
+
     /// A traced context of principal `who` asking `op` about `key`.
-    fn traced(&mut self, who: &str, op: &str, key: Option<&str>) -> (RequestContext, Arc<Trace>) {
-        self.n += 1;
+    fn traced(&self, who: &str, op: &str, key: Option<&str>) -> (RequestContext, Arc<Trace>) {
+        let n = self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let mut draft = AuditEvent::draft(
             self.clock.now_millis_for_test(),
-            format!("req-{}", self.n),
+            format!("req-{n}"),
             "127.0.0.1:5000",
             "kv1",
             op,
@@ -254,7 +312,7 @@ async fn a_rewritten_chain_is_caught_by_its_head() {
     let mut f = fixture().await;
     f.some_events().await;
     // Rewrite every block from the first on, with valid hashes: only the head's HMAC is left.
-    let mut prev = [0u8; 32];
+    let mut prev = keyshift_vault::audit::genesis(NODE_A);
     for (key, mut block) in f.blocks().await {
         for e in &mut block.events {
             if e.principal.as_deref() == Some("mallory") {
@@ -270,13 +328,14 @@ async fn a_rewritten_chain_is_caught_by_its_head() {
     assert!(problem.contains("events were rewritten"), "{problem}");
 
     // Rewriting the head too, without the MAC key, does not help.
-    let head = f.store.get(ns::META, "audit_head").await.unwrap().unwrap();
+    let head_key = format!("audit_head/{NODE_A}");
+    let head = f.store.get(ns::META, &head_key).await.unwrap().unwrap();
     let mut head: serde_json::Value = serde_json::from_slice(&head.value).unwrap();
     head["last_hash"] = keyshift_vault::audit::hex(&prev).into();
     f.store
         .commit(vec![Op::Put {
             ns: ns::META,
-            key: "audit_head".into(),
+            key: head_key,
             value: serde_json::to_vec(&head).unwrap(),
             expect: Expect::Any,
         }])
@@ -399,10 +458,12 @@ async fn a_change_whose_event_was_never_chained_is_chained_at_the_next_start() {
     let (ctx, _t) = f.traced("alice", "getKey", Some("crashed"));
     f.d.get_key(&ctx, &f.vault, "crashed", None).await.unwrap();
 
+    // The node restarts: its chain's writer chains what the previous run left pending.
     let root = SealingKey::from_bytes(&f.root).unwrap();
     let (d2, _) = Deployment::open(f.store.clone(), f.clock.clone(), root)
         .await
         .unwrap();
+    d2.set_audit_chain(NODE_A).unwrap();
     d2.start_audit().await.unwrap();
     let events = d2.audit_events(&AuditFilter::default(), 100).await.unwrap();
     let last = events.last().unwrap();
@@ -484,4 +545,328 @@ async fn usage_counts_successful_uses_per_version_principal_and_operation() {
         .unwrap();
     assert_eq!(one.versions.len(), 1);
     assert_eq!(one.versions[0].usage.len(), 2);
+}
+
+#[tokio::test]
+async fn two_chains_verify_and_read_merged_by_time() {
+    let mut f = fixture().await;
+    f.some_events().await;
+    let b = f.node(Some("node-b")).await;
+    // Interleaved in time: b, a, b, a, ...
+    for _ in 0..5 {
+        f.events_on(&b, 1).await;
+        f.events_on(&f.d, 1).await;
+    }
+    let v = f.d.verify_audit().await.unwrap();
+    assert!(v.intact, "{:?}", v.problem);
+    assert_eq!((v.events, v.chains), (14, 2));
+    let all =
+        f.d.audit_events(&AuditFilter::default(), 1000)
+            .await
+            .unwrap();
+    assert_eq!(all.len(), 14);
+    let keys: Vec<(String, String, u64)> = all
+        .iter()
+        .map(|e| (e.time.clone(), e.chain.clone(), e.seq))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "merged by time, then chain, then seq");
+    assert_eq!(all.iter().filter(|e| e.chain == "node-b").count(), 5);
+    assert_eq!(all.iter().filter(|e| e.chain == NODE_A).count(), 9);
+    // Page by page, with a cursor across chains: the same events.
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let (events, next) = f.d.audit_page(after.as_deref(), 3).await.unwrap();
+        assert!(events.len() <= 3);
+        paged.extend(events);
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+    assert!(f.d.audit_page(Some("node-b=x"), 3).await.is_err());
+}
+
+#[tokio::test]
+async fn a_deleted_chain_is_caught() {
+    let mut f = fixture().await;
+    f.some_events().await;
+    let b = f.node(Some("node-b")).await;
+    f.events_on(&b, 3).await;
+    assert!(f.d.verify_audit().await.unwrap().intact);
+    f.delete_chain("node-b").await;
+    let problem = f.problem().await;
+    assert!(
+        problem.contains("node-b is registered but its head is missing"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn a_registry_entry_without_its_chain_is_caught() {
+    let mut f = fixture().await;
+    f.some_events().await;
+    // A node that started and wrote nothing: its chain is only a head.
+    let _c = f.node(Some("node-c")).await;
+    let v = f.d.verify_audit().await.unwrap();
+    assert!(v.intact, "{:?}", v.problem);
+    assert_eq!((v.events, v.chains), (4, 2));
+    f.delete_chain("node-c").await;
+    let problem = f.problem().await;
+    assert!(
+        problem.contains("node-c is registered but its head is missing"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn a_chain_the_registry_does_not_list_is_caught() {
+    let mut f = fixture().await;
+    f.some_events().await;
+    let (key, mut block) = f.blocks().await.remove(0);
+    // Copied under another chain, it does not follow that chain's genesis.
+    let copy = key.replace(NODE_A, "node-x");
+    f.put_block(&copy, &block).await;
+    let problem = f.problem().await;
+    assert!(
+        problem.contains("chain node-x") && problem.contains("does not follow"),
+        "{problem}"
+    );
+    // Rechained from it, it makes a chain that holds, but that nobody registered.
+    block.prev = keyshift_vault::audit::genesis("node-x");
+    block.last = rechain(block.prev, &block.events);
+    f.put_block(&copy, &block).await;
+    let problem = f.problem().await;
+    assert!(
+        problem.contains("node-x is not in the registry"),
+        "{problem}"
+    );
+    // Nor can the registry be rewritten without the MAC key.
+    let r = f
+        .store
+        .get(ns::META, "audit_chains")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut registry: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+    registry["chains"]
+        .as_array_mut()
+        .unwrap()
+        .push("node-x".into());
+    f.store
+        .commit(vec![Op::Put {
+            ns: ns::META,
+            key: "audit_chains".into(),
+            value: serde_json::to_vec(&registry).unwrap(),
+            expect: Expect::Any,
+        }])
+        .await
+        .unwrap();
+    assert!(f
+        .problem()
+        .await
+        .contains("registry of audit chains was altered"));
+}
+
+#[tokio::test]
+async fn a_modified_event_in_the_second_chain_is_caught() {
+    let mut f = fixture().await;
+    f.some_events().await;
+    let b = f.node(Some("node-b")).await;
+    f.events_on(&b, 3).await;
+    let (key, mut block) = f
+        .blocks()
+        .await
+        .into_iter()
+        .find(|(k, _)| k.starts_with("node-b/"))
+        .unwrap();
+    block.events[0].status = 200;
+    f.put_block(&key, &block).await;
+    let problem = f.problem().await;
+    assert!(
+        problem.contains("chain node-b") && problem.contains("was modified"),
+        "{problem}"
+    );
+    // A block moved from one chain to the other does not follow that chain's genesis.
+    block.events[0].status = 404;
+    f.put_block(&key, &block).await;
+    assert!(f.d.verify_audit().await.unwrap().intact);
+    let (first_a, a_block) = f.blocks().await.remove(0);
+    f.put_block(&key, &a_block).await;
+    let problem = f.problem().await;
+    assert!(problem.contains("chain node-b"), "{problem} ({first_a})");
+}
+
+#[tokio::test]
+async fn a_legacy_single_chain_store_still_verifies_and_reads_after_the_upgrade() {
+    // A store an earlier version wrote: one chain, its head `audit_head`, no registry.
+    let mut f = fixture_as(None).await;
+    f.some_events().await;
+    one_event_per_block(&mut f).await;
+    assert!(f
+        .store
+        .get(ns::META, "audit_chains")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(f.store.get(ns::META, "audit_head").await.unwrap().is_some());
+    let v = f.d.verify_audit().await.unwrap();
+    assert!(v.intact, "{:?}", v.problem);
+    assert_eq!((v.events, v.chains), (11, 1));
+    let legacy =
+        f.d.audit_events(&AuditFilter::default(), 100)
+            .await
+            .unwrap();
+    assert_eq!(legacy.len(), 11);
+    assert!(legacy.iter().all(|e| e.chain == "legacy"));
+
+    // The upgrade: a node of this version starts and writes a chain of its own; the legacy chain
+    // is registered beside it and still verifies and reads.
+    let b = f.node(Some("node-b")).await;
+    f.events_on(&b, 3).await;
+    let r = f
+        .store
+        .get(ns::META, "audit_chains")
+        .await
+        .unwrap()
+        .unwrap();
+    let registry: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+    assert_eq!(registry["chains"], serde_json::json!(["legacy", "node-b"]));
+    let v = b.verify_audit().await.unwrap();
+    assert!(v.intact, "{:?}", v.problem);
+    assert_eq!((v.events, v.chains), (14, 2));
+    let all = b.audit_events(&AuditFilter::default(), 100).await.unwrap();
+    assert_eq!(all.len(), 14);
+    assert_eq!(&all[..11], &legacy[..]);
+
+    // Deleting the legacy chain whole is now caught too.
+    let mut ops: Vec<Op> = f
+        .blocks()
+        .await
+        .into_iter()
+        .filter(|(k, _)| !k.contains('/'))
+        .map(|(key, _)| Op::Delete {
+            ns: ns::AUDIT,
+            key,
+            expect: Expect::Any,
+        })
+        .collect();
+    ops.push(Op::Delete {
+        ns: ns::META,
+        key: "audit_head".into(),
+        expect: Expect::Any,
+    });
+    f.store.commit(ops).await.unwrap();
+    let problem = f.problem().await;
+    assert!(
+        problem.contains("legacy is registered but its head is missing"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn a_live_nodes_pending_copy_is_left_to_it_and_a_dead_ones_is_chained_once() {
+    let mut f = fixture().await;
+    f.some_events().await;
+    // Node A commits a create; its event is pending while the request is answered.
+    let (ctx, t) = f.traced("alice", "createKey", Some("inflight"));
+    f.d.create_key(
+        &ctx,
+        &f.vault,
+        "inflight",
+        KeyCreateParameters {
+            kty: Some("EC".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Node B starting now leaves it to A, which chains it with its answer.
+    let _b = f.node(Some("node-b")).await;
+    f.d.finish_trace(t, 200, 5).await.unwrap();
+    let of = |events: &[AuditEvent], key: &str| -> Vec<(String, u16)> {
+        events
+            .iter()
+            .filter(|e| e.key.as_deref() == Some(key))
+            .map(|e| (e.chain.clone(), e.status))
+            .collect()
+    };
+    let all =
+        f.d.audit_events(&AuditFilter::default(), 100)
+            .await
+            .unwrap();
+    assert_eq!(of(&all, "inflight"), [(NODE_A.to_owned(), 200)]);
+
+    // A create whose node dies and never comes back: once stale, the first of two nodes starting
+    // together chains it, the other does not.
+    let (ctx, _t) = f.traced("alice", "createKey", Some("orphan"));
+    f.d.create_key(
+        &ctx,
+        &f.vault,
+        "orphan",
+        KeyCreateParameters {
+            kty: Some("EC".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let _c = f.node(Some("node-c")).await;
+    let all =
+        f.d.audit_events(&AuditFilter::default(), 100)
+            .await
+            .unwrap();
+    assert!(
+        of(&all, "orphan").is_empty(),
+        "fresh: its node may be alive"
+    );
+    f.clock.advance(11 * 60);
+    let (d, e) = tokio::join!(f.node(Some("node-d")), f.node(Some("node-e")));
+    let all = d.audit_events(&AuditFilter::default(), 100).await.unwrap();
+    let chained = of(&all, "orphan");
+    assert_eq!(chained.len(), 1, "{chained:?}");
+    assert_eq!(chained[0].1, 0, "answer unknown");
+    assert!(["node-d", "node-e"].contains(&chained[0].0.as_str()));
+    assert!(f
+        .store
+        .list(ns::AUDIT_PENDING, "", None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let v = e.verify_audit().await.unwrap();
+    assert!(v.intact, "{:?}", v.problem);
+    assert_eq!(v.chains, 5);
+}
+
+#[tokio::test]
+async fn usage_counts_add_up_across_chains() {
+    let mut f = fixture().await;
+    f.some_events().await;
+    let b = f.node(Some("node-b")).await;
+    for _ in 0..3 {
+        let (ctx, t) = f.traced("alice", "wrapKey", Some("k"));
+        b.key_operation(&ctx, &f.vault, "k", None, KeyOperation::WrapKey, wrap())
+            .await
+            .unwrap();
+        b.finish_trace(t, 200, 10).await.unwrap();
+    }
+    let report =
+        f.d.key_usage(
+            &RequestContext::system("https://kv.test"),
+            &f.vault,
+            "k",
+            None,
+        )
+        .await
+        .unwrap();
+    let usage = &report.versions[0].usage;
+    let alice = usage
+        .iter()
+        .find(|u| u.principal == "alice" && u.operation == "wrapKey")
+        .unwrap();
+    assert_eq!(alice.count, 4, "1 on node A, 3 on node B");
+    assert_eq!(usage.len(), 2, "{usage:?}");
 }
