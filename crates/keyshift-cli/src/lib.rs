@@ -108,6 +108,13 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    // aws-lc seeds its random generator from CPU jitter (tens of milliseconds) the first time a
+    // process asks for randomness. Start that now, on the other core, beside argument parsing,
+    // file reads and the TLS set-up, rather than inside the first TLS handshake: most commands
+    // reach a vault, and `keyshift encrypt` of a file pays it on every run.
+    std::thread::spawn(|| {
+        let _ = keyshift_crypto::random_bytes(1);
+    });
     let cli = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
