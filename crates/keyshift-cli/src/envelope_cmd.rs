@@ -139,7 +139,24 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Runs `write` into a temporary file next to `path`; on success syncs and renames it to `path`,
 /// on failure deletes it. Nothing is ever left half-written under `path`.
+///
+/// A path that exists and is not a regular file (`/dev/null`, a FIFO, a terminal) is written to
+/// directly: renaming over it would replace the device with a file.
 fn atomic_output<T>(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<T>) -> Result<T> {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.is_dir() {
+            bail!("{} is a directory", path.display());
+        }
+        if !meta.is_file() {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let v = write(&mut file)?;
+            file.flush()?;
+            return Ok(v);
+        }
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -632,4 +649,49 @@ pub fn run_inspect(path: &Path) -> Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&info)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod output_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+
+    #[test]
+    fn a_device_or_fifo_is_written_to_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                std::fs::File::open(fifo)
+                    .unwrap()
+                    .read_to_string(&mut text)
+                    .unwrap();
+                text
+            })
+        };
+        write_atomically(&fifo, b"sealed bytes").unwrap();
+        // Checked before joining the reader, which would wait forever on a replaced FIFO.
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        assert_eq!(reader.join().unwrap(), "sealed bytes");
+        // No temporary file was left beside it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A directory is refused; a regular file is replaced atomically.
+        assert!(write_atomically(dir.path(), b"x").is_err());
+        let file = dir.path().join("out.bin");
+        write_atomically(&file, b"one").unwrap();
+        write_atomically(&file, b"two").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"two");
+    }
 }
