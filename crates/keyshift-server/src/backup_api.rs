@@ -359,18 +359,31 @@ pub async fn dispatch(
                 container_dir(app.backup_dir.as_deref(), &request.storage_resource_uri)?;
             let start = d.now();
             let backup = d.full_backup(ctx, vault).await?;
-            let folder = folder_name(&vault.name, start);
-            let dir = container.join(&folder);
+            let base = folder_name(&vault.name, start);
             let manifest =
                 serde_json::to_vec_pretty(&backup.manifest).map_err(|_| ApiError::internal())?;
-            let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                std::fs::create_dir_all(&dir)?;
-                write_durably(&dir.join("backup.bin"), &backup.blob)?;
-                write_durably(&dir.join("manifest.json"), &manifest)
+            let blob = backup.blob;
+            let written = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+                std::fs::create_dir_all(&container)?;
+                // A folder of its own, even for two backups in one second: never mixed files.
+                let mut folder = base.clone();
+                for n in 2.. {
+                    match std::fs::create_dir(container.join(&folder)) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => {
+                            folder = format!("{base}-{n}");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                let dir = container.join(&folder);
+                write_durably(&dir.join("backup.bin"), &blob)?;
+                write_durably(&dir.join("manifest.json"), &manifest)?;
+                Ok(folder)
             })
             .await
             .map_err(|_| ApiError::internal())?;
-            written.map_err(|e| io_error("writing the backup", &e))?;
+            let folder = written.map_err(|e| io_error("writing the backup", &e))?;
             let job = job_id()?;
             let record = serde_json::json!({
                 "status": "Succeeded",

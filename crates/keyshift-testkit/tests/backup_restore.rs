@@ -598,6 +598,19 @@ async fn bad_requests_are_refused_with_clear_errors() {
         .next()
         .unwrap()
         .to_owned();
+    // Two backups in the same second get folders of their own.
+    let (st, again) = a
+        .call(
+            Method::POST,
+            &v("/backup"),
+            Some(json!({"storageResourceUri": "file:///nightly"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{again}");
+    assert_ne!(
+        again["azureStorageBlobContainerUri"],
+        op["azureStorageBlobContainerUri"]
+    );
     let path = a
         .data_dir
         .join("backups/nightly")
