@@ -281,7 +281,7 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 fn job_id() -> Result<String, ApiError> {
     let bytes = keyshift_crypto::random_bytes(16).map_err(|_| ApiError::internal())?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(keyshift_vault::audit::hex(&bytes))
 }
 
 fn status_url(ctx: &RequestContext, kind: &str, job: &str, api_version: &str) -> String {

@@ -499,7 +499,14 @@ impl Deployment {
         if vault.security_domain == upload.security_domain {
             return Ok(());
         }
-        self.require_empty(vault).await?;
+        // Its keys, live or soft-deleted, are sealed under the domain it would leave.
+        if self.holds_keys(vault).await? {
+            return Err(ApiError::conflict(format!(
+                "Vault '{}' holds keys (live or soft-deleted), sealed under its current security domain; upload a security domain into a new, empty vault.",
+                vault.name
+            ))
+            .with_inner("VaultNotEmpty"));
+        }
         let mut ops = Vec::new();
         match self
             .store
@@ -564,28 +571,6 @@ impl Deployment {
         })?;
         self.refresh_vaults().await?;
         tracing::info!(vault = %vault.name, security_domain = %upload.security_domain, "security domain uploaded");
-        Ok(())
-    }
-
-    /// Refuses when `vault` holds keys, live or soft-deleted: they are sealed under its current
-    /// domain and would be lost to it.
-    async fn require_empty(&self, vault: &VaultRecord) -> Result<()> {
-        let prefix = format!("{}/", vault.id);
-        for namespace in [ns::KEY, ns::DELETED_KEY] {
-            if !self
-                .store
-                .list(namespace, &prefix, None, 1)
-                .await
-                .map_err(store_error)?
-                .is_empty()
-            {
-                return Err(ApiError::conflict(format!(
-                    "Vault '{}' holds keys (live or soft-deleted), sealed under its current security domain; upload a security domain into a new, empty vault.",
-                    vault.name
-                ))
-                .with_inner("VaultNotEmpty"));
-            }
-        }
         Ok(())
     }
 

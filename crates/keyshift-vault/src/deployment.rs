@@ -561,19 +561,10 @@ impl Deployment {
                 "The default vault cannot be deleted.",
             ));
         }
-        let prefix = format!("{}/", vault.id);
-        for namespace in [ns::KEY, ns::DELETED_KEY] {
-            if !self
-                .store
-                .list(namespace, &prefix, None, 1)
-                .await
-                .map_err(store_error)?
-                .is_empty()
-            {
-                return Err(ApiError::conflict(format!(
-                    "Vault '{name}' still holds keys (live or soft-deleted); delete and purge them first."
-                )));
-            }
+        if self.holds_keys(&vault).await? {
+            return Err(ApiError::conflict(format!(
+                "Vault '{name}' still holds keys (live or soft-deleted); delete and purge them first."
+            )));
         }
         self.store
             .commit(vec![Op::Delete {
@@ -585,6 +576,23 @@ impl Deployment {
             .map_err(store_error)?;
         self.refresh_vaults().await?;
         Ok(())
+    }
+
+    /// Whether `vault` holds keys, live or soft-deleted.
+    pub(crate) async fn holds_keys(&self, vault: &VaultRecord) -> Result<bool> {
+        let prefix = format!("{}/", vault.id);
+        for namespace in [ns::KEY, ns::DELETED_KEY] {
+            if !self
+                .store
+                .list(namespace, &prefix, None, 1)
+                .await
+                .map_err(store_error)?
+                .is_empty()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The security-domain key of a vault.
