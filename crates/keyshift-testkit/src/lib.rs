@@ -330,3 +330,32 @@ pub fn v(path: &str) -> String {
     let sep = if path.contains('?') { '&' } else { '?' };
     format!("{path}{sep}api-version=2025-07-01")
 }
+
+/// A custodian: a self-signed RSA-2048 certificate and its PKCS#8 key, written to `dir` as
+/// `{name}.pem` and `{name}.key`.
+pub fn custodian(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        .unwrap();
+    let cert = rcgen::CertificateParams::new(vec![format!("{name}.example")])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let cert_path = dir.join(format!("{name}.pem"));
+    let key_path = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+/// Runs the `keyshift` command with `args` in this process (on a thread of its own, with its own
+/// runtime); whether it succeeded.
+pub fn keyshift(args: &[&str]) -> bool {
+    let args: Vec<String> = std::iter::once("keyshift")
+        .chain(args.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    std::thread::spawn(move || keyshift_cli::main_with_args(args))
+        .join()
+        .unwrap()
+        == std::process::ExitCode::SUCCESS
+}

@@ -10,7 +10,7 @@
 
 use keyshift_api::b64;
 use keyshift_client::{KeyClient, VaultUrl};
-use keyshift_testkit::{v, TestServer};
+use keyshift_testkit::{custodian, keyshift, v, TestServer};
 use keyshift_vault::backup::{recombine, upload_for, SecurityDomainFile, TransferKey};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -18,21 +18,6 @@ use std::path::{Path, PathBuf};
 
 fn inner(body: &Value) -> &str {
     body["error"]["innererror"]["code"].as_str().unwrap_or("")
-}
-
-/// A custodian: an RSA-2048 certificate and its PKCS#8 key, written to `dir`.
-fn custodian(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-        .unwrap();
-    let cert = rcgen::CertificateParams::new(vec![format!("{name}.example")])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let cert_path = dir.join(format!("{name}.pem"));
-    let key_path = dir.join(format!("{name}.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (cert_path, key_path)
 }
 
 fn der_of(pem_path: &Path) -> Vec<u8> {
@@ -51,17 +36,6 @@ fn private_key(path: &Path) -> keyshift_crypto::KeyMaterial {
 fn client(s: &TestServer) -> KeyClient {
     let admin = s.data_dir.join("admin.json");
     keyshift_migrate::rewrap::client_from(&admin).unwrap()
-}
-
-fn keyshift(args: &[&str]) -> bool {
-    let args: Vec<String> = std::iter::once("keyshift")
-        .chain(args.iter().copied())
-        .map(str::to_owned)
-        .collect();
-    std::thread::spawn(move || keyshift_cli::main_with_args(args))
-        .join()
-        .unwrap()
-        == std::process::ExitCode::SUCCESS
 }
 
 async fn ok(s: &TestServer, method: Method, path: &str, body: Option<Value>) -> Value {

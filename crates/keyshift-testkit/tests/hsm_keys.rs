@@ -19,7 +19,7 @@ use keyshift_crypto::{
     encrypt_with_public, verify_with_public, Curve, EncryptionAlgorithm, KeyMaterial, PublicKey,
     SignatureAlgorithm,
 };
-use keyshift_testkit::{softhsm, v, TestServer};
+use keyshift_testkit::{keyshift, softhsm, v, TestServer};
 use keyshift_vault::VaultKind;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -793,18 +793,6 @@ async fn byok_lands_in_the_token_and_exportable_keys_are_released_from_it() {
         (StatusCode::BAD_REQUEST, "NotSupportedByHsm"),
         "{b}"
     );
-}
-
-/// Runs the `keyshift` command line in-process on a thread of its own (it makes its own runtime).
-fn keyshift(args: &[&str]) -> bool {
-    let args: Vec<String> = std::iter::once("keyshift")
-        .chain(args.iter().copied())
-        .map(str::to_owned)
-        .collect();
-    std::thread::spawn(move || keyshift_cli::main_with_args(args))
-        .join()
-        .unwrap()
-        == std::process::ExitCode::SUCCESS
 }
 
 /// Scenario (d) through `keyshift migrate`: data keys wrapped by a software key in a vault move to

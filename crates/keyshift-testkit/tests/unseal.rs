@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use keyshift_cli::datadir::AdminCredentials;
+use keyshift_testkit::custodian;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -199,21 +200,6 @@ fn share(dir: &Path, i: u8) -> PathBuf {
 
 fn inner(body: &Value) -> &str {
     body["error"]["innererror"]["code"].as_str().unwrap_or("")
-}
-
-/// A custodian: an RSA-2048 certificate and its PKCS#8 key, written to `dir`.
-fn custodian(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-        .unwrap();
-    let cert = rcgen::CertificateParams::new(vec![format!("{name}.example")])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let cert_path = dir.join(format!("{name}.pem"));
-    let key_path = dir.join(format!("{name}.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (cert_path, key_path)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
