@@ -18,7 +18,7 @@
 
 use crate::deployment::{from_json, store_error, to_json, Deployment};
 use crate::keys::BackupPayload;
-use crate::naming::{key_key, new_id};
+use crate::naming::key_key;
 use crate::rbac::Action;
 use crate::records::{ns, KeyRecord, SecurityDomainRecord, VaultKind, VaultRecord};
 use crate::sealing::security_domain_aad;
@@ -299,13 +299,6 @@ fn crypto_internal(e: keyshift_crypto::CryptoError) -> ApiError {
     ApiError::internal()
 }
 
-#[derive(Serialize, Deserialize)]
-struct TransferKeyRecord {
-    kid: String,
-    #[serde(with = "keyshift_api::b64::bytes")]
-    sealed: Vec<u8>,
-}
-
 impl Deployment {
     /// `POST /securitydomain/download`: the vault's security-domain key split into one share per
     /// custodian, `required` of them needed.
@@ -401,50 +394,8 @@ impl Deployment {
     }
 
     async fn transfer_key(&self) -> Result<(String, KeyMaterial)> {
-        for _ in 0..4 {
-            if let Some(r) = self
-                .store
-                .get(ns::META, TRANSFER_KEY_RECORD)
-                .await
-                .map_err(store_error)?
-            {
-                let record: TransferKeyRecord = from_json(&r.value)?;
-                let bytes = self
-                    .root
-                    .open(TRANSFER_KEY_AAD, &record.sealed)
-                    .map_err(crypto_internal)?;
-                let key = KeyMaterial::from_pkcs8_der(&bytes).map_err(crypto_internal)?;
-                return Ok((record.kid, key));
-            }
-            let key = tokio::task::spawn_blocking(|| KeyMaterial::generate_rsa(3072))
-                .await
-                .map_err(|_| ApiError::internal())?
-                .map_err(crypto_internal)?;
-            let record = TransferKeyRecord {
-                kid: new_id()?,
-                sealed: self
-                    .root
-                    .seal(TRANSFER_KEY_AAD, &key.transfer_plaintext())
-                    .map_err(crypto_internal)?,
-            };
-            match self
-                .store
-                .commit(vec![Op::Put {
-                    ns: ns::META,
-                    key: TRANSFER_KEY_RECORD.into(),
-                    value: to_json(&record)?,
-                    expect: Expect::Absent,
-                }])
-                .await
-            {
-                Ok(()) => return Ok((record.kid, key)),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(store_error(e)),
-            }
-        }
-        Err(ApiError::conflict(
-            "The transfer key could not be created; retry.",
-        ))
+        self.sealed_rsa_key(TRANSFER_KEY_RECORD, TRANSFER_KEY_AAD, 3072, "transfer key")
+            .await
     }
 
     /// `POST /securitydomain/upload`: gives `vault`, which must hold no keys, the uploaded

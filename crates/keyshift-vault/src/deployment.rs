@@ -17,6 +17,18 @@ use std::sync::{Arc, RwLock};
 
 pub(crate) const DEPLOYMENT_KEY: &str = "deployment";
 
+/// A deployment-wide key in `meta`, sealed under the root key ([`Deployment::sealed_rsa_key`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SealedKeyRecord {
+    /// The key's id (none in records made before keys had one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kid: Option<String>,
+    #[serde(with = "keyshift_api::b64::bytes")]
+    sealed: Vec<u8>,
+    #[serde(default)]
+    created: i64,
+}
+
 /// What `vault create` asks for.
 #[derive(Debug, Clone)]
 pub struct VaultSpec {
@@ -576,6 +588,70 @@ impl Deployment {
             .map_err(store_error)?;
         self.refresh_vaults().await?;
         Ok(())
+    }
+
+    /// A deployment-wide RSA key kept in `meta` under `record`, sealed under the root key with
+    /// `aad`: made (`bits`, with a fresh id) and stored on first use. When another process makes
+    /// it at the same moment, the one stored first is used by both.
+    pub(crate) async fn sealed_rsa_key(
+        &self,
+        record: &str,
+        aad: &[u8],
+        bits: u32,
+        what: &str,
+    ) -> Result<(String, keyshift_crypto::KeyMaterial)> {
+        use keyshift_crypto::KeyMaterial;
+        for _ in 0..4 {
+            if let Some(r) = self
+                .store
+                .get(ns::META, record)
+                .await
+                .map_err(store_error)?
+            {
+                let stored: SealedKeyRecord = from_json(&r.value)?;
+                let bytes = self.root.open(aad, &stored.sealed).map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::ServiceUnavailable,
+                        format!("The root key does not open the {what}."),
+                    )
+                })?;
+                let key = KeyMaterial::from_pkcs8_der(&bytes).map_err(crypto_internal)?;
+                return Ok((stored.kid.unwrap_or_default(), key));
+            }
+            let key = tokio::task::spawn_blocking(move || KeyMaterial::generate_rsa(bits))
+                .await
+                .map_err(|_| ApiError::internal())?
+                .map_err(crypto_internal)?;
+            let stored = SealedKeyRecord {
+                kid: Some(new_id()?),
+                sealed: self
+                    .root
+                    .seal(aad, &key.transfer_plaintext())
+                    .map_err(crypto_internal)?,
+                created: self.clock.now(),
+            };
+            match self
+                .store
+                .commit(vec![Op::Put {
+                    ns: ns::META,
+                    key: record.into(),
+                    value: to_json(&stored)?,
+                    expect: Expect::Absent,
+                }])
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!("{what} created");
+                    return Ok((stored.kid.unwrap_or_default(), key));
+                }
+                // Another process made it first: use that one.
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(ApiError::conflict(format!(
+            "The {what} could not be created; retry."
+        )))
     }
 
     /// Whether `vault` holds keys, live or soft-deleted.

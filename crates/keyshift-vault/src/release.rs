@@ -11,17 +11,15 @@
 //! stored sealed under the root key (`meta/release_signing_key`, AAD
 //! `keyshift/release-signing-key/v1`), like the token signing key.
 
-use crate::deployment::{from_json, store_error, to_json, Deployment};
+use crate::deployment::{to_json, Deployment};
 use crate::rbac::Action;
-use crate::records::{ns, TrustedIssuerRecord, VaultRecord};
+use crate::records::{TrustedIssuerRecord, VaultRecord};
 use crate::release_policy::ReleasePolicy;
 use crate::{RequestContext, Result};
 use keyshift_api::keys::{KeyReleaseParameters, KeyReleaseResult};
-use keyshift_api::{b64, ApiError, ErrorCode};
+use keyshift_api::{b64, ApiError};
 use keyshift_crypto::transfer::TransferWrap;
 use keyshift_crypto::{KeyMaterial, PublicKey, SignatureAlgorithm};
-use keyshift_store::{Expect, Op, StoreError};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -60,13 +58,6 @@ pub struct ReleaseRequest {
     pub params: KeyReleaseParameters,
     /// The api-version the client used, echoed in the signed response.
     pub api_version: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct ReleaseKeyRecord {
-    #[serde(with = "keyshift_api::b64::bytes")]
-    sealed: Vec<u8>,
-    created: i64,
 }
 
 fn token_error(what: impl std::fmt::Display) -> ApiError {
@@ -157,59 +148,15 @@ impl Deployment {
     pub async fn release_signing_key(&self) -> Result<Arc<KeyMaterial>> {
         self.release_key
             .get_or_try_init(|| async {
-                for _ in 0..4 {
-                    if let Some(r) = self
-                        .store
-                        .get(ns::META, RELEASE_KEY_RECORD)
-                        .await
-                        .map_err(store_error)?
-                    {
-                        let record: ReleaseKeyRecord = from_json(&r.value)?;
-                        let bytes =
-                            self.root
-                                .open(RELEASE_KEY_AAD, &record.sealed)
-                                .map_err(|_| {
-                                    ApiError::new(
-                                        ErrorCode::ServiceUnavailable,
-                                        "The root key does not open the release-signing key.",
-                                    )
-                                })?;
-                        let key = KeyMaterial::from_pkcs8_der(&bytes).map_err(crypto_internal)?;
-                        return Ok(Arc::new(key));
-                    }
-                    let key = tokio::task::spawn_blocking(|| KeyMaterial::generate_rsa(2048))
-                        .await
-                        .map_err(|_| ApiError::internal())?
-                        .map_err(crypto_internal)?;
-                    let record = ReleaseKeyRecord {
-                        sealed: self
-                            .root
-                            .seal(RELEASE_KEY_AAD, &key.transfer_plaintext())
-                            .map_err(crypto_internal)?,
-                        created: self.clock.now(),
-                    };
-                    match self
-                        .store
-                        .commit(vec![Op::Put {
-                            ns: ns::META,
-                            key: RELEASE_KEY_RECORD.into(),
-                            value: to_json(&record)?,
-                            expect: Expect::Absent,
-                        }])
-                        .await
-                    {
-                        Ok(()) => {
-                            tracing::info!("release-signing key created");
-                            return Ok(Arc::new(key));
-                        }
-                        // Another process made it first: use that one.
-                        Err(StoreError::Conflict { .. }) => continue,
-                        Err(e) => return Err(store_error(e)),
-                    }
-                }
-                Err(ApiError::conflict(
-                    "The release-signing key could not be created; retry.",
-                ))
+                let (_, key) = self
+                    .sealed_rsa_key(
+                        RELEASE_KEY_RECORD,
+                        RELEASE_KEY_AAD,
+                        2048,
+                        "release-signing key",
+                    )
+                    .await?;
+                Ok(Arc::new(key))
             })
             .await
             .cloned()
