@@ -62,6 +62,7 @@
 
 mod cache;
 mod error;
+mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 mod header;
@@ -74,6 +75,7 @@ mod stream;
 
 pub use cache::{MasterKeyCache, DEFAULT_MASTER_KEY_TTL};
 pub use error::{DecryptStreamError, EnvelopeError, Result};
+pub use files::{default_threads, WriteBehind, WRITE_BEHIND_STEP};
 pub use header::{
     Header, Mode, DEFAULT_SEGMENT_SIZE, FORMAT_VERSION, MAGIC, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };

@@ -88,7 +88,7 @@ fn derive(material: &[u8], salt: &[u8; SALT_LEN], context: &[u8]) -> Result<File
 }
 
 /// The nonce of segment `index`: prefix || big-endian counter || last flag.
-fn nonce(prefix: &[u8; NONCE_PREFIX_LEN], index: u32, last: bool) -> [u8; NONCE_LEN] {
+pub(crate) fn nonce(prefix: &[u8; NONCE_PREFIX_LEN], index: u32, last: bool) -> [u8; NONCE_LEN] {
     let mut out = [0u8; NONCE_LEN];
     out[..NONCE_PREFIX_LEN].copy_from_slice(prefix);
     out[NONCE_PREFIX_LEN..NONCE_PREFIX_LEN + 4].copy_from_slice(&index.to_be_bytes());
@@ -96,7 +96,7 @@ fn nonce(prefix: &[u8; NONCE_PREFIX_LEN], index: u32, last: bool) -> [u8; NONCE_
     out
 }
 
-fn segment_index(index: u64) -> Result<u32> {
+pub(crate) fn segment_index(index: u64) -> Result<u32> {
     u32::try_from(index).map_err(|_| {
         EnvelopeError::InvalidInput("more than 2^32 segments: use a larger segment size".into())
     })
@@ -121,9 +121,9 @@ pub(crate) fn read_full<R: Read + ?Sized>(reader: &mut R, buf: &mut [u8]) -> io:
 /// encrypts exactly one file.
 #[derive(Debug)]
 pub struct Encryptor {
-    header: Header,
-    key: Aes256GcmKey,
-    digest: [u8; 32],
+    pub(crate) header: Header,
+    pub(crate) key: Aes256GcmKey,
+    pub(crate) digest: [u8; 32],
 }
 
 impl Encryptor {
@@ -310,13 +310,13 @@ pub async fn check_data_key(header: &Header, kek: &dyn Kek) -> Result<()> {
 /// Decrypts one file whose header authenticated under the caller's keys and context.
 #[derive(Debug)]
 pub struct Decryptor {
-    header: Header,
-    key: Aes256GcmKey,
-    digest: [u8; 32],
+    pub(crate) header: Header,
+    pub(crate) key: Aes256GcmKey,
+    pub(crate) digest: [u8; 32],
 }
 
 /// What went wrong with a segment that did not open under the expected flag.
-enum Misfit {
+pub(crate) enum Misfit {
     /// It opens as the last segment although more data follows.
     LastWithMore,
     /// It opens as a non-last segment although the input ends after it.
@@ -406,7 +406,7 @@ impl Decryptor {
     }
 
     /// Opens segment `index` from `sealed` (ciphertext || tag) into `out`.
-    fn open(&self, index: u64, last: bool, sealed: &[u8], out: &mut [u8]) -> Result<()> {
+    pub(crate) fn open(&self, index: u64, last: bool, sealed: &[u8], out: &mut [u8]) -> Result<()> {
         let counter = segment_index(index)?;
         let (ciphertext, tag) = sealed.split_at(sealed.len() - TAG_LEN);
         self.key
@@ -425,7 +425,13 @@ impl Decryptor {
 
     /// After `sealed` failed to open with flag `expected_last`, whether it opens with the
     /// other flag (which names the failure precisely).
-    fn misfit(&self, index: u64, expected_last: bool, sealed: &[u8], out: &mut [u8]) -> Misfit {
+    pub(crate) fn misfit(
+        &self,
+        index: u64,
+        expected_last: bool,
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> Misfit {
         let full = self.header.segment_size() as usize + TAG_LEN;
         // A non-last segment is always full-size.
         if expected_last && sealed.len() != full {
