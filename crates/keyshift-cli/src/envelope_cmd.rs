@@ -9,10 +9,11 @@ use crate::config::CommonArgs;
 use anyhow::{anyhow, bail, Context, Result};
 use keyshift_client::{AdminJson, KeyClient};
 use keyshift_envelope::{
-    Decryptor, Encryptor, Header, Kek, Keyring, MasterKey, MasterKeyCache, Mode, RemoteKek,
-    DEFAULT_SEGMENT_SIZE,
+    default_threads, Decryptor, Encryptor, Header, Kek, Keyring, MasterKey, MasterKeyCache, Mode,
+    RemoteKek, WriteBehind, DEFAULT_SEGMENT_SIZE,
 };
 use std::io::{Read, Write};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -142,7 +143,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 ///
 /// A path that exists and is not a regular file (`/dev/null`, a FIFO, a terminal) is written to
 /// directly: renaming over it would replace the device with a file.
-fn atomic_output<T>(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<T>) -> Result<T> {
+fn atomic_output<T>(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.is_dir() {
             bail!("{} is a directory", path.display());
@@ -170,15 +171,19 @@ fn atomic_output<T>(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Resul
         .map(|b| format!("{b:02x}"))
         .collect();
     let temp = dir.join(format!(".{}.{suffix}.tmp", name.to_string_lossy()));
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&temp)
         .with_context(|| format!("cannot create {}", temp.display()))?;
-    let result = write(&mut file).and_then(|v| {
-        file.sync_all()?;
-        Ok(v)
-    });
+    // Written behind: the disk takes the bytes while they are produced, not all at the sync.
+    let result = WriteBehind::new(&file)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut behind| write(&mut behind))
+        .and_then(|v| {
+            file.sync_all()?;
+            Ok(v)
+        });
     drop(file);
     match result {
         Ok(v) => {
@@ -273,6 +278,14 @@ impl Read for PrefetchReader {
         self.at += n;
         Ok(n)
     }
+}
+
+/// Standard input when it is a regular file (`< file`), as a file of its own that shares its
+/// offset; `None` for a pipe, a terminal or a device.
+fn stdin_file() -> Option<std::fs::File> {
+    use std::os::fd::AsFd;
+    let file = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().ok()?);
+    file.metadata().ok()?.is_file().then_some(file)
 }
 
 /// Runs a keyring command.
@@ -454,15 +467,22 @@ pub async fn run_encrypt(common: &CommonArgs, args: EncryptArgs) -> Result<()> {
     if args.input.as_os_str() == "-" {
         let encryptor = sealer.encryptor(&context, segment).await?;
         return tokio::task::spawn_blocking(move || -> Result<()> {
-            let input = PrefetchReader::new(std::io::stdin());
+            // `< file`: a regular file, read at its offsets like a named one.
+            let regular = stdin_file();
+            let run = |w: &mut dyn Write| -> Result<u64> {
+                Ok(match &regular {
+                    Some(file) => encryptor.encrypt_file(file, w, default_threads())?,
+                    None => encryptor.encrypt_stream(PrefetchReader::new(std::io::stdin()), w)?,
+                })
+            };
             match args.out {
                 Some(out) if out.as_os_str() != "-" => {
-                    atomic_output(&out, |f| Ok(encryptor.encrypt_stream(input, f)?))?;
+                    atomic_output(&out, run)?;
                 }
                 _ => {
                     let stdout = std::io::stdout();
                     let mut w = stdout.lock();
-                    encryptor.encrypt_stream(input, &mut w)?;
+                    run(&mut w)?;
                     w.flush()?;
                 }
             }
@@ -482,7 +502,8 @@ pub async fn run_encrypt(common: &CommonArgs, args: EncryptArgs) -> Result<()> {
             let context = context.clone();
             async move {
                 let encryptor = sealer.encryptor(&context, segment).await?;
-                encrypt_file(encryptor, input, output).await
+                // The files share the cores already: one thread each.
+                encrypt_file(encryptor, input, output, NonZeroUsize::MIN).await
             }
         })
         .await;
@@ -493,15 +514,27 @@ pub async fn run_encrypt(common: &CommonArgs, args: EncryptArgs) -> Result<()> {
         None => default_out(&args.input, true)?,
     };
     let encryptor = sealer.encryptor(&context, segment).await?;
-    encrypt_file(encryptor, args.input, out).await
+    encrypt_file(encryptor, args.input, out, default_threads()).await
 }
 
-async fn encrypt_file(encryptor: Encryptor, input: PathBuf, output: PathBuf) -> Result<()> {
+/// Encrypts one file. A regular file is read at its segments' offsets by `threads` threads at
+/// once; anything else (a FIFO, a device) is read as a stream, ahead on a thread of its own.
+async fn encrypt_file(
+    encryptor: Encryptor,
+    input: PathBuf,
+    output: PathBuf,
+    threads: NonZeroUsize,
+) -> Result<()> {
     tokio::task::spawn_blocking(move || -> Result<()> {
         let file = std::fs::File::open(&input)
             .with_context(|| format!("cannot open {}", input.display()))?;
+        let regular = file.metadata()?.is_file();
         atomic_output(&output, |w| {
-            Ok(encryptor.encrypt_stream(PrefetchReader::new(file), w)?)
+            Ok(if regular {
+                encryptor.encrypt_file(&file, w, threads)?
+            } else {
+                encryptor.encrypt_stream(PrefetchReader::new(file), w)?
+            })
         })?;
         Ok(())
     })
@@ -548,6 +581,28 @@ pub async fn run_decrypt(common: &CommonArgs, args: DecryptArgs) -> Result<()> {
         context: args.context.clone().into_bytes(),
     });
     if args.input.as_os_str() == "-" {
+        if let Some(mut file) = stdin_file() {
+            // `< file`: the header read exactly, then the segments at their offsets.
+            let header = Header::read_from(&mut file)?;
+            let decryptor = opener.decryptor(&header).await?;
+            return tokio::task::spawn_blocking(move || -> Result<()> {
+                let run = |w: &mut dyn Write| -> Result<u64> {
+                    decryptor
+                        .decrypt_file(&file, w, default_threads())
+                        .map_err(|e| anyhow!("{e}"))
+                };
+                match args.out {
+                    Some(out) if out.as_os_str() != "-" => atomic_output(&out, run).map(|_| ()),
+                    _ => {
+                        let stdout = std::io::stdout();
+                        let mut w = stdout.lock();
+                        run(&mut w)?;
+                        Ok(w.flush()?)
+                    }
+                }
+            })
+            .await?;
+        }
         // The header first, then the rest of the stream after it.
         let mut stdin = std::io::stdin().lock();
         let header = Header::read_from(&mut stdin)?;
@@ -583,7 +638,7 @@ pub async fn run_decrypt(common: &CommonArgs, args: DecryptArgs) -> Result<()> {
         let total = pairs.len();
         let failures = on_every_core(pairs, |input, output| {
             let opener = opener.clone();
-            async move { decrypt_file(&opener, input, output).await }
+            async move { decrypt_file(&opener, input, output, NonZeroUsize::MIN).await }
         })
         .await;
         return report("decrypted", total, failures);
@@ -592,10 +647,16 @@ pub async fn run_decrypt(common: &CommonArgs, args: DecryptArgs) -> Result<()> {
         Some(o) => o,
         None => default_out(&args.input, false)?,
     };
-    decrypt_file(&opener, args.input, out).await
+    decrypt_file(&opener, args.input, out, default_threads()).await
 }
 
-async fn decrypt_file(opener: &Opener, input: PathBuf, output: PathBuf) -> Result<()> {
+/// Decrypts one file: like [`encrypt_file`], a regular file on `threads` threads.
+async fn decrypt_file(
+    opener: &Opener,
+    input: PathBuf,
+    output: PathBuf,
+    threads: NonZeroUsize,
+) -> Result<()> {
     let mut file =
         std::fs::File::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
     let header = Header::read_from(&mut file).with_context(|| format!("{}", input.display()))?;
@@ -604,10 +665,14 @@ async fn decrypt_file(opener: &Opener, input: PathBuf, output: PathBuf) -> Resul
         .await
         .with_context(|| format!("{}", input.display()))?;
     tokio::task::spawn_blocking(move || -> Result<()> {
-        let body = PrefetchReader::new(file);
+        let regular = file.metadata()?.is_file();
         atomic_output(&output, |w| {
-            decryptor
-                .decrypt_stream(body, w)
+            let result = if regular {
+                decryptor.decrypt_file(&file, w, threads)
+            } else {
+                decryptor.decrypt_stream(PrefetchReader::new(file), w)
+            };
+            result
                 .map(|_| ())
                 .map_err(|e| anyhow!("{}: {}", input.display(), e.error))
         })

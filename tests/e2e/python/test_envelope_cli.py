@@ -14,9 +14,10 @@ from azure.keyvault.keys import KeyClient
 from e2e_helpers import unique
 
 
-def ks(*args, input=None, check=True):
+def ks(*args, input=None, stdin=None, check=True):
     creds = [] if args[0] == "inspect" else ["--credentials", os.environ["KEYSHIFT_E2E_ADMIN"]]
-    out = subprocess.run([os.environ["KEYSHIFT_BIN"], *args, *creds], capture_output=True, input=input)
+    out = subprocess.run([os.environ["KEYSHIFT_BIN"], *args, *creds], capture_output=True, input=input,
+                         stdin=stdin)
     if check and out.returncode != 0:
         raise AssertionError(f"keyshift {' '.join(map(str, args))}: {out.stderr.decode(errors='replace')}")
     return out
@@ -51,6 +52,16 @@ def test_files_stdin_trees_and_a_keyring_moved_to_a_new_kek(keks, key_client, tm
     # Standard input to standard output, both ways.
     piped = ks("encrypt", "-", "--keyring", keyring, input=data).stdout
     assert ks("decrypt", "-", "--keyring", keyring, input=piped).stdout == data
+
+    # Standard input redirected from a file (`< file`) is read at its offsets on every core, from
+    # where it stands, like a stream would be.
+    with open(plain, "rb", buffering=0) as f:
+        os.lseek(f.fileno(), 1000, os.SEEK_SET)
+        from_file = ks("encrypt", "-", "--keyring", keyring, stdin=f).stdout
+        assert os.lseek(f.fileno(), 0, os.SEEK_CUR) == len(data)
+    (tmp_path / "from-file.ksenv").write_bytes(from_file)
+    with open(tmp_path / "from-file.ksenv", "rb", buffering=0) as f:
+        assert ks("decrypt", "-", "--keyring", keyring, stdin=f).stdout == data[1000:]
 
     # A tree, on both cores, and back.
     tree = tmp_path / "tree"

@@ -5,9 +5,9 @@
 //!   are copied as they are. 3-level files are untouched: they move with their keyring.
 //! - `reencrypt`: a file under the source key (2-level, or 3-level under the given keyring) is
 //!   decrypted and encrypted again with a new data key, 2-level under the target key or 3-level
-//!   under a new keyring wrapped by it; decryption, encryption and a check run on three threads:
-//!   the new bytes, as they are written, are decrypted again (every segment authenticated under
-//!   the new key, to the same length) before the file is synced and replaces the old one.
+//!   under a new keyring wrapped by it. Each segment is opened, sealed under the new key and
+//!   opened again and compared with its plaintext before it is written
+//!   ([`Decryptor::reencrypt_file`]); the file is then synced and replaces the old one.
 //!
 //! Each pass walks the tree and looks at every header: a file already under the target is
 //! skipped, so a resumed pass never switches a file twice. Files are switched with
@@ -20,10 +20,12 @@ use crate::journal::{Batch, Failure};
 use crate::rewrap::same_version;
 use anyhow::{anyhow, Context, Result};
 use keyshift_client::Kid;
-use keyshift_envelope::{Decryptor, Encryptor, Header, Kek, Keyring, MasterKey, Mode, WrappedKey};
+use keyshift_envelope::{
+    Decryptor, Encryptor, Header, Kek, Keyring, MasterKey, Mode, WrappedKey, WriteBehind,
+};
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -384,150 +386,38 @@ pub async fn reencrypt_file(
             .await?
         }
     };
-    // The checker opens the new bytes as they are written, on a thread of its own: every segment
-    // must authenticate under the new key, in order, to the last one.
-    let checker = match &re.new_master {
-        Some(master) => Decryptor::from_master_key(encryptor.header(), master, &re.context)?,
-        None => Decryptor::unlock(encryptor.header(), re.kek.as_ref(), None, &re.context).await?,
-    };
-    let new_header_len = encryptor.header().len();
+    // The new header opens under the new keys: for a 2-level file, its key slot unwraps under
+    // the target key in the vault. (The segments are checked as they are sealed, below.)
+    match &re.new_master {
+        Some(master) => {
+            Decryptor::from_master_key(encryptor.header(), master, &re.context)?;
+        }
+        None => {
+            Decryptor::unlock(encryptor.header(), re.kek.as_ref(), None, &re.context).await?;
+        }
+    }
     let path = path.to_owned();
-    let header_len = header.len() as u64;
+    let header = header.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
         let mut input = File::open(&path)?;
-        input.seek(SeekFrom::Start(header_len))?;
-        let mut staged = Staged::create(&path)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-        let decrypt = std::thread::spawn(move || -> Result<u64> {
-            let writer = ChannelWriter {
-                tx,
-                buf: Vec::with_capacity(CHUNK),
-            };
-            decryptor
-                .decrypt_stream(BufReader::with_capacity(1 << 20, input), writer)
-                .map_err(|e| anyhow!("{}", e.error))
-        });
-        let (check_tx, check_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-        let check = std::thread::spawn(move || -> Result<u64> {
-            let mut reader = ChannelReader {
-                rx: check_rx,
-                buf: Vec::new(),
-                at: 0,
-            };
-            let mut header = vec![0u8; new_header_len];
-            reader.read_exact(&mut header)?;
-            checker
-                .decrypt_stream(reader, std::io::sink())
-                .map_err(|e| anyhow!("the new file does not open: {}", e.error))
-        });
-        let reader = ChannelReader {
-            rx,
-            buf: Vec::new(),
-            at: 0,
-        };
-        let written = {
-            let out = TeeWriter {
-                file: BufWriter::with_capacity(1 << 20, staged.file()),
-                copy: ChannelWriter {
-                    tx: check_tx,
-                    buf: Vec::with_capacity(CHUNK),
-                },
-            };
-            encryptor.encrypt_stream(reader, out)
-        };
-        let decrypted = decrypt
-            .join()
-            .map_err(|_| anyhow!("the decryption thread panicked"))??;
-        let encrypted = written?;
-        let reopened = check
-            .join()
-            .map_err(|_| anyhow!("the checking thread panicked"))??;
-        if encrypted != decrypted || reopened != decrypted {
+        if Header::read_from(&mut input)? != header {
             return Err(anyhow!(
-                "{decrypted} bytes were decrypted, {encrypted} encrypted, {reopened} opened again"
+                "the file changed during the campaign; run the pass again"
             ));
         }
+        let mut staged = Staged::create(&path)?;
+        // One thread reads, opens, seals and checks (every new segment is opened again under
+        // the new key and compared with the plaintext) while this one writes: two files are
+        // re-encrypted at a time, so that is both cores.
+        let mut out = WriteBehind::new(staged.file())?;
+        decryptor
+            .reencrypt_file(&input, &encryptor, &mut out, std::num::NonZeroUsize::MIN)
+            .map_err(|e| anyhow!("{e}"))?;
+        drop(out);
         staged.commit()
     })
     .await
     .context("a re-encryption thread failed")?
-}
-
-const CHUNK: usize = 256 * 1024;
-
-/// Writes to the file and hands a copy to the checker. The copy is flushed (and the checker's
-/// channel closed) when the writer is dropped, after the file's last bytes.
-struct TeeWriter<W: Write> {
-    file: W,
-    copy: ChannelWriter,
-}
-
-impl<W: Write> Write for TeeWriter<W> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.file.write_all(data)?;
-        self.copy.write_all(data)?;
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()?;
-        self.copy.flush()
-    }
-}
-
-struct ChannelWriter {
-    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
-    buf: Vec<u8>,
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-            self.tx
-                .send(full)
-                .map_err(|_| std::io::Error::other("the encryption side stopped"))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for ChannelWriter {
-    fn drop(&mut self) {
-        let _ = self.flush();
-    }
-}
-
-struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    at: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.buf.len() {
-            match self.rx.recv() {
-                Ok(next) => {
-                    self.buf = next;
-                    self.at = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.at);
-        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
 }
 
 /// Checks every file (or a random `sample`) under the target opens: 2-level files have their
