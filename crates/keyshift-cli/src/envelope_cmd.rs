@@ -280,6 +280,24 @@ impl Read for PrefetchReader {
     }
 }
 
+/// Runs `write` into `--out` (atomically, see [`atomic_output`]) or, without it or with `-`, into
+/// standard output.
+fn to_out_or_stdout<T>(
+    out: Option<&Path>,
+    write: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
+    match out {
+        Some(out) if out.as_os_str() != "-" => atomic_output(out, write),
+        _ => {
+            let stdout = std::io::stdout();
+            let mut w = stdout.lock();
+            let v = write(&mut w)?;
+            w.flush()?;
+            Ok(v)
+        }
+    }
+}
+
 /// Standard input when it is a regular file (`< file`), as a file of its own that shares its
 /// offset; `None` for a pipe, a terminal or a device.
 fn stdin_file() -> Option<std::fs::File> {
@@ -475,18 +493,7 @@ pub async fn run_encrypt(common: &CommonArgs, args: EncryptArgs) -> Result<()> {
                     None => encryptor.encrypt_stream(PrefetchReader::new(std::io::stdin()), w)?,
                 })
             };
-            match args.out {
-                Some(out) if out.as_os_str() != "-" => {
-                    atomic_output(&out, run)?;
-                }
-                _ => {
-                    let stdout = std::io::stdout();
-                    let mut w = stdout.lock();
-                    run(&mut w)?;
-                    w.flush()?;
-                }
-            }
-            Ok(())
+            to_out_or_stdout(args.out.as_deref(), run).map(|_| ())
         })
         .await?;
     }
@@ -591,15 +598,7 @@ pub async fn run_decrypt(common: &CommonArgs, args: DecryptArgs) -> Result<()> {
                         .decrypt_file(&file, w, default_threads())
                         .map_err(|e| anyhow!("{e}"))
                 };
-                match args.out {
-                    Some(out) if out.as_os_str() != "-" => atomic_output(&out, run).map(|_| ()),
-                    _ => {
-                        let stdout = std::io::stdout();
-                        let mut w = stdout.lock();
-                        run(&mut w)?;
-                        Ok(w.flush()?)
-                    }
-                }
+                to_out_or_stdout(args.out.as_deref(), run).map(|_| ())
             })
             .await?;
         }
@@ -609,25 +608,12 @@ pub async fn run_decrypt(common: &CommonArgs, args: DecryptArgs) -> Result<()> {
         let decryptor = opener.decryptor(&header).await?;
         drop(stdin);
         let body = PrefetchReader::new(std::io::stdin());
-        let result = match args.out {
-            Some(out) if out.as_os_str() != "-" => atomic_output(&out, |f| {
-                decryptor
-                    .decrypt_stream(body, f)
-                    .map_err(|e| anyhow!("{e}"))
-            }),
-            _ => {
-                let stdout = std::io::stdout();
-                let mut w = stdout.lock();
-                decryptor
-                    .decrypt_stream(body, &mut w)
-                    .map_err(|e| anyhow!("{e}"))
-                    .and_then(|n| {
-                        w.flush()?;
-                        Ok(n)
-                    })
-            }
-        };
-        return result.map(|_| ());
+        return to_out_or_stdout(args.out.as_deref(), |w| {
+            decryptor
+                .decrypt_stream(body, w)
+                .map_err(|e| anyhow!("{e}"))
+        })
+        .map(|_| ());
     }
     if args.input.is_dir() {
         let out = args
