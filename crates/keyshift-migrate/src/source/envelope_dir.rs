@@ -293,18 +293,22 @@ async fn rewrap_batch(
     Ok((totals, failures, result.events))
 }
 
-/// Writes the file with the new key slot (same segments) and renames it over the old one.
-fn replace_key_slot(path: &Path, header: &Header, wrapped: &WrappedKey) -> Result<()> {
-    let new_header = header.with_wrapped_key(wrapped)?;
+/// Opens `path` positioned after its header, which must still be `header`: the file may have
+/// changed since it was inventoried.
+fn open_unchanged(path: &Path, header: &Header) -> Result<File> {
     let mut input = File::open(path)?;
-    // The file may have changed since it was read: check the header is still the one rewrapped.
-    let now = Header::read_from(&mut input)?;
-    if now != *header {
+    if Header::read_from(&mut input)? != *header {
         return Err(anyhow!(
             "the file changed during the campaign; run the pass again"
         ));
     }
-    input.seek(SeekFrom::Start(header.len() as u64))?;
+    Ok(input)
+}
+
+/// Writes the file with the new key slot (same segments) and renames it over the old one.
+fn replace_key_slot(path: &Path, header: &Header, wrapped: &WrappedKey) -> Result<()> {
+    let new_header = header.with_wrapped_key(wrapped)?;
+    let input = open_unchanged(path, header)?;
     let mut staged = Staged::create(path)?;
     {
         let mut out = BufWriter::with_capacity(1 << 20, staged.file());
@@ -399,12 +403,7 @@ pub async fn reencrypt_file(
     let path = path.to_owned();
     let header = header.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
-        let mut input = File::open(&path)?;
-        if Header::read_from(&mut input)? != header {
-            return Err(anyhow!(
-                "the file changed during the campaign; run the pass again"
-            ));
-        }
+        let input = open_unchanged(&path, &header)?;
         let mut staged = Staged::create(&path)?;
         // One thread reads, opens, seals and checks (every new segment is opened again under
         // the new key and compared with the plaintext) while this one writes: two files are
