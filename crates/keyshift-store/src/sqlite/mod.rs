@@ -57,12 +57,7 @@ impl SqliteStore {
             .map_err(backend)?;
         let unfed: std::sync::Arc<FeedFilter> = Default::default();
         // The schema first: the writer's connection prepares statements against it.
-        let migrating = SqliteStore {
-            pool: pool.clone(),
-            writer: std::sync::mpsc::channel().0,
-            unfed: unfed.clone(),
-        };
-        migrating.migrate(version).await?;
+        migrate(&pool, version).await?;
         let writer = spawn_writer(path, unfed.clone())?;
         Ok(SqliteStore {
             pool,
@@ -70,48 +65,47 @@ impl SqliteStore {
             unfed,
         })
     }
+}
 
-    async fn migrate(&self, target: i64) -> Result<()> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+/// Brings the schema up to migration `target`, in one transaction.
+async fn migrate(pool: &SqlitePool, target: i64) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?
+        .try_get(0)
+        .map_err(backend)?;
+    if current > MIGRATIONS.len() as i64 {
+        return Err(StoreError::Backend(format!(
+            "the database's schema is at version {current}, newer than this Keyshift knows \
+             ({}): run a Keyshift at least as new as the one that migrated it",
+            MIGRATIONS.len()
+        )));
+    }
+    for (version, sql) in MIGRATIONS
+        .iter()
+        .filter(|(v, _)| *v > current && *v <= target)
+    {
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
             .await
             .map_err(backend)?;
         sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now'))",
         )
+        .bind(version)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
-        let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend)?
-            .try_get(0)
-            .map_err(backend)?;
-        if current > MIGRATIONS.len() as i64 {
-            return Err(StoreError::Backend(format!(
-                "the database's schema is at version {current}, newer than this Keyshift knows \
-                 ({}): run a Keyshift at least as new as the one that migrated it",
-                MIGRATIONS.len()
-            )));
-        }
-        for (version, sql) in MIGRATIONS
-            .iter()
-            .filter(|(v, _)| *v > current && *v <= target)
-        {
-            sqlx::raw_sql(sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now'))")
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)
     }
+    tx.commit().await.map_err(backend)
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
