@@ -319,7 +319,7 @@ fn encode_block(
 /// `miniz_oxide::deflate::compress_to_vec(input, 1)`, with one compressor per thread reset
 /// between blocks instead of a new one each time (~300 KiB allocated and zeroed per batch, which
 /// showed as malloc consolidation under load).
-fn deflate_into(mut input: &[u8], out: &mut Vec<u8>) {
+fn deflate_into(whole: &[u8], out: &mut Vec<u8>) {
     use miniz_oxide::deflate::core::{
         compress, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
     };
@@ -328,6 +328,7 @@ fn deflate_into(mut input: &[u8], out: &mut Vec<u8>) {
             const { std::cell::RefCell::new(None) };
     }
     let start = out.len();
+    let mut input = whole;
     let done = COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let compressor = slot.get_or_insert_with(|| {
@@ -360,7 +361,7 @@ fn deflate_into(mut input: &[u8], out: &mut Vec<u8>) {
     if !done {
         // Not expected: start over the simple way.
         out.truncate(start);
-        out.extend(miniz_oxide::deflate::compress_to_vec(input, 1));
+        out.extend(miniz_oxide::deflate::compress_to_vec(whole, 1));
     }
 }
 
