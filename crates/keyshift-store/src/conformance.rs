@@ -72,7 +72,7 @@ fn pair(ns: &str, key: &str) -> (String, String) {
 
 async fn change_feed_records_committed_changes(store: &dyn Store) -> Check {
     let s = |e: StoreError| e.to_string();
-    store.exclude_from_change_feed(&["c6_unfed"]);
+    store.exclude_from_change_feed(&[("c6_unfed", ""), ("c6", "unfed/")]);
     let start = store.change_head().await.map_err(s)?;
     let nothing = read_feed(store, start, 10).await?;
     ensure(
@@ -85,6 +85,7 @@ async fn change_feed_records_committed_changes(store: &dyn Store) -> Check {
             put("c6", "b", b"1", Expect::Absent),
             put("c6", "a", b"2", Expect::Any),
             put("c6_unfed", "x", b"1", Expect::Any),
+            put("c6", "unfed/x", b"1", Expect::Any),
         ])
         .await
         .map_err(s)?;

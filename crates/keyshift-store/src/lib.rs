@@ -159,25 +159,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// after its commit (PostgreSQL: until some node's next `changes_since` call).
     async fn changes_since(&self, after: i64, limit: usize) -> Result<Changes>;
 
-    /// Leaves writes to these namespaces out of the change feed of this handle's commits: records
-    /// written often that no process caches (audit events). A process that omits this only costs
-    /// the feed more rows.
-    fn exclude_from_change_feed(&self, namespaces: &[&'static str]);
+    /// Leaves writes to these `(namespace, key prefix)` out of the change feed of this handle's
+    /// commits (an empty prefix: the whole namespace): records written often that no process
+    /// caches (audit events, audit chain heads). A process that omits this only costs the feed
+    /// more rows.
+    fn exclude_from_change_feed(&self, excluded: &[(&'static str, &'static str)]);
 
     /// A short name for logs and metrics (`sqlite`, `postgres`).
     fn backend_name(&self) -> &'static str;
 }
 
-/// The namespaces left out of a handle's change feed, shared by the backends.
+/// The `(namespace, key prefix)` left out of a handle's change feed, shared by the backends.
 #[derive(Debug, Default)]
-pub(crate) struct FeedFilter(std::sync::RwLock<Vec<&'static str>>);
+pub(crate) struct FeedFilter(std::sync::RwLock<Vec<(&'static str, &'static str)>>);
 
 impl FeedFilter {
-    pub(crate) fn exclude(&self, namespaces: &[&'static str]) {
+    pub(crate) fn exclude(&self, excluded: &[(&'static str, &'static str)]) {
         let mut list = self.0.write().unwrap_or_else(|p| p.into_inner());
-        for ns in namespaces {
-            if !list.contains(ns) {
-                list.push(ns);
+        for e in excluded {
+            if !list.contains(e) {
+                list.push(*e);
             }
         }
     }
@@ -192,7 +193,10 @@ impl FeedFilter {
                 Op::Put { ns, key, .. } | Op::Delete { ns, key, .. } => (*ns, key.as_str()),
                 Op::Check { .. } => continue,
             };
-            if !excluded.contains(&ns) && seen.insert((ns, key)) {
+            let unfed = excluded
+                .iter()
+                .any(|(n, prefix)| *n == ns && key.starts_with(prefix));
+            if !unfed && seen.insert((ns, key)) {
                 out.push((ns, key));
             }
         }

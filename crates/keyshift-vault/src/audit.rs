@@ -55,7 +55,7 @@ use zeroize::Zeroizing;
 
 /// Store key (in `meta`) of the legacy chain's head; per-writer chains' heads are
 /// `audit_head/{chain}`.
-const HEAD_KEY: &str = "audit_head";
+pub(crate) const HEAD_KEY: &str = "audit_head";
 /// Store key (in `meta`) of the registry of chains.
 const REGISTRY_KEY: &str = "audit_chains";
 /// The name of the single chain earlier versions wrote.

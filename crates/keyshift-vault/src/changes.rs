@@ -25,8 +25,15 @@ pub const CHANGE_FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 /// Changes read per call to the store.
 const PAGE: usize = 1_000;
 
-/// Namespaces written on every request that no process caches: left out of the feed.
-pub(crate) const UNFED: &[&str] = &[ns::AUDIT, ns::AUDIT_PENDING, ns::KEY_USAGE];
+/// Records written on every request (or every audit batch) that no process caches, as
+/// `(namespace, key prefix)`: left out of the feed. The audit chains' heads are in `meta` beside
+/// records that are cached (the deployment's), hence the prefix.
+pub(crate) const UNFED: &[(&str, &str)] = &[
+    (ns::AUDIT, ""),
+    (ns::AUDIT_PENDING, ""),
+    (ns::KEY_USAGE, ""),
+    (ns::META, crate::audit::HEAD_KEY),
+];
 
 /// What one look at the change feed found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

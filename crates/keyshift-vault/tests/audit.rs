@@ -483,6 +483,29 @@ async fn a_change_whose_event_was_never_chained_is_chained_at_the_next_start() {
 }
 
 #[tokio::test]
+async fn audited_uses_leave_the_change_feed_alone() {
+    // Every audit batch writes a block, its chain's head and usage counters; none of them is
+    // cached, so none may cost the change feed (and its followers) a row.
+    let mut f = fixture().await;
+    f.some_events().await;
+    let head = f.store.change_head().await.unwrap();
+    for _ in 0..3 {
+        let (ctx, t) = f.traced("alice", "wrapKey", Some("k"));
+        f.d.key_operation(&ctx, &f.vault, "k", None, KeyOperation::WrapKey, wrap())
+            .await
+            .unwrap();
+        f.d.finish_trace(t.clone(), 200, 10).await.unwrap();
+    }
+    one_event_per_block(&mut f).await;
+    assert_eq!(f.store.change_head().await.unwrap(), head);
+    // A change to a cached record still reaches the feed.
+    f.d.rotate_key(&RequestContext::system("https://kv.test"), &f.vault, "k")
+        .await
+        .unwrap();
+    assert!(f.store.change_head().await.unwrap() > head);
+}
+
+#[tokio::test]
 async fn usage_counts_successful_uses_per_version_principal_and_operation() {
     let mut f = fixture().await;
     let kid = f.some_events().await;

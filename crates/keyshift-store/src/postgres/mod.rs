@@ -749,8 +749,8 @@ impl Store for PostgresStore {
         Ok(changes)
     }
 
-    fn exclude_from_change_feed(&self, namespaces: &[&'static str]) {
-        self.unfed.exclude(namespaces);
+    fn exclude_from_change_feed(&self, excluded: &[(&'static str, &'static str)]) {
+        self.unfed.exclude(excluded);
     }
 
     fn backend_name(&self) -> &'static str {
