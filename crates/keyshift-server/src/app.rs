@@ -450,6 +450,11 @@ fn request_id() -> String {
     id
 }
 
+/// Set only in a benchmark build (feature `unsecured-bench-baseline`): requests skip token
+/// validation, the access decision and the audit log, so that their cost can be measured against
+/// the same build (`docs/benchmarks.md`). Never set in a build anyone runs as a vault.
+pub(crate) const UNSECURED_BENCH_BASELINE: bool = cfg!(feature = "unsecured-bench-baseline");
+
 /// Every keys API request: authentication first (so the SDKs' bodiless first request gets its
 /// challenge), then route, api-version, vault, body, and the call. Every request that reaches a
 /// vault, allowed or refused, is answered only after its audit event is durable.
@@ -500,17 +505,21 @@ async fn answer(app: &App, arrival: &Arrival, req: Request) -> (Response, Option
             arrival.trace(None, "Authentication", (None, None)),
         )
     };
-    let Some(bearer) = bearer else {
-        return unauthenticated();
-    };
-    let caller = match app.tokens.validate(&bearer).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::info!(reason = %e, "token refused");
+    let principal_id = if UNSECURED_BENCH_BASELINE {
+        "unsecured-bench-baseline".to_owned()
+    } else {
+        let Some(bearer) = bearer else {
             return unauthenticated();
+        };
+        match app.tokens.validate(&bearer).await {
+            Ok(c) => c.principal_id,
+            Err(e) => {
+                tracing::info!(reason = %e, "token refused");
+                return unauthenticated();
+            }
         }
     };
-    let principal = Some(caller.principal_id.as_str());
+    let principal = Some(principal_id.as_str());
     let refused = |e: &ApiError| {
         (
             error_response(e),
@@ -534,6 +543,7 @@ async fn answer(app: &App, arrival: &Arrival, req: Request) -> (Response, Option
         },
     };
     let trace = match &route {
+        _ if UNSECURED_BENCH_BASELINE => None,
         Call::Keys(r) => arrival.trace(principal, r.operation(), r.key()),
         Call::Rbac(r) => arrival.trace(principal, r.operation(), (None, None)),
         Call::Admin(r) => arrival.trace(principal, r.operation(), (r.key(), None)),
@@ -561,8 +571,11 @@ async fn answer(app: &App, arrival: &Arrival, req: Request) -> (Response, Option
         Ok(b) => b,
         Err(e) => return (error_response(&e), trace),
     };
-    let mut ctx =
-        RequestContext::principal(format!("https://{authority}"), caller.principal_id.clone());
+    let mut ctx = if UNSECURED_BENCH_BASELINE {
+        RequestContext::system(format!("https://{authority}"))
+    } else {
+        RequestContext::principal(format!("https://{authority}"), principal_id.clone())
+    };
     if let Some(t) = &trace {
         ctx = ctx.with_trace(t.clone());
     }

@@ -184,6 +184,12 @@ async fn start_with(
     deployment: Arc<Deployment>,
     gate: Option<&Arc<sealed::SealGate>>,
 ) -> Result<RunningServer, ServerError> {
+    if app::UNSECURED_BENCH_BASELINE {
+        tracing::error!(
+            "UNSECURED BENCHMARK BUILD: no token validation, no access decision, no audit log; \
+             built with the feature unsecured-bench-baseline, for measuring their cost only"
+        );
+    }
     // Nothing is answered before the audit log takes events (and chains what a crash left).
     deployment
         .start_audit()
