@@ -12,7 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 items=${ITEMS:-1000000} naive=${NAIVE:-20000} reenc=${REENC_MIB:-1024}
 cargo build --release --quiet -p keyshift-cli --manifest-path "$root/Cargo.toml"
 cargo build --release --quiet -p keyshift-bench --example keyshift-bench --manifest-path "$root/Cargo.toml"
-ks=$root/target/release/keyshift
+ks=${KEYSHIFT_BIN:-$root/target/release/keyshift}  # KEYSHIFT_BIN: another build, side by side
 bench=$root/target/release/examples/keyshift-bench
 work=$(mktemp -d "${TMPDIR:-/tmp}/ks-migbench.XXXXXX")
 pid=
