@@ -100,10 +100,18 @@ impl Drop for Schema {
                     .connect(&url)
                     .await
                     .unwrap();
-                sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
+                // This runs while the test's own runtime is blocked in this drop, so a
+                // connection of the test's that still holds a lock in the schema cannot let go
+                // of it: bounded, the schema is left behind (in a throwaway database) rather
+                // than the run hanging.
+                let dropped = sqlx::raw_sql(&format!(
+                    "SET lock_timeout = '20s'; DROP SCHEMA IF EXISTS {name} CASCADE"
+                ))
+                .execute(&pool)
+                .await;
+                if let Err(e) = dropped {
+                    eprintln!("PostgreSQL schema {name} left behind: {e}");
+                }
             })
         })
         .join();

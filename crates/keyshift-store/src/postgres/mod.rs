@@ -704,26 +704,24 @@ impl Store for PostgresStore {
         self.stamp_or_defer().await?;
         let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
         let pool = &self.pool;
-        // Bounds and rows in one REPEATABLE READ snapshot, so that they agree.
+        // Bounds and rows from one statement, so one snapshot, so that they agree. Not an
+        // explicit transaction: a follower cancelled between its statements (a node shutting
+        // down) would leave its connection idle in that transaction, holding its locks (and
+        // blocking DDL such as a migration) until the pool next used it.
         let (head, pruned, rows) = self
             .read(move || async move {
-                let mut tx = pool
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?;
-                let row =
-                    sqlx::query("SELECT next_seq, pruned_through FROM change_feed WHERE id = 0")
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let head = row.try_get::<i64, _>(0)? - 1;
-                let pruned: i64 = row.try_get(1)?;
                 let rows = sqlx::query(
-                    "SELECT seq, ns, key FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    "SELECT f.next_seq, f.pruned_through, c.seq, c.ns, c.key FROM change_feed f \
+                     LEFT JOIN LATERAL (SELECT seq, ns, key FROM changes WHERE seq > $1 \
+                     ORDER BY seq LIMIT $2) c ON true WHERE f.id = 0 ORDER BY c.seq",
                 )
                 .bind(after)
                 .bind(limit)
-                .fetch_all(&mut *tx)
+                .fetch_all(pool)
                 .await?;
-                tx.commit().await?;
+                let first = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+                let head = first.try_get::<i64, _>(0)? - 1;
+                let pruned: i64 = first.try_get(1)?;
                 Ok::<_, sqlx::Error>((head, pruned, rows))
             })
             .await?;
@@ -740,10 +738,14 @@ impl Store for PostgresStore {
             ..Default::default()
         };
         for row in rows {
-            changes.next = row.try_get(0).map_err(backend)?;
+            // No change after `after`: one row, with the bounds only.
+            let Some(seq) = row.try_get::<Option<i64>, _>(2).map_err(backend)? else {
+                continue;
+            };
+            changes.next = seq;
             changes.changed.push((
-                row.try_get(1).map_err(backend)?,
-                key_text(row.try_get(2).map_err(backend)?)?,
+                row.try_get(3).map_err(backend)?,
+                key_text(row.try_get(4).map_err(backend)?)?,
             ));
         }
         Ok(changes)
