@@ -58,7 +58,9 @@ else
 fi
 
 echo "== README tour"
-cargo build --release --locked -p keyshift-cli
+# What the tour's `cargo run --release` builds (the default members), so that it builds nothing:
+# `-p keyshift-cli` alone unifies features differently and made the tour build a second time.
+cargo build --release --locked
 run scripts/readme-tour.sh
 
 # Every step above stops the script on failure (set -e, pipefail), so reaching here means all
