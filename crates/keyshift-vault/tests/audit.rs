@@ -115,6 +115,18 @@ impl Fixture {
         self.store.commit(ops).await.unwrap();
     }
 
+    /// `n` audited wrapKey requests of alice's with key `k`, each answered 200.
+    async fn wraps_by_alice(&self, n: usize) {
+        for _ in 0..n {
+            let (ctx, t) = self.traced("alice", "wrapKey", Some("k"));
+            self.d
+                .key_operation(&ctx, &self.vault, "k", None, KeyOperation::WrapKey, wrap())
+                .await
+                .unwrap();
+            self.d.finish_trace(t.clone(), 200, 10).await.unwrap();
+        }
+    }
+
     /// A traced context of principal `who` asking `op` about `key`.
     fn traced(&self, who: &str, op: &str, key: Option<&str>) -> (RequestContext, Arc<Trace>) {
         let n = self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -489,13 +501,7 @@ async fn audited_uses_leave_the_change_feed_alone() {
     let mut f = fixture().await;
     f.some_events().await;
     let head = f.store.change_head().await.unwrap();
-    for _ in 0..3 {
-        let (ctx, t) = f.traced("alice", "wrapKey", Some("k"));
-        f.d.key_operation(&ctx, &f.vault, "k", None, KeyOperation::WrapKey, wrap())
-            .await
-            .unwrap();
-        f.d.finish_trace(t.clone(), 200, 10).await.unwrap();
-    }
+    f.wraps_by_alice(3).await;
     one_event_per_block(&mut f).await;
     assert_eq!(f.store.change_head().await.unwrap(), head);
     // A change to a cached record still reaches the feed.
@@ -511,13 +517,7 @@ async fn usage_counts_successful_uses_per_version_principal_and_operation() {
     let kid = f.some_events().await;
     let first_version = kid.rsplit('/').next().unwrap().to_owned();
     f.clock.advance(60);
-    for _ in 0..3 {
-        let (ctx, t) = f.traced("alice", "wrapKey", Some("k"));
-        f.d.key_operation(&ctx, &f.vault, "k", None, KeyOperation::WrapKey, wrap())
-            .await
-            .unwrap();
-        f.d.finish_trace(t.clone(), 200, 10).await.unwrap();
-    }
+    f.wraps_by_alice(3).await;
     // A new version nobody has used yet.
     f.d.rotate_key(&RequestContext::system("https://kv.test"), &f.vault, "k")
         .await
