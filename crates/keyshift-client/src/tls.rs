@@ -53,9 +53,7 @@ impl TrustRoots {
             }
         }
         if !self.no_system_roots {
-            // Unreadable entries in the system store are skipped, as browsers and curl do.
-            let native = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(native.certs);
+            roots.add_parsable_certificates(system_roots().iter().cloned());
         }
         if roots.is_empty() {
             return Err(ClientError::invalid_input(
@@ -64,6 +62,15 @@ impl TrustRoots {
         }
         Ok(roots)
     }
+}
+
+/// The system's trust store, read once per process: it is a directory of a few hundred files,
+/// and a process such as `keyshift migrate apply` builds several clients (one per credential and
+/// one per vault). Unreadable entries are skipped, as browsers and curl do. A store changed while
+/// the process runs is seen by the next process, as with curl.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
 }
 
 /// An HTTPS-only reqwest client.
