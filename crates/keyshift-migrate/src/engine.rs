@@ -445,6 +445,7 @@ async fn inventory(
                         new_keyring: None,
                         new_master: None,
                         context: context.as_bytes().to_vec(),
+                        old_master: Default::default(),
                     })
                 }
             };
@@ -886,6 +887,7 @@ async fn reencrypt_keys(
         new_keyring,
         new_master,
         context: context.as_bytes().to_vec(),
+        old_master: Default::default(),
     })
 }
 

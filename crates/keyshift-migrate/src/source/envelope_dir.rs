@@ -91,6 +91,40 @@ pub struct Reencrypt {
     pub new_master: Option<Arc<MasterKey>>,
     /// The files' context.
     pub context: Vec<u8>,
+    /// The old keyring's master key, unwrapped at the first 3-level file that needs it and shared
+    /// by the files after it and by this value's clones: one request to the vault per pass,
+    /// rather than one per file (each of which, with the audit log on, waits for a durable
+    /// commit on a disk that the re-encryption itself keeps busy). Start with `Default`.
+    pub old_master: Arc<tokio::sync::OnceCell<Arc<MasterKey>>>,
+}
+
+impl Reencrypt {
+    /// The decryptor of a file under the source key.
+    async fn decryptor(&self, header: &Header) -> Result<Decryptor> {
+        if let (Some(keyring), Some(id)) = (&self.old_keyring, header.master_key_id()) {
+            if id == keyring.master_key_id() {
+                let master = self
+                    .old_master
+                    .get_or_try_init(|| async {
+                        keyring
+                            .unwrap_master_key(self.kek.as_ref())
+                            .await
+                            .map(Arc::new)
+                    })
+                    .await?;
+                return Ok(Decryptor::from_master_key(header, master, &self.context)?);
+            }
+        }
+        // A 2-level file (its own data key, unwrapped by the vault), or a keyring that does not
+        // fit, which `unlock` names.
+        Ok(Decryptor::unlock(
+            header,
+            self.kek.as_ref(),
+            self.old_keyring.as_ref(),
+            &self.context,
+        )
+        .await?)
+    }
 }
 
 /// Where a file stands.
@@ -313,10 +347,13 @@ fn replace_key_slot(path: &Path, header: &Header, wrapped: &WrappedKey) -> Resul
     {
         let mut out = BufWriter::with_capacity(1 << 20, staged.file());
         out.write_all(new_header.as_bytes())?;
-        std::io::copy(&mut BufReader::with_capacity(1 << 20, input), &mut out)?;
+        std::io::copy(&mut BufReader::with_capacity(1 << 20, &input), &mut out)?;
         out.flush()?;
     }
-    staged.commit()
+    staged.commit()?;
+    // Held open over the rename, so that freeing the old file happens off this thread.
+    atomic::close_replaced(input);
+    Ok(())
 }
 
 async fn reencrypt_batch(
@@ -327,25 +364,26 @@ async fn reencrypt_batch(
     let mut totals = Totals::default();
     let mut failures = Vec::new();
     let target_kid = ctx.rewrapper.target.to_string();
-    // Two files at a time, each on two threads (decrypt, encrypt).
-    let mut handles = std::collections::VecDeque::new();
+    // Two files at a time, each on two threads (one reads and encrypts, one writes): a slot is
+    // refilled as soon as its file is done, whichever of the two finishes first.
+    let mut running = tokio::task::JoinSet::new();
     let mut queue = batch.iter().cloned();
     loop {
-        while handles.len() < 2 {
+        while running.len() < 2 {
             let Some((path, header, size)) = queue.next() else {
                 break;
             };
             let re = re.clone();
             let kid = target_kid.clone();
-            handles.push_back(tokio::spawn(async move {
+            running.spawn(async move {
                 let r = reencrypt_file(&path, &header, &re, &kid).await;
                 (path, size, r)
-            }));
+            });
         }
-        let Some(h) = handles.pop_front() else {
+        let Some(done) = running.join_next().await else {
             break;
         };
-        let (path, size, r) = h.await.context("a re-encryption task failed")?;
+        let (path, size, r) = done.context("a re-encryption task failed")?;
         match r {
             Ok(()) => {
                 totals.migrated += 1;
@@ -361,6 +399,8 @@ async fn reencrypt_batch(
             }
         }
     }
+    // Sorted by path, so that the report does not depend on which file finished first.
+    failures.sort_by(|a, b| a.item.cmp(&b.item));
     Ok((totals, failures, Vec::new()))
 }
 
@@ -371,13 +411,7 @@ pub async fn reencrypt_file(
     re: &Reencrypt,
     target_kid: &str,
 ) -> Result<()> {
-    let decryptor = Decryptor::unlock(
-        header,
-        re.kek.as_ref(),
-        re.old_keyring.as_ref(),
-        &re.context,
-    )
-    .await?;
+    let decryptor = re.decryptor(header).await?;
     let encryptor = match &re.new_master {
         Some(master) => Encryptor::three_level(master, &re.context, header.segment_size())?,
         None => {
@@ -413,7 +447,9 @@ pub async fn reencrypt_file(
             .reencrypt_file(&input, &encryptor, &mut out, std::num::NonZeroUsize::MIN)
             .map_err(|e| anyhow!("{e}"))?;
         drop(out);
-        staged.commit()
+        staged.commit()?;
+        atomic::close_replaced(input);
+        Ok(())
     })
     .await
     .context("a re-encryption thread failed")?
