@@ -1,5 +1,9 @@
 //! The `keyshift` command line, as a library so that each command is testable in-process.
 
+// The options' doc comments are also their `--help` text, where `<data-dir>` is a placeholder,
+// not an HTML tag, and a default URL is printed as it is, not linked.
+#![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls)]
+
 mod attestation_cmd;
 mod audit_cmd;
 mod byok_cmd;

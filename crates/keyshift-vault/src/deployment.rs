@@ -252,7 +252,7 @@ impl Deployment {
     }
 
     /// Public points of every key whose tokens may still be valid: the current one first, then
-    /// those retired within the last [`RETIRED_TOKEN_KEY_SECONDS`].
+    /// those retired within the last `RETIRED_TOKEN_KEY_SECONDS`.
     pub fn token_verification_keys(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         let keys = self.token_keys.read().unwrap_or_else(|p| p.into_inner());
         let now = self.clock.now();
