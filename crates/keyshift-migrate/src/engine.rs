@@ -445,7 +445,7 @@ async fn inventory(
                         new_keyring: None,
                         new_master: None,
                         context: context.as_bytes().to_vec(),
-                        old_master: Default::default(),
+                        master_keys: Default::default(),
                     })
                 }
             };
@@ -887,7 +887,7 @@ async fn reencrypt_keys(
         new_keyring,
         new_master,
         context: context.as_bytes().to_vec(),
-        old_master: Default::default(),
+        master_keys: Default::default(),
     })
 }
 

@@ -58,7 +58,7 @@ pub async fn rekey(req: RekeyRequest) -> Result<RekeyOutcome> {
         new_keyring: req.new_keyring.clone(),
         new_master,
         context: req.context.clone(),
-        old_master: Default::default(),
+        master_keys: Default::default(),
     };
     let mut files = Vec::new();
     for p in &req.paths {

@@ -21,7 +21,8 @@ use crate::rewrap::same_version;
 use anyhow::{anyhow, Context, Result};
 use keyshift_client::Kid;
 use keyshift_envelope::{
-    Decryptor, Encryptor, Header, Kek, Keyring, MasterKey, Mode, WrappedKey, WriteBehind,
+    Decryptor, Encryptor, Header, Kek, Keyring, MasterKey, MasterKeyCache, Mode, WrappedKey,
+    WriteBehind,
 };
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -92,10 +93,10 @@ pub struct Reencrypt {
     /// The files' context.
     pub context: Vec<u8>,
     /// The old keyring's master key, unwrapped at the first 3-level file that needs it and shared
-    /// by the files after it and by this value's clones: one request to the vault per pass,
-    /// rather than one per file (each of which, with the audit log on, waits for a durable
-    /// commit on a disk that the re-encryption itself keeps busy). Start with `Default`.
-    pub old_master: Arc<tokio::sync::OnceCell<Arc<MasterKey>>>,
+    /// by the files after it and by this value's clones: one request to the vault per pass (per
+    /// [`keyshift_envelope::DEFAULT_MASTER_KEY_TTL`]), rather than one per file, each of which, with the audit log
+    /// on, waits for a durable commit on a disk that the re-encryption itself keeps busy.
+    pub master_keys: Arc<MasterKeyCache>,
 }
 
 impl Reencrypt {
@@ -104,15 +105,10 @@ impl Reencrypt {
         if let (Some(keyring), Some(id)) = (&self.old_keyring, header.master_key_id()) {
             if id == keyring.master_key_id() {
                 let master = self
-                    .old_master
-                    .get_or_try_init(|| async {
-                        keyring
-                            .unwrap_master_key(self.kek.as_ref())
-                            .await
-                            .map(Arc::new)
-                    })
+                    .master_keys
+                    .get_or_unwrap(keyring, self.kek.as_ref())
                     .await?;
-                return Ok(Decryptor::from_master_key(header, master, &self.context)?);
+                return Ok(Decryptor::from_master_key(header, &master, &self.context)?);
             }
         }
         // A 2-level file (its own data key, unwrapped by the vault), or a keyring that does not
