@@ -9,7 +9,7 @@ use crate::config::CommonArgs;
 use anyhow::{anyhow, bail, Context, Result};
 use keyshift_client::{AdminJson, KeyClient};
 use keyshift_envelope::{
-    default_threads, Decryptor, Encryptor, Header, Kek, Keyring, MasterKey, MasterKeyCache, Mode,
+    default_threads, Decryptor, Encryptor, Header, Keyring, MasterKey, MasterKeyCache, Mode,
     RemoteKek, WriteBehind, DEFAULT_SEGMENT_SIZE,
 };
 use std::io::{Read, Write};
@@ -558,21 +558,11 @@ struct Opener {
 
 impl Opener {
     async fn decryptor(&self, header: &Header) -> Result<Decryptor> {
-        if header.mode() == Mode::ThreeLevel {
-            if let Some(keyring) = &self.keyring {
-                if Some(keyring.master_key_id()) == header.master_key_id() {
-                    let master = self
-                        .cache
-                        .get_or_unwrap(keyring, self.kek.as_ref() as &dyn Kek)
-                        .await?;
-                    return Ok(Decryptor::from_master_key(header, &master, &self.context)?);
-                }
-            }
-        }
-        Ok(Decryptor::unlock(
+        Ok(Decryptor::unlock_cached(
             header,
             self.kek.as_ref(),
             self.keyring.as_ref(),
+            &self.cache,
             &self.context,
         )
         .await?)

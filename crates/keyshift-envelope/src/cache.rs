@@ -178,6 +178,69 @@ mod tests {
         assert_eq!(MasterKeyCache::default().ttl(), DEFAULT_MASTER_KEY_TTL);
     }
 
+    #[tokio::test]
+    async fn unlock_cached_unwraps_a_keyring_once_and_falls_back_for_the_rest() {
+        use crate::stream::{Decryptor, Encryptor};
+        let mut inner = LocalKek::new();
+        inner.generate(KID).unwrap();
+        let kek = Counting {
+            inner,
+            unwraps: AtomicUsize::new(0),
+        };
+        let unwraps = || kek.unwraps.load(Ordering::SeqCst);
+        let (keyring, master) = Keyring::create(&kek, KID, 0).await.unwrap();
+        let (other, _) = Keyring::create(&kek, KID, 0).await.unwrap();
+        let three = |text: &[u8]| {
+            Encryptor::three_level(&master, b"ctx", 4096)
+                .unwrap()
+                .encrypt_to_vec(text)
+                .unwrap()
+        };
+        let files = [three(b"one"), three(b"two"), three(b"three")];
+        let cache = MasterKeyCache::default();
+        for (file, text) in files.iter().zip([&b"one"[..], b"two", b"three"]) {
+            let header = crate::Header::parse(file).unwrap();
+            let d = Decryptor::unlock_cached(&header, &kek, Some(&keyring), &cache, b"ctx")
+                .await
+                .unwrap();
+            assert_eq!(d.decrypt_slice(file).unwrap(), text);
+        }
+        assert_eq!(unwraps(), 1, "three files of one keyring, one KEK call");
+
+        // A keyring that does not fit is named, not tried; none at all is asked for.
+        let header = crate::Header::parse(&files[0]).unwrap();
+        let wrong = Decryptor::unlock_cached(&header, &kek, Some(&other), &cache, b"ctx").await;
+        assert!(
+            matches!(wrong, Err(crate::EnvelopeError::WrongKeyring { .. })),
+            "{wrong:?}"
+        );
+        let none = Decryptor::unlock_cached(&header, &kek, None, &cache, b"ctx").await;
+        assert!(
+            matches!(none, Err(crate::EnvelopeError::KeyringRequired(_))),
+            "{none:?}"
+        );
+        // The wrong context is refused even with the master key cached.
+        let context =
+            Decryptor::unlock_cached(&header, &kek, Some(&keyring), &cache, b"other").await;
+        assert!(context.is_err());
+        assert_eq!(unwraps(), 1);
+
+        // A 2-level file unwraps its own data key every time: nothing of it is cached.
+        let two = Encryptor::two_level(&kek, KID, b"ctx", 4096)
+            .await
+            .unwrap()
+            .encrypt_to_vec(b"two-level")
+            .unwrap();
+        let header = crate::Header::parse(&two).unwrap();
+        for n in 2..4 {
+            let d = Decryptor::unlock_cached(&header, &kek, Some(&keyring), &cache, b"ctx")
+                .await
+                .unwrap();
+            assert_eq!(d.decrypt_slice(&two).unwrap(), b"two-level");
+            assert_eq!(unwraps(), n);
+        }
+    }
+
     #[test]
     fn zero_ttl_never_serves() {
         let cache = MasterKeyCache::new(Duration::ZERO);

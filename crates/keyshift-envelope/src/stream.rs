@@ -13,6 +13,7 @@ use keyshift_crypto::gcm::{Aes256GcmKey, NONCE_LEN, TAG_LEN};
 use keyshift_crypto::kdf::hkdf_sha256;
 use zeroize::Zeroizing;
 
+use crate::cache::MasterKeyCache;
 use crate::error::{DecryptStreamError, EnvelopeError, Result};
 use crate::header::{
     check_segment_size, Header, HeaderFields, Mode, COMMITMENT_LEN, MAC_LEN, NONCE_PREFIX_LEN,
@@ -381,6 +382,26 @@ impl Decryptor {
                 let master = keyring.unwrap_master_key(kek).await?;
                 Self::from_master_key(header, &master, context)
             }
+        }
+    }
+
+    /// [`Decryptor::unlock`] through `cache`: a 3-level file that `keyring` fits takes its
+    /// master key from the cache, unwrapped with `kek` only on the cache's first use of that
+    /// keyring, so many files cost one KEK call. Anything else (a 2-level file, no keyring, a
+    /// keyring that does not fit, which is named in the error) is [`Decryptor::unlock`].
+    pub async fn unlock_cached(
+        header: &Header,
+        kek: &dyn Kek,
+        keyring: Option<&Keyring>,
+        cache: &MasterKeyCache,
+        context: &[u8],
+    ) -> Result<Self> {
+        match (header.master_key_id(), keyring) {
+            (Some(id), Some(keyring)) if id == keyring.master_key_id() => {
+                let master = cache.get_or_unwrap(keyring, kek).await?;
+                Self::from_master_key(header, &master, context)
+            }
+            _ => Self::unlock(header, kek, keyring, context).await,
         }
     }
 

@@ -102,21 +102,13 @@ pub struct Reencrypt {
 impl Reencrypt {
     /// The decryptor of a file under the source key.
     async fn decryptor(&self, header: &Header) -> Result<Decryptor> {
-        if let (Some(keyring), Some(id)) = (&self.old_keyring, header.master_key_id()) {
-            if id == keyring.master_key_id() {
-                let master = self
-                    .master_keys
-                    .get_or_unwrap(keyring, self.kek.as_ref())
-                    .await?;
-                return Ok(Decryptor::from_master_key(header, &master, &self.context)?);
-            }
-        }
-        // A 2-level file (its own data key, unwrapped by the vault), or a keyring that does not
-        // fit, which `unlock` names.
-        Ok(Decryptor::unlock(
+        // A 3-level file of the old keyring takes the pass's one master key; a 2-level file
+        // unwraps its own data key in the vault.
+        Ok(Decryptor::unlock_cached(
             header,
             self.kek.as_ref(),
             self.old_keyring.as_ref(),
+            &self.master_keys,
             &self.context,
         )
         .await?)
