@@ -686,8 +686,7 @@ async fn open_behind(
     {
         let data_dir = datadir::open_with_root(settings, root).await?;
         datadir::use_audit_chain(&data_dir)?;
-        let server =
-            keyshift_server::start_behind(config, data_dir.deployment.clone(), gate).await?;
+        // The defaults first, as in `serve`: nothing behind the gate answers before them.
         if let Some(admin) =
             datadir::ensure_defaults(&data_dir, settings, gate.public_url()).await?
         {
@@ -697,6 +696,8 @@ async fn open_behind(
                 data_dir.path.join("admin.json").display()
             );
         }
+        let server =
+            keyshift_server::start_behind(config, data_dir.deployment.clone(), gate).await?;
         Ok(Unsealed { server, data_dir })
     }
 }

@@ -22,8 +22,11 @@ pub async fn start(settings: &Settings) -> Result<Started> {
     let data_dir = datadir::open(settings).await?;
     datadir::use_audit_chain(&data_dir)?;
     let config = server_config(settings, data_dir.ca.clone());
-    let server = keyshift_server::start(config, data_dir.deployment.clone()).await?;
-    let admin = datadir::ensure_defaults(&data_dir, settings, &server.public_url).await?;
+    // Bound first, serving last: on a first start the default vault, the administrator and
+    // admin.json exist before anything is answered, so whoever sees `/health` answer finds them.
+    let main = keyshift_server::bind(&config).await?;
+    let admin = datadir::ensure_defaults(&data_dir, settings, &main.public_url).await?;
+    let server = keyshift_server::start_on(config, data_dir.deployment.clone(), main).await?;
     // Tell `keyshift vault create` on this data directory where the server answers.
     let serving =
         serde_json::json!({"public_url": server.public_url, "port": server.local_addr.port()});

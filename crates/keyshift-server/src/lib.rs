@@ -160,12 +160,57 @@ fn certificate_names(
     out
 }
 
+/// The main listener, bound but not serving yet. Its address and public URL are known, so
+/// first-start work that needs them (writing the administrator's `admin.json`) can be done
+/// before anything is answered: a client that sees `/health` answer finds the credentials there.
+#[derive(Debug)]
+pub struct BoundListener {
+    listener: TcpListener,
+    /// The bound address (the kernel's port when the configuration asked for port 0).
+    pub local_addr: SocketAddr,
+    /// `https://host:port` of the listener.
+    pub public_url: String,
+}
+
+/// Binds the main listener of `config`, without serving on it.
+pub async fn bind(config: &ServerConfig) -> Result<BoundListener, ServerError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{}:{}", config.vault_domain, local_addr.port()));
+    Ok(BoundListener {
+        listener,
+        local_addr,
+        public_url,
+    })
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(
     config: ServerConfig,
     deployment: Arc<Deployment>,
 ) -> Result<RunningServer, ServerError> {
-    start_with(config, deployment, None).await
+    let main = bind(&config).await?;
+    start_on(config, deployment, main).await
+}
+
+/// Starts serving on `main`, bound earlier by [`bind`], and binds the other listeners.
+pub async fn start_on(
+    config: ServerConfig,
+    deployment: Arc<Deployment>,
+    main: BoundListener,
+) -> Result<RunningServer, ServerError> {
+    start_with(config, deployment, Main::Bound(main)).await
 }
 
 /// Starts serving `deployment` behind `gate`, which already holds the main listener (a
@@ -176,13 +221,19 @@ pub async fn start_behind(
     deployment: Arc<Deployment>,
     gate: &Arc<sealed::SealGate>,
 ) -> Result<RunningServer, ServerError> {
-    start_with(config, deployment, Some(gate)).await
+    start_with(config, deployment, Main::Gate(gate)).await
+}
+
+/// Where the main listener comes from.
+enum Main<'a> {
+    Bound(BoundListener),
+    Gate(&'a Arc<sealed::SealGate>),
 }
 
 async fn start_with(
     config: ServerConfig,
     deployment: Arc<Deployment>,
-    gate: Option<&Arc<sealed::SealGate>>,
+    main: Main<'_>,
 ) -> Result<RunningServer, ServerError> {
     if app::UNSECURED_BENCH_BASELINE {
         tracing::error!(
@@ -195,25 +246,14 @@ async fn start_with(
         .start_audit()
         .await
         .map_err(|e| ServerError::Audit(e.message))?;
-    let (main, local_addr, public_url) = match gate {
-        Some(gate) => (None, gate.local_addr(), gate.public_url().to_owned()),
-        None => {
-            let main =
-                TcpListener::bind(config.listen)
-                    .await
-                    .map_err(|source| ServerError::Bind {
-                        addr: config.listen,
-                        source,
-                    })?;
-            let local_addr = main.local_addr().map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-            let public_url = config.public_url.clone().unwrap_or_else(|| {
-                format!("https://{}:{}", config.vault_domain, local_addr.port())
-            });
-            (Some(main), local_addr, public_url)
-        }
+    let (main, gate, local_addr, public_url) = match main {
+        Main::Gate(gate) => (
+            None,
+            Some(gate),
+            gate.local_addr(),
+            gate.public_url().to_owned(),
+        ),
+        Main::Bound(b) => (Some(b.listener), None, b.local_addr, b.public_url),
     };
     let now = deployment.clock().now();
     let names = certificate_names(&config, &deployment, &public_url);
