@@ -119,6 +119,8 @@ pub const CHANGE_PRUNE_STEP: i64 = 20;
 
 /// Where pruning stands after the feed's next position became `next_seq`: the highest position
 /// pruned (every change at or below it is gone), given the one before.
+// Used by the backends only: unused when a crate takes the trait without one (keyshift-vault).
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn pruned_through(next_seq: i64, before: i64) -> i64 {
     let head = next_seq - 1;
     if head - before >= CHANGES_KEPT + CHANGE_PRUNE_STEP {
@@ -171,8 +173,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
 /// The `(namespace, key prefix)` left out of a handle's change feed, shared by the backends.
 #[derive(Debug, Default)]
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) struct FeedFilter(std::sync::RwLock<Vec<(&'static str, &'static str)>>);
 
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 impl FeedFilter {
     pub(crate) fn exclude(&self, excluded: &[(&'static str, &'static str)]) {
         let mut list = self.0.write().unwrap_or_else(|p| p.into_inner());
