@@ -25,6 +25,8 @@ type Entries = HashMap<[u8; MASTER_KEY_ID_LEN], (Arc<MasterKey>, Instant)>;
 pub struct MasterKeyCache {
     ttl: Duration,
     entries: Mutex<Entries>,
+    /// Held while a missing key is unwrapped, so concurrent misses make one KEK call.
+    unwrapping: tokio::sync::Mutex<()>,
 }
 
 impl Default for MasterKeyCache {
@@ -39,6 +41,7 @@ impl MasterKeyCache {
         Self {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            unwrapping: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -54,8 +57,14 @@ impl MasterKeyCache {
     }
 
     /// The cached master key of `keyring`, or the key unwrapped with `kek` (and cached).
-    /// The KEK is called outside the lock; two concurrent misses may both unwrap.
+    /// Concurrent misses make one KEK call: the first unwraps while the others wait for it,
+    /// then find the key cached (misses for different keyrings wait for each other too; they
+    /// are rare: once per keyring and time limit). Hits never wait.
     pub async fn get_or_unwrap(&self, keyring: &Keyring, kek: &dyn Kek) -> Result<Arc<MasterKey>> {
+        if let Some(key) = self.get(keyring.master_key_id()) {
+            return Ok(key);
+        }
+        let _one_at_a_time = self.unwrapping.lock().await;
         if let Some(key) = self.get(keyring.master_key_id()) {
             return Ok(key);
         }
@@ -142,6 +151,8 @@ mod tests {
             wrapped: &WrappedKey,
         ) -> std::result::Result<Zeroizing<Vec<u8>>, KekError> {
             self.unwraps.fetch_add(1, Ordering::SeqCst);
+            // As a vault call would: let other tasks run meanwhile.
+            tokio::task::yield_now().await;
             self.inner.unwrap(wrapped).await
         }
     }
@@ -176,6 +187,36 @@ mod tests {
         cache.clear();
         assert_eq!(cache.len(), 0);
         assert_eq!(MasterKeyCache::default().ttl(), DEFAULT_MASTER_KEY_TTL);
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_make_one_kek_call() {
+        let mut inner = LocalKek::new();
+        inner.generate(KID).unwrap();
+        let kek = Counting {
+            inner,
+            unwraps: AtomicUsize::new(0),
+        };
+        let (keyring, master) = Keyring::create(&kek, KID, 0).await.unwrap();
+        let cache = MasterKeyCache::default();
+        let get = || cache.get_or_unwrap(&keyring, &kek);
+        let (a, b, c, d) = tokio::join!(get(), get(), get(), get());
+        assert_eq!(kek.unwraps.load(Ordering::SeqCst), 1);
+        for k in [a, b, c, d] {
+            assert_eq!(k.unwrap().secret(), master.secret());
+        }
+        // A failed unwrap is not cached, and the next caller tries again.
+        let (other, _) = Keyring::create(&kek, KID, 0).await.unwrap();
+        let empty = Counting {
+            inner: LocalKek::new(),
+            unwraps: AtomicUsize::new(0),
+        };
+        let (x, y) = tokio::join!(
+            cache.get_or_unwrap(&other, &empty),
+            cache.get_or_unwrap(&other, &empty)
+        );
+        assert!(x.is_err() && y.is_err());
+        assert_eq!(empty.unwraps.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

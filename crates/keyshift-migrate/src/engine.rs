@@ -881,13 +881,18 @@ async fn reencrypt_keys(
             (Some(keyring), Some(Arc::new(master)))
         }
     };
+    // The new master key, just unwrapped, also serves verification from the cache.
+    let master_keys = Arc::new(keyshift_envelope::MasterKeyCache::default());
+    if let Some(master) = &new_master {
+        master_keys.insert(Arc::clone(master));
+    }
     Ok(Reencrypt {
         kek: kek.clone(),
         old_keyring,
         new_keyring,
         new_master,
         context: context.as_bytes().to_vec(),
-        master_keys: Default::default(),
+        master_keys,
     })
 }
 

@@ -16,6 +16,7 @@ use keyshift_migrate::engine::{self, ApplyOptions, PlanRequest};
 use keyshift_migrate::plan::{DataSource, Mode, Plan};
 use keyshift_migrate::progress::Style;
 use keyshift_testkit::{v, TestServer};
+use keyshift_vault::audit::AuditFilter;
 use keyshift_vault::VaultKind;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -469,12 +470,33 @@ async fn envelope_trees_are_rewrapped_and_reencrypted() {
             assert!(!f.to_string_lossy().contains("keyshift-migrate-tmp"));
         }
     }
+    let unwraps = || async {
+        s.deployment()
+            .audit_events(
+                &AuditFilter {
+                    operation: Some("KeyUnwrap".into()),
+                    ..AuditFilter::default()
+                },
+                usize::MAX,
+            )
+            .await
+            .unwrap()
+    };
+    let before = unwraps().await.len();
     let ver = engine::verify(&req.plan_path, Some(10)).await.unwrap();
     assert_eq!(ver[0].1.checked, 10);
     assert_eq!(ver[1].1.checked, 10);
     assert!(ver
         .iter()
         .all(|(_, v)| v.broken.is_empty() && v.under_source == 0));
+    // 10 rewrapped 2-level files unwrap their own data keys; the 10 re-encrypted 3-level files
+    // share the new keyring's master key, unwrapped once when the pass starts.
+    let during: Vec<_> = unwraps().await.into_iter().skip(before).collect();
+    assert_eq!(
+        during.len(),
+        10 + 1,
+        "vault unwraps during verify: {during:#?}"
+    );
 
     // A file whose data key slot is swapped for another file's is caught by verify.
     let (p0, _) = &a[0];

@@ -508,8 +508,10 @@ async fn verify_file(path: &Path, kind: Kind, re: Option<&Reencrypt>, kek: &dyn 
         // Without the context the header MAC is what can be checked.
         None => keyshift_envelope::check_data_key(&header, kek).await?,
         Some(r) => {
+            // The new keyring's master key is unwrapped once per pass, not once per file.
             let keyring = r.new_keyring.as_ref();
-            let d = Decryptor::unlock(&header, kek, keyring, &r.context).await?;
+            let d =
+                Decryptor::unlock_cached(&header, kek, keyring, &r.master_keys, &r.context).await?;
             let path = path.to_owned();
             let len = header.len() as u64;
             tokio::task::spawn_blocking(move || -> Result<()> {
