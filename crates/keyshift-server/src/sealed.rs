@@ -74,20 +74,11 @@ impl std::fmt::Debug for SealGate {
 impl SealGate {
     /// Binds the main listener (not serving yet: see [`SealGate::serve`]).
     pub async fn bind(config: &ServerConfig, now: i64) -> Result<Arc<SealGate>, ServerError> {
-        let main = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = main.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let public_url = config
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("https://{}:{}", config.vault_domain, local_addr.port()));
+        let crate::BoundListener {
+            listener: main,
+            local_addr,
+            public_url,
+        } = crate::bind(config).await?;
         let names = sealed_names(config, &public_url);
         let ca: &LocalCa = &config.ca;
         let resolver = Arc::new(CertResolver::new(ca.issue_server_cert(&names, now)?));
