@@ -141,6 +141,23 @@ mod tests {
         unwraps: AtomicUsize,
     }
 
+    impl Counting {
+        /// Counting unwraps under `inner`.
+        fn new(inner: LocalKek) -> Self {
+            Counting {
+                inner,
+                unwraps: AtomicUsize::new(0),
+            }
+        }
+
+        /// Counting unwraps under a fresh local KEK holding [`KID`].
+        fn with_kid() -> Self {
+            let mut inner = LocalKek::new();
+            inner.generate(KID).unwrap();
+            Self::new(inner)
+        }
+    }
+
     #[async_trait::async_trait]
     impl Kek for Counting {
         async fn wrap(&self, kid: &str, key: &[u8]) -> std::result::Result<WrappedKey, KekError> {
@@ -159,12 +176,7 @@ mod tests {
 
     #[tokio::test]
     async fn caches_until_the_time_limit() {
-        let mut inner = LocalKek::new();
-        inner.generate(KID).unwrap();
-        let kek = Counting {
-            inner,
-            unwraps: AtomicUsize::new(0),
-        };
+        let kek = Counting::with_kid();
         let (keyring, master) = Keyring::create(&kek, KID, 0).await.unwrap();
         let cache = MasterKeyCache::new(Duration::from_secs(60));
         assert_eq!(cache.ttl(), Duration::from_secs(60));
@@ -191,12 +203,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_make_one_kek_call() {
-        let mut inner = LocalKek::new();
-        inner.generate(KID).unwrap();
-        let kek = Counting {
-            inner,
-            unwraps: AtomicUsize::new(0),
-        };
+        let kek = Counting::with_kid();
         let (keyring, master) = Keyring::create(&kek, KID, 0).await.unwrap();
         let cache = MasterKeyCache::default();
         let get = || cache.get_or_unwrap(&keyring, &kek);
@@ -207,10 +214,7 @@ mod tests {
         }
         // A failed unwrap is not cached, and the next caller tries again.
         let (other, _) = Keyring::create(&kek, KID, 0).await.unwrap();
-        let empty = Counting {
-            inner: LocalKek::new(),
-            unwraps: AtomicUsize::new(0),
-        };
+        let empty = Counting::new(LocalKek::new());
         let (x, y) = tokio::join!(
             cache.get_or_unwrap(&other, &empty),
             cache.get_or_unwrap(&other, &empty)
@@ -222,12 +226,7 @@ mod tests {
     #[tokio::test]
     async fn unlock_cached_unwraps_a_keyring_once_and_falls_back_for_the_rest() {
         use crate::stream::{Decryptor, Encryptor};
-        let mut inner = LocalKek::new();
-        inner.generate(KID).unwrap();
-        let kek = Counting {
-            inner,
-            unwraps: AtomicUsize::new(0),
-        };
+        let kek = Counting::with_kid();
         let unwraps = || kek.unwraps.load(Ordering::SeqCst);
         let (keyring, master) = Keyring::create(&kek, KID, 0).await.unwrap();
         let (other, _) = Keyring::create(&kek, KID, 0).await.unwrap();
