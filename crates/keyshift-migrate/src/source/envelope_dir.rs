@@ -92,10 +92,12 @@ pub struct Reencrypt {
     pub new_master: Option<Arc<MasterKey>>,
     /// The files' context.
     pub context: Vec<u8>,
-    /// The old keyring's master key, unwrapped at the first 3-level file that needs it and shared
-    /// by the files after it and by this value's clones: one request to the vault per pass (per
-    /// [`keyshift_envelope::DEFAULT_MASTER_KEY_TTL`]), rather than one per file, each of which, with the audit log
-    /// on, waits for a durable commit on a disk that the re-encryption itself keeps busy.
+    /// Unwrapped master keys, shared by the files of a pass and by this value's clones: the old
+    /// keyring's, unwrapped at the first 3-level file that needs it, and the new keyring's, put
+    /// there when the pass unwrapped it (verification reads it). One request to the vault per
+    /// keyring and pass (per [`keyshift_envelope::DEFAULT_MASTER_KEY_TTL`]) rather than one per
+    /// file, each of which, with the audit log on, waits for a durable commit on a disk that the
+    /// re-encryption itself keeps busy.
     pub master_keys: Arc<MasterKeyCache>,
 }
 
