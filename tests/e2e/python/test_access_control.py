@@ -1,13 +1,16 @@
 """Role-based access with the official azure-keyvault-administration KeyVaultAccessControlClient,
 unmodified: list role definitions, assign a role to a workload principal at a key's scope, see the
-workload's SDK calls allowed and refused accordingly, remove the assignment."""
+workload's SDK calls allowed and refused accordingly, remove the assignment. Then the same through
+the `keyshift principal` and `keyshift role` commands an operator runs."""
 
 import json
 import os
 import subprocess
+import time
 import uuid
 
 import pytest
+import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.keyvault.administration import KeyVaultAccessControlClient, KeyVaultRoleScope
 from azure.keyvault.keys import KeyClient
@@ -89,3 +92,69 @@ def test_assign_use_and_remove(access_client, admin, vault_url, ca_cert, session
     with pytest.raises(HttpResponseError) as refused:
         workload_keys.get_key(kek.name)
     assert refused.value.status_code == 403
+
+
+def _token(admin, client_id, secret):
+    """The token endpoint's answer for a client secret: (status, body)."""
+    resp = requests.post(
+        admin["token_url"],
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret,
+              "scope": "https://vault.azure.net/.default"},
+        verify=admin["ca_cert"], timeout=10,
+    )
+    return resp.status_code, resp.json()
+
+
+def test_the_principal_and_role_commands(admin, vault_url, ca_cert, session_key_client):
+    """`keyshift principal create/list/add-secret/delete` and `keyshift role
+    assign/list/remove/definitions`, run as an operator would against the running server's data
+    directory, and what each does to the workload's tokens and requests."""
+    kek = session_key_client.create_oct_key(f"cli-kek-{uuid.uuid4().hex[:8]}", size=256, hardware_protected=True)
+    workload = json.loads(keyshift("principal", "create", "cli-workload"))
+    cid, first = workload["client_id"], workload["client_secret"]
+    assert any(cid in line and workload["principal_id"] in line
+               for line in keyshift("principal", "list").splitlines())
+
+    # A second secret, for rotation: both work.
+    second = keyshift("principal", "add-secret", cid).strip()
+    assert second and second != first
+    for secret in (first, second):
+        status, body = _token(admin, cid, secret)
+        assert status == 200 and body["access_token"], body
+
+    # The definitions name each built-in role with its data actions.
+    roles, current = {}, None
+    for line in keyshift("role", "definitions").splitlines():
+        if line.startswith("    "):
+            roles[current].append(line.strip())
+        else:
+            current = line.rsplit(" (", 1)[0]
+            roles[current] = []
+    assert "Microsoft.KeyVault/vaults/keys/wrap/action" in roles["Key Vault Crypto User"]
+    assert roles["Key Vault Reader"] == ["Microsoft.KeyVault/vaults/*/read",
+                                         "Microsoft.KeyVault/vaults/secrets/readMetadata/action"]
+
+    # Assigned at the key's scope: listed, and the workload may read the key.
+    assignment = json.loads(keyshift("role", "assign", "Key Vault Crypto User", cid, "--scope", f"/keys/{kek.name}"))
+    listed = [line for line in keyshift("role", "list").splitlines() if assignment["name"] in line]
+    assert len(listed) == 1 and workload["principal_id"] in listed[0] and "Key Vault Crypto User" in listed[0]
+    creds = KeyshiftCredential({**admin, "client_id": cid, "client_secret": second})
+    workload_keys = KeyClient(vault_url, creds, connection_verify=ca_cert, verify_challenge_resource=False)
+    time.sleep(1.2)  # role assignments reach the running server within a second
+    assert workload_keys.get_key(kek.name).id == kek.id
+
+    # Removed: gone from the list, and the workload is refused again.
+    assert keyshift("role", "remove", assignment["name"]).strip() == f"removed {assignment['name']}"
+    assert assignment["name"] not in keyshift("role", "list")
+    time.sleep(1.2)
+    with pytest.raises(HttpResponseError) as refused:
+        workload_keys.get_key(kek.name)
+    assert refused.value.status_code == 403
+
+    # Deleted: no token for either secret, and gone from the list.
+    assert keyshift("principal", "delete", cid).strip() == f"deleted {cid}"
+    for secret in (first, second):
+        status, body = _token(admin, cid, secret)
+        assert status in (400, 401), body
+        assert "access_token" not in body
+    assert cid not in keyshift("principal", "list")
