@@ -706,3 +706,173 @@ async fn bad_requests_are_refused_with_clear_errors() {
         "{b}"
     );
 }
+
+/// A security-domain upload or a vault deletion first records itself on the vault, then looks
+/// for keys: a key creation that found the vault before and commits after is refused (before,
+/// it was sealed under the domain the vault was leaving, or left in a vault that no longer
+/// existed), a stale copy of an unchanged vault still creates keys, and a vault whose upload
+/// was interrupted takes no key until the upload is made again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_is_added_while_a_vault_changes_domain_or_is_deleted() {
+    use keyshift_api::ErrorCode;
+    use keyshift_store::{Expect, Op, Store};
+    let tmp = tempfile::tempdir().unwrap();
+    let a = TestServer::start().await;
+    let d = a.deployment();
+    let custodians: Vec<(PathBuf, PathBuf)> = ["ann", "bob", "cho"]
+        .iter()
+        .map(|n| custodian(tmp.path(), n))
+        .collect();
+    let ders: Vec<Vec<u8>> = custodians.iter().map(|(c, _)| der_of(c)).collect();
+    let sd_text = client(&a)
+        .download_security_domain(&VaultUrl::parse(&a.url()).unwrap(), &ders, 2)
+        .await
+        .unwrap();
+    let sd: SecurityDomainFile = serde_json::from_str(&sd_text).unwrap();
+    let keys: Vec<_> = custodians[..2]
+        .iter()
+        .map(|(_, k)| private_key(k))
+        .collect();
+    let transfer: TransferKey =
+        serde_json::from_value(ok(&a, Method::GET, "/securitydomain/upload", None).await).unwrap();
+    let upload = upload_for(&sd, &recombine(&sd, &keys).unwrap(), &transfer).unwrap();
+    let upload_body = json!({"value": serde_json::to_string(&upload).unwrap()});
+    let ec = || keyshift_api::keys::KeyCreateParameters {
+        kty: Some("EC".into()),
+        crv: Some("P-256".into()),
+        ..Default::default()
+    };
+    let hsm = |name: &str| keyshift_vault::VaultSpec {
+        name: name.into(),
+        kind: keyshift_vault::VaultKind::Vault,
+        retention_days: 7,
+        purge_protection: false,
+        port: None,
+        new_security_domain: true,
+        default: false,
+    };
+    let kv2 = a.add_vault("kv2", keyshift_vault::VaultKind::Vault).await;
+    let ctx = keyshift_vault::RequestContext::system(kv2.clone());
+
+    // An upload interrupted after recording itself (as a node that stopped there leaves it,
+    // written here by a second process on the same store): kv2 takes no key until the upload
+    // is made again, then takes keys sealed under its new domain.
+    let store = keyshift_store::sqlite::SqliteStore::open(&a.data_dir.join("keyshift.db"))
+        .await
+        .unwrap();
+    let r = store.get("vault", "kv2").await.unwrap().unwrap();
+    let mut record: Value = serde_json::from_slice(&r.value).unwrap();
+    record["pending"] = json!({"change": "securityDomain", "to": sd.security_domain});
+    store
+        .commit(vec![Op::Put {
+            ns: "vault",
+            key: "kv2".into(),
+            value: serde_json::to_vec(&record).unwrap(),
+            expect: Expect::Revision(r.revision),
+        }])
+        .await
+        .unwrap();
+    d.refresh_vaults().await.unwrap();
+    let create = json!({"kty": "EC", "crv": "P-256"});
+    let (st, b) = a
+        .call_at(
+            &kv2,
+            Method::POST,
+            &v("/keys/early/create"),
+            Some(create.clone()),
+        )
+        .await;
+    assert_eq!(
+        (st, inner(&b)),
+        (StatusCode::CONFLICT, "SecurityDomainUploadInProgress"),
+        "{b}"
+    );
+    let (st, b) = a
+        .call_at(
+            &kv2,
+            Method::POST,
+            &v("/securitydomain/upload"),
+            Some(upload_body),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let now = d.vault("kv2").unwrap();
+    assert_eq!(
+        (now.security_domain.as_str(), now.pending.as_ref()),
+        (sd.security_domain.as_str(), None)
+    );
+    let (st, b) = a
+        .call_at(&kv2, Method::POST, &v("/keys/early/create"), Some(create))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+
+    // A stale copy of a vault whose domain did not change: the key is made, and it works.
+    let stale = d.vault("kv2").unwrap();
+    d.enable_purge_protection("kv2").await.unwrap();
+    assert_ne!(d.vault("kv2").unwrap().revision, stale.revision);
+    d.create_key(&ctx, &stale, "after", ec()).await.unwrap();
+    for name in ["early", "after"] {
+        let (st, b) = a
+            .call_at(
+                &kv2,
+                Method::POST,
+                &v(&format!("/keys/{name}//sign")),
+                Some(json!({"alg": "ES256", "value": b64::encode(&[7u8; 32])})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{name}: {b}");
+    }
+
+    // A creation that found kv3 before its upload and commits after it: refused, nothing kept.
+    d.create_vault(hsm("kv3")).await.unwrap();
+    let before_upload = d.vault("kv3").unwrap();
+    d.upload_security_domain(&ctx, &before_upload, &upload)
+        .await
+        .unwrap();
+    assert_eq!(d.vault("kv3").unwrap().security_domain, sd.security_domain);
+    let e = d
+        .create_key(&ctx, &before_upload, "raced", ec())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict, "{}", e.message);
+    assert!(e.message.contains("security domain"), "{}", e.message);
+    let kv3 = d.vault("kv3").unwrap();
+    let e = d.get_key(&ctx, &kv3, "raced", None).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::KeyNotFound, "{}", e.message);
+    // A restore through a stale copy of kv3, now of kv2's domain: made, and it opens.
+    d.enable_purge_protection("kv3").await.unwrap();
+    let blob = d
+        .backup_key(&ctx, &d.vault("kv2").unwrap(), "early")
+        .await
+        .unwrap();
+    d.restore_key(&ctx, &kv3, &blob.value).await.unwrap();
+    let kv3 = d.vault("kv3").unwrap();
+    d.sign(
+        &ctx,
+        &kv3,
+        "early",
+        None,
+        keyshift_api::keys::KeySignParameters {
+            alg: "ES256".into(),
+            value: vec![7u8; 32],
+        },
+    )
+    .await
+    .unwrap();
+
+    // A creation that found kv4 before its deletion: refused, and no key outlives the vault.
+    d.create_vault(hsm("kv4")).await.unwrap();
+    let before_delete = d.vault("kv4").unwrap();
+    d.delete_vault("kv4").await.unwrap();
+    let e = d
+        .create_key(&ctx, &before_delete, "orphan", ec())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound, "{}", e.message);
+    let prefix = format!("{}/", before_delete.id);
+    assert!(store
+        .list("key", &prefix, None, 1)
+        .await
+        .unwrap()
+        .is_empty());
+}

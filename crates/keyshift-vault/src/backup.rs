@@ -20,7 +20,9 @@ use crate::deployment::{from_json, store_error, to_json, Deployment};
 use crate::keys::BackupPayload;
 use crate::naming::key_key;
 use crate::rbac::Action;
-use crate::records::{ns, KeyRecord, SecurityDomainRecord, VaultKind, VaultRecord};
+use crate::records::{
+    ns, KeyRecord, PendingVaultChange, SecurityDomainRecord, VaultKind, VaultRecord,
+};
 use crate::sealing::security_domain_aad;
 use crate::{RequestContext, Result};
 use keyshift_api::{ApiError, ErrorCode};
@@ -448,8 +450,50 @@ impl Deployment {
         let sd_key = SealingKey::from_bytes(&key)
             .map_err(|_| ApiError::bad_parameter("The uploaded key is not a domain key."))?;
         if vault.security_domain == upload.security_domain {
+            // Uploading the domain it has withdraws an interrupted upload of another one.
+            if let Some(now) = self.vault(&vault.name).filter(|v| {
+                v.id == vault.id
+                    && matches!(v.pending, Some(PendingVaultChange::SecurityDomain { .. }))
+            }) {
+                self.end_vault_change(&now).await;
+            }
             return Ok(());
         }
+        // From here until the vault names its new domain (or the upload is refused), no key
+        // may be added to it: the check for keys below would not see it.
+        let recorded = self
+            .begin_vault_change(
+                &vault.name,
+                PendingVaultChange::SecurityDomain {
+                    to: upload.security_domain.clone(),
+                },
+            )
+            .await?;
+        if recorded.id != vault.id {
+            self.end_vault_change(&recorded).await;
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("Vault '{}' was replaced meanwhile.", vault.name),
+            ));
+        }
+        let result = self
+            .take_security_domain(ctx, &recorded, upload, &sd_key)
+            .await;
+        if result.is_err() {
+            self.end_vault_change(&recorded).await;
+        }
+        result
+    }
+
+    /// The upload's second half: `vault` (as recorded with the upload pending, so no key can be
+    /// added meanwhile) takes the domain, if it holds no key.
+    async fn take_security_domain(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+        upload: &SecurityDomainUpload,
+        sd_key: &SealingKey,
+    ) -> Result<()> {
         // Its keys, live or soft-deleted, are sealed under the domain it would leave.
         if self.holds_keys(vault).await? {
             return Err(ApiError::conflict(format!(
@@ -494,25 +538,14 @@ impl Deployment {
                 });
             }
         }
-        let vault_key = vault.name.to_ascii_lowercase();
-        let stored = self
-            .store
-            .get(ns::VAULT, &vault_key)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NotFound,
-                    format!("Vault '{}' is gone.", vault.name),
-                )
-            })?;
-        let mut record: VaultRecord = from_json(&stored.value)?;
+        let mut record = vault.clone();
         record.security_domain = upload.security_domain.clone();
+        record.pending = None;
         ops.push(Op::Put {
             ns: ns::VAULT,
-            key: vault_key,
+            key: vault.name.to_ascii_lowercase(),
             value: to_json(&record)?,
-            expect: Expect::Revision(stored.revision),
+            expect: Expect::Revision(vault.revision),
         });
         self.commit_as(ctx, ops).await.map_err(|e| match e {
             StoreError::Conflict { .. } => ApiError::conflict(

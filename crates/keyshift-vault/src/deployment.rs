@@ -4,7 +4,8 @@ use crate::clock::Clock;
 use crate::keys::KeyCache;
 use crate::naming::{check_vault_name, new_id};
 use crate::records::{
-    ns, DeploymentRecord, PrincipalRecord, SecurityDomainRecord, VaultKind, VaultRecord,
+    ns, DeploymentRecord, PendingVaultChange, PrincipalRecord, SecurityDomainRecord, VaultKind,
+    VaultRecord,
 };
 use crate::sealing::{security_domain_aad, TOKEN_KEY_AAD};
 use crate::Result;
@@ -123,6 +124,37 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<
         tracing::error!(error = %e, "a stored record does not parse");
         ApiError::internal()
     })
+}
+
+/// A vault record as stored, with the revision it was read at.
+pub(crate) fn vault_from(record: &keyshift_store::Record) -> Result<VaultRecord> {
+    let mut vault: VaultRecord = from_json(&record.value)?;
+    vault.revision = record.revision;
+    Ok(vault)
+}
+
+/// The condition that every commit adding a key (a new key, an imported or restored one, or a
+/// new version) to `vault` carries: the vault record is still the one the key was sealed for.
+/// A security-domain upload or a vault deletion first records itself on that record, then
+/// looks for keys, so a key is either seen by that look or refused by this condition. Refused
+/// outright while such a change is recorded.
+pub(crate) fn admits_keys(vault: &VaultRecord) -> Result<Op> {
+    match &vault.pending {
+        None => Ok(Op::Check {
+            ns: ns::VAULT,
+            key: vault.name.to_ascii_lowercase(),
+            expect: Expect::Revision(vault.revision),
+        }),
+        Some(PendingVaultChange::SecurityDomain { .. }) => Err(ApiError::conflict(format!(
+            "Vault '{}' is taking a security domain; keys are added once the upload finishes (an interrupted upload finishes when it is made again).",
+            vault.name
+        ))
+        .with_inner("SecurityDomainUploadInProgress")),
+        Some(PendingVaultChange::Deletion) => Err(ApiError::conflict(format!(
+            "Vault '{}' is being deleted; no key can be added to it.",
+            vault.name
+        ))),
+    }
 }
 
 fn crypto_internal(e: keyshift_crypto::CryptoError) -> ApiError {
@@ -374,12 +406,20 @@ impl Deployment {
 
     /// Reloads the vault list from the store (another process may have changed it).
     pub async fn refresh_vaults(&self) -> Result<Vec<Arc<VaultRecord>>> {
-        let all: Vec<Arc<VaultRecord>> = self
-            .list_all::<VaultRecord>(ns::VAULT, "")
-            .await?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(ns::VAULT, "", after.as_deref(), 200)
+                .await
+                .map_err(store_error)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for r in page {
+                all.push(Arc::new(vault_from(&r)?));
+            }
+        }
         let map = all
             .iter()
             .map(|v| (v.name.to_ascii_lowercase(), v.clone()))
@@ -468,6 +508,8 @@ impl Deployment {
             port: spec.port,
             default: spec.default,
             created: now,
+            pending: None,
+            revision: 0,
         };
         ops.push(Op::Put {
             ns: ns::VAULT,
@@ -540,7 +582,7 @@ impl Deployment {
             .ok_or_else(|| {
                 ApiError::new(ErrorCode::NotFound, format!("No vault named '{name}'."))
             })?;
-        let mut vault: VaultRecord = from_json(&record.value)?;
+        let mut vault = vault_from(&record)?;
         vault.purge_protection = true;
         self.store
             .commit(vec![Op::Put {
@@ -551,15 +593,66 @@ impl Deployment {
             }])
             .await
             .map_err(store_error)?;
-        self.refresh_vaults().await?;
-        Ok(Arc::new(vault))
+        Ok(self
+            .refresh_vaults()
+            .await?
+            .into_iter()
+            .find(|v| v.id == vault.id)
+            .unwrap_or_else(|| Arc::new(vault)))
     }
 
     /// Deletes an empty vault. A vault that still holds keys, live or soft-deleted, is refused:
-    /// deleting it would destroy key material something may still need.
+    /// deleting it would destroy key material something may still need. The deletion is
+    /// recorded first, so that no key can be added between the check and the deletion.
     pub async fn delete_vault(&self, name: &str) -> Result<()> {
+        let stored = self
+            .store
+            .get(ns::VAULT, &name.to_ascii_lowercase())
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("No vault named '{name}'."))
+            })?;
+        if vault_from(&stored)?.default {
+            return Err(ApiError::bad_parameter(
+                "The default vault cannot be deleted.",
+            ));
+        }
+        let vault = self
+            .begin_vault_change(name, PendingVaultChange::Deletion)
+            .await?;
+        if self.holds_keys(&vault).await? {
+            self.end_vault_change(&vault).await;
+            return Err(ApiError::conflict(format!(
+                "Vault '{name}' still holds keys (live or soft-deleted); delete and purge them first."
+            )));
+        }
+        let deleted = self
+            .store
+            .commit(vec![Op::Delete {
+                ns: ns::VAULT,
+                key: name.to_ascii_lowercase(),
+                expect: Expect::Revision(vault.revision),
+            }])
+            .await;
+        if let Err(e) = deleted {
+            self.end_vault_change(&vault).await;
+            return Err(store_error(e));
+        }
+        self.refresh_vaults().await?;
+        Ok(())
+    }
+
+    /// Records `change` on the vault `name`, which keeps new keys out of it from then on (every
+    /// commit that adds a key checks the vault record's revision, see [`admits_keys`]); the
+    /// vault as recorded. A change left recorded by a stopped process is taken over.
+    pub(crate) async fn begin_vault_change(
+        &self,
+        name: &str,
+        change: PendingVaultChange,
+    ) -> Result<VaultRecord> {
         let key = name.to_ascii_lowercase();
-        let record = self
+        let stored = self
             .store
             .get(ns::VAULT, &key)
             .await
@@ -567,27 +660,86 @@ impl Deployment {
             .ok_or_else(|| {
                 ApiError::new(ErrorCode::NotFound, format!("No vault named '{name}'."))
             })?;
-        let vault: VaultRecord = from_json(&record.value)?;
-        if vault.default {
-            return Err(ApiError::bad_parameter(
-                "The default vault cannot be deleted.",
-            ));
-        }
-        if self.holds_keys(&vault).await? {
-            return Err(ApiError::conflict(format!(
-                "Vault '{name}' still holds keys (live or soft-deleted); delete and purge them first."
-            )));
-        }
+        let mut vault = vault_from(&stored)?;
+        vault.pending = Some(change);
         self.store
-            .commit(vec![Op::Delete {
+            .commit(vec![Op::Put {
                 ns: ns::VAULT,
                 key,
-                expect: Expect::Revision(record.revision),
+                value: to_json(&vault)?,
+                expect: Expect::Revision(stored.revision),
             }])
             .await
-            .map_err(store_error)?;
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => {
+                    ApiError::conflict(format!("Vault '{name}' changed meanwhile; retry."))
+                }
+                other => store_error(other),
+            })?;
+        // Drop this process's copy now, so that its own key writes see the change at once.
         self.refresh_vaults().await?;
-        Ok(())
+        let stored = self
+            .store
+            .get(ns::VAULT, &vault.name.to_ascii_lowercase())
+            .await
+            .map_err(store_error)?
+            .ok_or_else(ApiError::internal)?;
+        let now = vault_from(&stored)?;
+        if now.id != vault.id || now.pending != vault.pending {
+            return Err(ApiError::conflict(format!(
+                "Vault '{name}' changed meanwhile; retry."
+            )));
+        }
+        Ok(now)
+    }
+
+    /// Withdraws the change [`begin_vault_change`] recorded on `vault` (as it returned it), when
+    /// it was not made. Best effort: a change left recorded keeps keys out until the same
+    /// request is made again.
+    pub(crate) async fn end_vault_change(&self, vault: &VaultRecord) {
+        let mut at_rest = vault.clone();
+        at_rest.pending = None;
+        let withdrawn = match to_json(&at_rest) {
+            Ok(value) => self
+                .store
+                .commit(vec![Op::Put {
+                    ns: ns::VAULT,
+                    key: vault.name.to_ascii_lowercase(),
+                    value,
+                    expect: Expect::Revision(vault.revision),
+                }])
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.message),
+        };
+        if let Err(error) = withdrawn {
+            tracing::warn!(vault = %vault.name, %error, "a vault change was not withdrawn; the same request made again finishes or withdraws it");
+        }
+        let _ = self.refresh_vaults().await;
+    }
+
+    /// [`admits_keys`] for the vault `vault` as the store holds it now, when keys may still be
+    /// added to it as `vault` said they would be (the same vault, the same security domain, no
+    /// change pending); for a commit that found its copy stale.
+    pub(crate) async fn recheck_vault(&self, vault: &VaultRecord) -> Result<Op> {
+        let now = self
+            .refresh_vaults()
+            .await?
+            .into_iter()
+            .find(|v| v.id == vault.id)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("Vault '{}' was deleted meanwhile.", vault.name),
+                )
+            })?;
+        if now.security_domain != vault.security_domain {
+            return Err(ApiError::conflict(format!(
+                "Vault '{}' took another security domain meanwhile; retry.",
+                vault.name
+            )));
+        }
+        admits_keys(&now)
     }
 
     /// A deployment-wide RSA key kept in `meta` under `record`, sealed under the root key with

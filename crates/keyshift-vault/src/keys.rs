@@ -2,7 +2,7 @@
 
 use crate::access::key_resource;
 use crate::byok::{is_kek, parse_blob, IMPORT_OP};
-use crate::deployment::{from_json, store_error, to_json, Deployment};
+use crate::deployment::{admits_keys, from_json, store_error, to_json, Deployment};
 use crate::duration::parse_seconds;
 use crate::hsm::{hsm_error, NewKey, VersionKey};
 use crate::naming::{check_key_name, key_key, new_id, printable, version_key};
@@ -896,6 +896,7 @@ impl Deployment {
         )?;
         let sd = self.security_domain_key(&vault.security_domain).await?;
         let kk = key_key(&vault.id, name);
+        let mut vault_unchanged = admits_keys(vault)?;
         for _ in 0..MAX_CAS_RETRIES {
             let version = new_id()?;
             let existing = self.load_key(vault, name).await?;
@@ -928,6 +929,7 @@ impl Deployment {
                 expect: Expect::Absent,
             }];
             ops.extend(object_op);
+            ops.push(vault_unchanged.clone());
             match existing {
                 Some((mut key, revision)) => {
                     if key.version_count >= MAX_VERSIONS {
@@ -974,6 +976,11 @@ impl Deployment {
                 }
                 Err(StoreError::Conflict { ns, .. }) if ns == ns::DELETED_KEY => {
                     return Err(deleted_but_recoverable(name));
+                }
+                // This copy of the vault record is stale: go on only if the key would still be
+                // sealed as it is here.
+                Err(StoreError::Conflict { ns, .. }) if ns == ns::VAULT => {
+                    vault_unchanged = self.recheck_vault(vault).await?;
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_error(e)),
@@ -1984,7 +1991,23 @@ impl Deployment {
                 latest_record = Some(record);
             }
         }
-        self.commit_as(ctx, ops).await.map_err(|e| match e {
+        ops.push(admits_keys(vault)?);
+        let mut committed = self.commit_as(ctx, ops.clone()).await;
+        if let Err(StoreError::Conflict { ns, .. }) = &committed {
+            if ns == ns::VAULT {
+                // A stale copy of the vault record: once more, if the key is sealed as it
+                // would be now.
+                if let Some(last) = ops.last_mut() {
+                    *last = self.recheck_vault(vault).await?;
+                }
+                committed = self.commit_as(ctx, ops).await;
+            }
+        }
+        committed.map_err(|e| match e {
+            StoreError::Conflict { ns, .. } if ns == ns::VAULT => ApiError::conflict(format!(
+                "Vault '{}' changed while the key {} was being restored; retry.",
+                vault.name, payload.name
+            )),
             StoreError::Conflict { .. } => ApiError::conflict(format!(
                 "There was a conflict restoring the key {}: a key with this name exists, live or soft-deleted.",
                 payload.name

@@ -11,8 +11,9 @@
 //! one with `?options[search_path]=name`).
 //!
 //! **Isolation.** A batch runs in one `SERIALIZABLE` transaction that first reads every key it
-//! names with `SELECT ... FOR UPDATE`, in key order (so two batches lock in the same order and do
-//! not deadlock), checks every condition against what it read, then writes: an `INSERT` for a new
+//! writes with `SELECT ... FOR UPDATE`, in key order (so two batches lock in the same order and do
+//! not deadlock), then every key it only checks with `SELECT ... FOR SHARE` (so batches that check
+//! one record do not wait for each other; a deadlock between the two steps is retried), checks every condition against what it read, then writes: an `INSERT` for a new
 //! key, and for an existing one an `UPDATE`/`DELETE` guarded by the revision it read. The row locks
 //! make a concurrent batch on an existing key wait; SERIALIZABLE covers what locks cannot, a
 //! condition on an absent key (two batches that both read "absent" cannot both commit: the second
@@ -37,7 +38,7 @@
 //! PL/pgSQL or stored procedures, no `ON CONFLICT` on expressions (only on the primary key, and only
 //! for the migration lock row), no collations (CockroachDB refuses `COLLATE "C"` columns; keys are
 //! BYTEA instead), no sequences or SERIAL; only TEXT, BYTEA, BIGINT and TIMESTAMPTZ columns, the
-//! primary-key index, `SELECT ... FOR UPDATE`, and DDL written to be run again (`IF NOT EXISTS`),
+//! primary-key index, `SELECT ... FOR UPDATE` and `FOR SHARE`, and DDL written to be run again (`IF NOT EXISTS`),
 //! since YugabyteDB commits DDL statement by statement unless transactional DDL is on. This is
 //! tested against PostgreSQL only.
 //!
@@ -316,17 +317,33 @@ impl PostgresStore {
     }
 
     /// Reads the current revision of every key `ops` names, locking the rows that exist, in key
-    /// order.
+    /// order: for update the rows the batch writes, for share the rows it only checks (so that
+    /// batches checking one record, say every key creation checking its vault's, do not wait
+    /// for each other, while a batch changing that record waits for them, and they for it).
     async fn lock_keys(
         tx: &mut Transaction<'static, Postgres>,
         ops: &[Op],
     ) -> std::result::Result<BTreeMap<(&'static str, Vec<u8>), i64>, sqlx::Error> {
-        let mut keys: Vec<(&'static str, &[u8])> =
-            ops.iter().map(|op| (op_ns(op), op_key(op))).collect();
-        keys.sort_unstable();
-        keys.dedup();
+        let mut written: Vec<(&'static str, &[u8])> = ops
+            .iter()
+            .filter(|op| !matches!(op, Op::Check { .. }))
+            .map(|op| (op_ns(op), op_key(op)))
+            .collect();
+        written.sort_unstable();
+        written.dedup();
+        let mut checked: Vec<(&'static str, &[u8])> = ops
+            .iter()
+            .map(|op| (op_ns(op), op_key(op)))
+            .filter(|k| written.binary_search(k).is_err())
+            .collect();
+        checked.sort_unstable();
+        checked.dedup();
         let mut found = BTreeMap::new();
-        for chunk in keys.chunks(LOCK_CHUNK) {
+        let chunks = written
+            .chunks(LOCK_CHUNK)
+            .map(|c| (c, "UPDATE"))
+            .chain(checked.chunks(LOCK_CHUNK).map(|c| (c, "SHARE")));
+        for (chunk, mode) in chunks {
             let mut sql = String::from("SELECT ns, key, revision FROM records WHERE ");
             for i in 0..chunk.len() {
                 if i > 0 {
@@ -334,7 +351,8 @@ impl PostgresStore {
                 }
                 sql.push_str(&format!("(ns = ${} AND key = ${})", 2 * i + 1, 2 * i + 2));
             }
-            sql.push_str(" ORDER BY ns, key FOR UPDATE");
+            sql.push_str(" ORDER BY ns, key FOR ");
+            sql.push_str(mode);
             let mut query = sqlx::query(&sql);
             for (ns, key) in chunk {
                 query = query.bind(*ns).bind(*key);

@@ -605,3 +605,61 @@ fn futures_are_send(options: PostgresOptions, pool: PgPool) {
     send(PostgresStore::connect(options));
     send(migrate::migrate(&pool, 1));
 }
+
+/// A record a batch only checks is locked for share while the batch runs: another batch
+/// checking it is not held up (as every key creation checks its vault's record), but a change
+/// to it waits until the batch has committed (as a security-domain upload does), so a check
+/// never passes against a revision that is being replaced. Seen with `NOWAIT` from another
+/// connection between the batch's reads and its writes.
+#[tokio::test]
+async fn checked_records_are_shared_and_changes_to_them_wait() {
+    in_schema("share", |db| async move {
+        let mut store = PostgresStore::connect(db.options).await.unwrap();
+        store
+            .commit(vec![put("v", "vault", b"1", Expect::Absent)])
+            .await
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (out, raw) = (seen.clone(), db.raw.clone());
+        store.after_read = Some(Arc::new(move |attempt| -> HookFuture {
+            let (out, raw) = (out.clone(), raw.clone());
+            Box::pin(async move {
+                if attempt != 0 {
+                    return;
+                }
+                for mode in ["SHARE", "UPDATE"] {
+                    let mut tx = raw.begin().await.unwrap();
+                    let got = sqlx::query(&format!(
+                        "SELECT revision FROM records WHERE ns = 'v' AND key = 'vault' FOR {mode} NOWAIT"
+                    ))
+                    .fetch_optional(&mut *tx)
+                    .await;
+                    let code = match &got {
+                        Ok(_) => "ok".to_owned(),
+                        Err(sqlx::Error::Database(e)) => e.code().unwrap_or_default().into_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    out.lock().unwrap().push((mode, code));
+                    let _ = tx.rollback().await;
+                }
+            })
+        }));
+        store
+            .commit(vec![
+                Op::Check {
+                    ns: "v",
+                    key: "vault".into(),
+                    expect: Expect::Revision(1),
+                },
+                put("k", "key", b"sealed", Expect::Absent),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [("SHARE", "ok".to_owned()), ("UPDATE", "55P03".to_owned())],
+            "another check goes ahead; a change must wait (55P03: lock_not_available)"
+        );
+    })
+    .await;
+}
