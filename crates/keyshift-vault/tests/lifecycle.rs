@@ -268,8 +268,14 @@ async fn verified_client_secrets_are_remembered_only_while_they_are_valid() {
     };
     let (ok, first) = timed(secret.clone()).await;
     assert!(ok);
-    let (ok, again) = timed(secret.clone()).await;
-    assert!(ok);
+    // The fastest of a few: one remembered check can be held up for milliseconds on a loaded
+    // machine (it once took 6 ms here while the test suite ran beside it).
+    let mut again = std::time::Duration::MAX;
+    for _ in 0..5 {
+        let (ok, t) = timed(secret.clone()).await;
+        assert!(ok);
+        again = again.min(t);
+    }
     assert!(
         again * 4 < first,
         "remembered: {again:?}, first check {first:?}"
