@@ -4,14 +4,17 @@
 # load split evenly between them, their rates summed). Each round runs the three in turn, so the
 # figures are read as ratios to SQLite rather than against another day's noise.
 #   scripts/bench-store.sh
-# Environment: OPS ("create wrapkey"), CONNECTIONS (16, in total), RUN_SECONDS (5), ROUNDS (3).
+# Environment: OPS ("create wrapkey"), CONNECTIONS (16, in total), RUN_SECONDS (5), ROUNDS (3),
+# KEYSHIFT (a keyshift binary to measure instead of building this checkout's).
 # Starts its own PostgreSQL with scripts/postgres-test-server.sh (fsync on, synchronous_commit on).
 set -euo pipefail
 ops=${OPS:-create wrapkey} conns=${CONNECTIONS:-16} secs=${RUN_SECONDS:-5} rounds=${ROUNDS:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --quiet -p keyshift-cli --manifest-path "$root/Cargo.toml"
+if [[ -z "${KEYSHIFT:-}" ]]; then
+  cargo build --release --quiet -p keyshift-cli --manifest-path "$root/Cargo.toml"
+fi
 cargo build --release --quiet -p keyshift-bench --example keyshift-bench --manifest-path "$root/Cargo.toml"
-keyshift=$root/target/release/keyshift
+keyshift=${KEYSHIFT:-$root/target/release/keyshift}
 bench=$root/target/release/examples/keyshift-bench
 work=$(mktemp -d)
 pg=$(mktemp -d)  # its own: the cluster owner must reach it
