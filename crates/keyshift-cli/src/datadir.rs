@@ -361,7 +361,11 @@ pub async fn ensure_defaults(
         return Ok(None);
     }
     let admin = d
-        .create_principal_with("keyshift-admin", true)
+        .create_principal_with(
+            &keyshift_vault::RequestContext::local(),
+            "keyshift-admin",
+            true,
+        )
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the administrator: {}", e.message))?;
     d.set_administrator(&admin.principal.id)

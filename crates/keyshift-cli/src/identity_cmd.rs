@@ -175,7 +175,11 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
             deployment_admin,
         } => {
             let p = d
-                .create_principal_with(&name, deployment_admin)
+                .create_principal_with(
+                    &keyshift_vault::RequestContext::local(),
+                    &name,
+                    deployment_admin,
+                )
                 .await
                 .map_err(msg)?;
             println!(
@@ -210,13 +214,22 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
             }
         }
         PrincipalCommand::AddSecret { client_id } => {
-            println!("{}", d.add_principal_secret(&client_id).await.map_err(msg)?);
+            println!(
+                "{}",
+                d.add_principal_secret(&keyshift_vault::RequestContext::local(), &client_id)
+                    .await
+                    .map_err(msg)?
+            );
         }
         PrincipalCommand::AddCertificate { client_id, pem } => {
             let text =
                 std::fs::read(&pem).map_err(|e| anyhow!("cannot read {}: {e}", pem.display()))?;
             for thumbprint in d
-                .add_principal_certificate(&client_id, &text)
+                .add_principal_certificate(
+                    &keyshift_vault::RequestContext::local(),
+                    &client_id,
+                    &text,
+                )
                 .await
                 .map_err(msg)?
             {
@@ -224,19 +237,21 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
             }
         }
         PrincipalCommand::Disable { client_id } => {
-            d.set_principal_enabled(&client_id, false)
+            d.set_principal_enabled(&keyshift_vault::RequestContext::local(), &client_id, false)
                 .await
                 .map_err(msg)?;
             println!("disabled {client_id}");
         }
         PrincipalCommand::Enable { client_id } => {
-            d.set_principal_enabled(&client_id, true)
+            d.set_principal_enabled(&keyshift_vault::RequestContext::local(), &client_id, true)
                 .await
                 .map_err(msg)?;
             println!("enabled {client_id}");
         }
         PrincipalCommand::Delete { client_id } => {
-            d.delete_principal(&client_id).await.map_err(msg)?;
+            d.delete_principal(&keyshift_vault::RequestContext::local(), &client_id)
+                .await
+                .map_err(msg)?;
             println!("deleted {client_id}");
         }
         PrincipalCommand::AddFederatedCredential {
@@ -248,6 +263,7 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
         } => {
             let (_, credential) = d
                 .add_federated_credential(
+                    &keyshift_vault::RequestContext::local(),
                     &client_id,
                     FederatedCredential {
                         name,
@@ -268,7 +284,11 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
         }
         PrincipalCommand::RemoveFederatedCredential { client_id, name } => {
             let removed = d
-                .remove_federated_credential(&client_id, &name)
+                .remove_federated_credential(
+                    &keyshift_vault::RequestContext::local(),
+                    &client_id,
+                    &name,
+                )
                 .await
                 .map_err(msg)?;
             println!(
@@ -317,7 +337,12 @@ pub async fn run_federation(common: &CommonArgs, cmd: FederationCommand) -> Resu
                 _ => return Err(anyhow!("give exactly one of --jwks-file and --jwks-url")),
             };
             let record = d
-                .trust_issuer(&issuer, source, &algorithms)
+                .trust_issuer(
+                    &keyshift_vault::RequestContext::local(),
+                    &issuer,
+                    source,
+                    &algorithms,
+                )
                 .await
                 .map_err(msg)?;
             println!("{}", serde_json::to_string_pretty(&record)?);
@@ -329,7 +354,10 @@ pub async fn run_federation(common: &CommonArgs, cmd: FederationCommand) -> Resu
             );
         }
         FederationCommand::Remove { issuer } => {
-            let removed = d.untrust_issuer(&issuer).await.map_err(msg)?;
+            let removed = d
+                .untrust_issuer(&keyshift_vault::RequestContext::local(), &issuer)
+                .await
+                .map_err(msg)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({ "removed": removed }))?

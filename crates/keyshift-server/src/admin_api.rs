@@ -3,28 +3,37 @@
 //! listener. Every call needs a bearer token of a deployment administrator (`401` with the keys
 //! API's challenge without a valid token, `403` for anyone else). Secret hashes are never shown;
 //! a client secret is shown once, when it is made.
+//!
+//! Every request that reaches a route here is an audit event, allowed or refused, answered only
+//! once the event is durable, as every vault request is: its `vault` is empty, its `key` the
+//! principal it is about, and a change is committed with its event's pending copy.
 
-use crate::app::ListenerInfo;
-use crate::app::{challenge, error_response, json_response, ok_json, parse_json, read_body, App};
+use crate::app::{
+    challenge, client_request_id, error_response, json_response, ok_json, parse_json, read_body,
+    request_id, App, ClientAddr, ListenerInfo,
+};
 use crate::auth::Caller;
 use crate::query::Query;
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Extension, Router};
 use keyshift_api::{ApiError, ErrorCode};
+use keyshift_vault::audit::{AuditEvent, Trace};
 use keyshift_vault::records::{
     FederatedCredential, JwksSource, PrincipalRecord, TrustedIssuerRecord,
 };
+use keyshift_vault::RequestContext;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The admin API's routes for the deployment's tenant. The tenant id is part of each path, so no
 /// keys API path (which starts with `keys`, `deletedkeys`, `rng` or a role scope) can match one.
-pub fn router(tenant: &str) -> Router<Arc<App>> {
-    let base = format!("/{tenant}/keyshift");
+pub fn router(app: &Arc<App>) -> Router<Arc<App>> {
+    let base = format!("/{}/keyshift", app.deployment.tenant_id());
     let with_fallback = |m: MethodRouter<Arc<App>>| m.fallback(method_not_allowed);
     Router::new()
         .route(
@@ -59,6 +68,98 @@ pub fn router(tenant: &str) -> Router<Arc<App>> {
             &format!("{base}/federation/issuers"),
             with_fallback(get(list_issuers).put(trust_issuer).delete(untrust_issuer)),
         )
+        .route_layer(middleware::from_fn_with_state(app.clone(), audited))
+}
+
+/// The audit trace of an admin API request, put on it by [`audited`].
+#[derive(Clone)]
+struct AdminTrace(Arc<Trace>);
+
+/// The audit event's name for a call of `method` on `path` (a route of this router).
+fn operation(method: &Method, path: &str) -> &'static str {
+    let route = path.split_once("/keyshift/").map_or("", |(_, r)| r);
+    let segments: Vec<&str> = route.split('/').collect();
+    let shape: &[&str] = match segments.as_slice() {
+        ["principals"] => &["principals"],
+        ["principals", _] => &["principals", "{id}"],
+        ["principals", _, "secrets"] => &["secrets"],
+        ["principals", _, "certificates"] => &["certificates"],
+        ["principals", _, "federatedCredentials"] => &["federatedCredentials"],
+        ["principals", _, "federatedCredentials", _] => &["federatedCredentials", "{name}"],
+        ["federation", "issuers"] => &["issuers"],
+        _ => &[],
+    };
+    match (method.as_str(), shape) {
+        ("GET", ["principals"]) => "PrincipalList",
+        ("POST", ["principals"]) => "PrincipalCreate",
+        ("GET", ["principals", _]) => "PrincipalGet",
+        ("PATCH", ["principals", _]) => "PrincipalUpdate",
+        ("DELETE", ["principals", _]) => "PrincipalDelete",
+        ("POST", ["secrets"]) => "PrincipalSecretAdd",
+        ("POST", ["certificates"]) => "PrincipalCertificateAdd",
+        ("GET", ["federatedCredentials"]) => "FederatedCredentialList",
+        ("POST", ["federatedCredentials"]) => "FederatedCredentialAdd",
+        ("GET", ["federatedCredentials", _]) => "FederatedCredentialGet",
+        ("DELETE", ["federatedCredentials", _]) => "FederatedCredentialRemove",
+        ("GET", ["issuers"]) => "IssuerList",
+        ("PUT", ["issuers"]) => "IssuerTrust",
+        ("DELETE", ["issuers"]) => "IssuerUntrust",
+        _ => "AdminInvalidRequest",
+    }
+}
+
+/// Records every admin API request as an audit event and answers only once it is durable.
+async fn audited(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let operation = operation(req.method(), req.uri().path());
+    let principal = match bearer(req.headers()) {
+        Some(token) => app
+            .tokens
+            .validate(token)
+            .await
+            .ok()
+            .map(|c| c.principal_id),
+        None => None,
+    };
+    let mut draft = AuditEvent::draft(
+        app.deployment.clock().now_millis(),
+        request_id(),
+        req.extensions()
+            .get::<ClientAddr>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_default(),
+        "",
+        operation,
+    );
+    draft.client_request_id = client_request_id(req.headers());
+    draft.principal = principal;
+    let trace = Arc::new(Trace::for_deployment(draft));
+    let request_id = trace.draft().request_id.clone();
+    req.extensions_mut().insert(AdminTrace(trace.clone()));
+    let mut response = next.run(req).await;
+    let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if let Err(e) = app
+        .deployment
+        .finish_trace(trace, response.status().as_u16(), latency)
+        .await
+    {
+        response = error_response(&e);
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-ms-request-id", v);
+    }
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 /// An answer that is not the success: the keys API's challenge, or an Azure error envelope.
@@ -101,15 +202,7 @@ async fn administrator(
         )
         .into());
     }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let Some(bearer) = bearer else {
+    let Some(bearer) = bearer(headers) else {
         return Err(Refused(Box::new(challenge(app))));
     };
     let caller = match app.tokens.validate(bearer).await {
@@ -136,7 +229,28 @@ pub(crate) async fn require_administrator(
         .map_err(IntoResponse::into_response)
 }
 
-async fn principal(app: &App, id: &str) -> Result<PrincipalRecord, ApiError> {
+/// The caller, if it is an enabled deployment administrator, and the context its changes are
+/// committed in (with the request's audit trace).
+async fn admin(
+    app: &App,
+    listener: &ListenerInfo,
+    headers: &HeaderMap,
+    trace: &AdminTrace,
+) -> Result<(Caller, RequestContext), Refused> {
+    let caller = administrator(app, listener, headers).await?;
+    let ctx = RequestContext::principal(String::new(), caller.principal_id.clone())
+        .with_trace(trace.0.clone());
+    Ok((caller, ctx))
+}
+
+/// The principal `id` (object or client id) names; the request's audit event names it.
+async fn principal(app: &App, ctx: &RequestContext, id: &str) -> Result<PrincipalRecord, ApiError> {
+    let p = principal_named(app, id).await?;
+    ctx.note_subject(&p.id);
+    Ok(p)
+}
+
+async fn principal_named(app: &App, id: &str) -> Result<PrincipalRecord, ApiError> {
     app.deployment
         .principal_by_id_or_client_id(id)
         .await?
@@ -230,9 +344,10 @@ fn view(app: &App, p: PrincipalRecord) -> PrincipalView {
 async fn list_principals(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     headers: HeaderMap,
 ) -> Answer {
-    administrator(&app, &listener, &headers).await?;
+    admin(&app, &listener, &headers, &audit).await?;
     let all: Vec<PrincipalView> = app
         .deployment
         .principals()
@@ -254,14 +369,15 @@ struct CreatePrincipal {
 async fn create_principal(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    administrator(&app, &listener, &headers).await?;
+    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
     let req: CreatePrincipal = parse_json(&read_body(body).await?)?;
     let new = app
         .deployment
-        .create_principal_with(&req.display_name, req.deployment_admin)
+        .create_principal_with(&ctx, &req.display_name, req.deployment_admin)
         .await?;
     let mut out =
         serde_json::to_value(view(&app, new.principal)).map_err(|_| ApiError::internal())?;
@@ -275,11 +391,12 @@ async fn create_principal(
 async fn get_principal(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Answer {
-    administrator(&app, &listener, &headers).await?;
-    Ok(ok_json(&view(&app, principal(&app, &id).await?)))
+    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
+    Ok(ok_json(&view(&app, principal(&app, &ctx, &id).await?)))
 }
 
 #[derive(Deserialize)]
@@ -291,13 +408,14 @@ struct UpdatePrincipal {
 async fn update_principal(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let caller = administrator(&app, &listener, &headers).await?;
+    let (caller, ctx) = admin(&app, &listener, &headers, &audit).await?;
     let req: UpdatePrincipal = parse_json(&read_body(body).await?)?;
-    let p = principal(&app, &id).await?;
+    let p = principal(&app, &ctx, &id).await?;
     if !req.enabled && p.id == caller.principal_id {
         return Err(ApiError::bad_parameter(
             "A deployment administrator cannot disable itself through the admin API.",
@@ -306,7 +424,7 @@ async fn update_principal(
     }
     let p = app
         .deployment
-        .set_principal_enabled(&p.client_id, req.enabled)
+        .set_principal_enabled(&ctx, &p.client_id, req.enabled)
         .await?;
     Ok(ok_json(&view(&app, p)))
 }
@@ -314,30 +432,35 @@ async fn update_principal(
 async fn delete_principal(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Answer {
-    let caller = administrator(&app, &listener, &headers).await?;
-    let p = principal(&app, &id).await?;
+    let (caller, ctx) = admin(&app, &listener, &headers, &audit).await?;
+    let p = principal(&app, &ctx, &id).await?;
     if p.id == caller.principal_id {
         return Err(ApiError::bad_parameter(
             "A deployment administrator cannot delete itself through the admin API.",
         )
         .into());
     }
-    let p = app.deployment.delete_principal(&p.client_id).await?;
+    let p = app.deployment.delete_principal(&ctx, &p.client_id).await?;
     Ok(ok_json(&view(&app, p)))
 }
 
 async fn add_secret(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Answer {
-    administrator(&app, &listener, &headers).await?;
-    let p = principal(&app, &id).await?;
-    let secret = app.deployment.add_principal_secret(&p.client_id).await?;
+    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
+    let p = principal(&app, &ctx, &id).await?;
+    let secret = app
+        .deployment
+        .add_principal_secret(&ctx, &p.client_id)
+        .await?;
     created(&serde_json::json!({
         "id": p.id,
         "clientId": p.client_id,
@@ -354,27 +477,29 @@ struct AddCertificate {
 async fn add_certificate(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    administrator(&app, &listener, &headers).await?;
+    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
     let req: AddCertificate = parse_json(&read_body(body).await?)?;
-    let p = principal(&app, &id).await?;
+    let p = principal(&app, &ctx, &id).await?;
     app.deployment
-        .add_principal_certificate(&p.client_id, req.pem.as_bytes())
+        .add_principal_certificate(&ctx, &p.client_id, req.pem.as_bytes())
         .await?;
-    created(&view(&app, principal(&app, &p.client_id).await?))
+    created(&view(&app, principal_named(&app, &p.client_id).await?))
 }
 
 async fn list_federated(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Answer {
-    administrator(&app, &listener, &headers).await?;
-    let p = principal(&app, &id).await?;
+    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
+    let p = principal(&app, &ctx, &id).await?;
     let list: Vec<FederatedCredentialView> = p
         .federated_credentials
         .into_iter()
@@ -386,16 +511,18 @@ async fn list_federated(
 async fn add_federated(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    administrator(&app, &listener, &headers).await?;
+    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
     let req: FederatedCredentialView = parse_json(&read_body(body).await?)?;
-    let p = principal(&app, &id).await?;
+    let p = principal(&app, &ctx, &id).await?;
     let (_, credential) = app
         .deployment
         .add_federated_credential(
+            &ctx,
             &p.client_id,
             FederatedCredential {
                 name: req.name,
@@ -421,11 +548,12 @@ fn no_credential(name: &str) -> ApiError {
 async fn get_federated(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    administrator(&app, &listener, &headers).await?;
-    let p = principal(&app, &id).await?;
+    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
+    let p = principal(&app, &ctx, &id).await?;
     let c = p
         .federated_credentials
         .into_iter()
@@ -437,14 +565,15 @@ async fn get_federated(
 async fn remove_federated(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    administrator(&app, &listener, &headers).await?;
-    let p = principal(&app, &id).await?;
+    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
+    let p = principal(&app, &ctx, &id).await?;
     let removed = app
         .deployment
-        .remove_federated_credential(&p.client_id, &name)
+        .remove_federated_credential(&ctx, &p.client_id, &name)
         .await?;
     Ok(ok_json(&FederatedCredentialView::from(removed)))
 }
@@ -486,9 +615,10 @@ impl From<TrustedIssuerRecord> for IssuerView {
 async fn list_issuers(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     headers: HeaderMap,
 ) -> Answer {
-    administrator(&app, &listener, &headers).await?;
+    admin(&app, &listener, &headers, &audit).await?;
     let list: Vec<IssuerView> = app
         .deployment
         .trusted_issuers()
@@ -502,10 +632,11 @@ async fn list_issuers(
 async fn trust_issuer(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    administrator(&app, &listener, &headers).await?;
+    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
     let req: IssuerView = parse_json(&read_body(body).await?)?;
     let source = match (req.jwks_file, req.jwks_url, req.ca_file) {
         (Some(path), None, None) => {
@@ -524,7 +655,7 @@ async fn trust_issuer(
     };
     let record = app
         .deployment
-        .trust_issuer(&req.issuer, source, &req.algorithms)
+        .trust_issuer(&ctx, &req.issuer, source, &req.algorithms)
         .await?;
     Ok(ok_json(&IssuerView::from(record)))
 }
@@ -532,10 +663,11 @@ async fn trust_issuer(
 async fn untrust_issuer(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Answer {
-    administrator(&app, &listener, &headers).await?;
+    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
     let query = Query::parse(uri.query().unwrap_or(""));
     let issuer = query
         .get("issuer")
@@ -543,6 +675,6 @@ async fn untrust_issuer(
         .ok_or_else(|| {
             ApiError::bad_parameter("The issuer query parameter names the issuer to remove.")
         })?;
-    let removed = app.deployment.untrust_issuer(issuer).await?;
+    let removed = app.deployment.untrust_issuer(&ctx, issuer).await?;
     Ok(ok_json(&IssuerView::from(removed)))
 }

@@ -5,7 +5,7 @@ use crate::query::{parse_form, Query};
 use crate::routes::{self, Method, Route};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
@@ -60,7 +60,7 @@ pub fn router(app: Arc<App>, listener: ListenerInfo) -> Router {
             get(openid_configuration),
         )
         .route("/{tenant}/discovery/v2.0/keys", get(jwks))
-        .merge(crate::admin_api::router(app.deployment.tenant_id()))
+        .merge(crate::admin_api::router(&app))
         .fallback(api)
         .layer(Extension(listener))
         .with_state(app)
@@ -371,18 +371,7 @@ impl Arrival {
                 .get::<ClientAddr>()
                 .map(|c| c.0.to_string())
                 .unwrap_or_default(),
-            // Echoed into the log only when it is plainly an id: never arbitrary client bytes.
-            client_request_id: req
-                .headers()
-                .get("x-ms-client-request-id")
-                .and_then(|h| h.to_str().ok())
-                .filter(|v| {
-                    !v.is_empty()
-                        && v.len() <= 72
-                        && v.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-                })
-                .map(str::to_owned),
+            client_request_id: client_request_id(req.headers()),
         }
     }
 
@@ -410,13 +399,28 @@ impl Arrival {
     }
 }
 
+/// The client's `x-ms-client-request-id`, echoed into the audit log only when it is plainly an
+/// id: never arbitrary client bytes.
+pub(crate) fn client_request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-ms-client-request-id")
+        .and_then(|h| h.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 72
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map(str::to_owned)
+}
+
 fn plausible_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 127 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// Request ids: 64 random bits fixed at start (so ids of different runs do not collide) and a
 /// counter, in the GUID shape Azure's `x-ms-request-id` has. Unique, not secret.
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     static PREFIX: std::sync::OnceLock<[u8; 8]> = std::sync::OnceLock::new();
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| {

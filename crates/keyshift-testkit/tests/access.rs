@@ -235,7 +235,11 @@ async fn disabled_or_deleted_principals_lose_their_tokens() {
     assert_eq!(st, StatusCode::OK);
 
     s.deployment()
-        .set_principal_enabled(&w.client_id, false)
+        .set_principal_enabled(
+            &keyshift_vault::RequestContext::local(),
+            &w.client_id,
+            false,
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -248,7 +252,7 @@ async fn disabled_or_deleted_principals_lose_their_tokens() {
         "a disabled principal's token stops working within a second"
     );
     s.deployment()
-        .set_principal_enabled(&w.client_id, true)
+        .set_principal_enabled(&keyshift_vault::RequestContext::local(), &w.client_id, true)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -257,7 +261,10 @@ async fn disabled_or_deleted_principals_lose_their_tokens() {
         .await;
     assert_eq!(st, StatusCode::OK);
 
-    s.deployment().delete_principal(&w.client_id).await.unwrap();
+    s.deployment()
+        .delete_principal(&keyshift_vault::RequestContext::local(), &w.client_id)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (st, _) = s
         .call_as(&w.token, &s.url(), Method::GET, &v("/keys"), None)
@@ -276,7 +283,7 @@ async fn disabled_or_deleted_principals_lose_their_tokens() {
     assert_eq!(admin.id, s.deployment().administrator().unwrap());
     assert!(
         s.deployment()
-            .delete_principal(&s.admin.client_id)
+            .delete_principal(&keyshift_vault::RequestContext::local(), &s.admin.client_id)
             .await
             .is_err(),
         "the administrator stays"

@@ -560,7 +560,7 @@ async fn bad_requests_get_clear_400s_and_unknown_things_404s() {
     // The first administrator is still protected by the vault.
     assert_eq!(
         s.deployment()
-            .delete_principal(&s.admin.client_id)
+            .delete_principal(&keyshift_vault::RequestContext::local(), &s.admin.client_id)
             .await
             .unwrap_err()
             .code,
@@ -609,4 +609,113 @@ async fn a_deleted_principals_token_stops_working() {
         )
         .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
+}
+
+/// Every admin API request is an audit event before its answer, allowed or refused: which
+/// operation, who asked (none without a valid token), about which principal, with what result;
+/// `vault` empty. The chain stays intact and holds no secret.
+#[tokio::test]
+async fn every_admin_api_request_is_an_audit_event() {
+    use keyshift_vault::audit::AuditFilter;
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin_id = s.deployment().administrator().unwrap();
+
+    let (st, created, headers) = call(
+        &s,
+        Some(s.token()),
+        Method::POST,
+        "/principals",
+        Some(json!({"displayName": "audited"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{created}");
+    let create_request = headers["x-ms-request-id"].to_str().unwrap().to_owned();
+    let (id, client_id) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["clientId"].as_str().unwrap().to_owned(),
+    );
+    let secret = created["clientSecret"].as_str().unwrap().to_owned();
+    let (st, _) = admin(
+        &s,
+        Method::POST,
+        &format!("/principals/{client_id}/secrets"),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let jwks = jwks_file(dir.path());
+    let issuer = "https://oidc.audited.test.example";
+    let (st, _) = admin(
+        &s,
+        Method::PUT,
+        "/federation/issuers",
+        Some(json!({"issuer": issuer, "jwksFile": jwks})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    // Refused: a principal that is not a deployment administrator, and no token at all.
+    let token = s.token_for(&client_id, &secret).await;
+    let (st, _, _) = call(&s, Some(&token), Method::GET, "/principals", None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, _) = call(&s, None, Method::DELETE, &format!("/principals/{id}"), None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _) = admin(
+        &s,
+        Method::PATCH,
+        &format!("/principals/{id}"),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = admin(
+        &s,
+        Method::DELETE,
+        &format!("/principals/{client_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = admin(&s, Method::GET, &format!("/principals/{id}"), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    let events = s
+        .deployment()
+        .audit_events(&AuditFilter::default(), 100_000)
+        .await
+        .unwrap();
+    let mine: Vec<_> = events.iter().filter(|e| e.vault.is_empty()).collect();
+    let seen: Vec<(&str, Option<&str>, Option<&str>, u16)> = mine
+        .iter()
+        .map(|e| {
+            (
+                e.operation.as_str(),
+                e.principal.as_deref(),
+                e.key.as_deref(),
+                e.status,
+            )
+        })
+        .collect();
+    let admin_id = Some(admin_id.as_str());
+    assert_eq!(
+        seen,
+        [
+            ("PrincipalCreate", admin_id, Some(id.as_str()), 201),
+            ("PrincipalSecretAdd", admin_id, Some(id.as_str()), 201),
+            ("IssuerTrust", admin_id, None, 200),
+            ("PrincipalList", Some(id.as_str()), None, 403),
+            ("PrincipalDelete", None, None, 401),
+            ("PrincipalUpdate", admin_id, Some(id.as_str()), 200),
+            ("PrincipalDelete", admin_id, Some(id.as_str()), 200),
+            ("PrincipalGet", admin_id, None, 404),
+        ]
+    );
+    assert_eq!(mine[0].request_id, create_request);
+    assert!(mine
+        .iter()
+        .all(|e| !e.client.is_empty() && e.latency_us > 0));
+    let v = s.deployment().verify_audit().await.unwrap();
+    assert!(v.intact, "{:?}", v.problem);
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains(&secret) && !text.contains(s.token()));
 }

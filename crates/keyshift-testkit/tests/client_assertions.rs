@@ -30,7 +30,11 @@ async fn client_with_certificate(s: &TestServer) -> Client {
     // A PEM with the private key in it too, as people keep them: the key is ignored.
     let pem = format!("{}{}", key.serialize_pem(), cert.pem());
     s.deployment()
-        .add_principal_certificate(&p.principal.client_id, pem.as_bytes())
+        .add_principal_certificate(
+            &keyshift_vault::RequestContext::local(),
+            &p.principal.client_id,
+            pem.as_bytes(),
+        )
         .await
         .unwrap();
     Client {
@@ -233,7 +237,11 @@ async fn client_assertions() {
 
     // A disabled client's assertions are refused.
     s.deployment()
-        .set_principal_enabled(&c.client_id, false)
+        .set_principal_enabled(
+            &keyshift_vault::RequestContext::local(),
+            &c.client_id,
+            false,
+        )
         .await
         .unwrap();
     let (st, _) = exchange(&s, None, &sign(&c.key, &header, &claims("d1"))).await;
@@ -251,7 +259,7 @@ async fn certificates_that_are_not_usable_are_refused() {
     let id = &p.principal.client_id;
     assert!(s
         .deployment()
-        .add_principal_certificate(id, b"not a pem")
+        .add_principal_certificate(&keyshift_vault::RequestContext::local(), id, b"not a pem")
         .await
         .is_err());
     let ec = KeyPair::generate().unwrap();
@@ -261,14 +269,22 @@ async fn certificates_that_are_not_usable_are_refused() {
         .unwrap();
     let err = s
         .deployment()
-        .add_principal_certificate(id, cert.pem().as_bytes())
+        .add_principal_certificate(
+            &keyshift_vault::RequestContext::local(),
+            id,
+            cert.pem().as_bytes(),
+        )
         .await
         .unwrap_err();
     assert!(err.message.contains("RSA"), "{}", err.message);
     let broken = cert.pem().replace("MII", "MIJ");
     assert!(s
         .deployment()
-        .add_principal_certificate(id, broken.as_bytes())
+        .add_principal_certificate(
+            &keyshift_vault::RequestContext::local(),
+            id,
+            broken.as_bytes()
+        )
         .await
         .is_err());
 }

@@ -160,6 +160,7 @@ async fn setup() -> Setup {
     write_jwks(&jwks, &[&key]);
     s.deployment()
         .trust_issuer(
+            &keyshift_vault::RequestContext::local(),
             ISSUER,
             JwksSource::File {
                 path: jwks.to_str().unwrap().into(),
@@ -175,6 +176,7 @@ async fn setup() -> Setup {
         .unwrap();
     s.deployment()
         .add_federated_credential(
+            &keyshift_vault::RequestContext::local(),
             &p.principal.client_id,
             FederatedCredential {
                 name: "cluster-a-payments".into(),
@@ -278,6 +280,7 @@ async fn every_forged_or_misdirected_external_token_is_refused() {
     let other = s.deployment().create_principal("batch").await.unwrap();
     s.deployment()
         .add_federated_credential(
+            &keyshift_vault::RequestContext::local(),
             &other.principal.client_id,
             FederatedCredential {
                 name: "cluster-a-batch".into(),
@@ -496,7 +499,11 @@ async fn every_forged_or_misdirected_external_token_is_refused() {
 
     // A disabled principal gets no token.
     s.deployment()
-        .set_principal_enabled(&f.client_id, false)
+        .set_principal_enabled(
+            &keyshift_vault::RequestContext::local(),
+            &f.client_id,
+            false,
+        )
         .await
         .unwrap();
     let (st, body) = exchange(s, Some(&f.client_id), &good).await;
@@ -506,7 +513,7 @@ async fn every_forged_or_misdirected_external_token_is_refused() {
         .unwrap()
         .contains("unknown or disabled"));
     s.deployment()
-        .set_principal_enabled(&f.client_id, true)
+        .set_principal_enabled(&keyshift_vault::RequestContext::local(), &f.client_id, true)
         .await
         .unwrap();
     let (st, _) = exchange(s, Some(&f.client_id), &good).await;
@@ -514,7 +521,11 @@ async fn every_forged_or_misdirected_external_token_is_refused() {
 
     // A removed federated credential stops the mapping.
     s.deployment()
-        .remove_federated_credential(&other.principal.client_id, "cluster-a-batch")
+        .remove_federated_credential(
+            &keyshift_vault::RequestContext::local(),
+            &other.principal.client_id,
+            "cluster-a-batch",
+        )
         .await
         .unwrap();
     let batch = f
@@ -524,7 +535,10 @@ async fn every_forged_or_misdirected_external_token_is_refused() {
     assert_eq!(st, StatusCode::UNAUTHORIZED);
 
     // A removed issuer is not trusted any more, at once.
-    s.deployment().untrust_issuer(ISSUER).await.unwrap();
+    s.deployment()
+        .untrust_issuer(&keyshift_vault::RequestContext::local(), ISSUER)
+        .await
+        .unwrap();
     let (st, body) = exchange(s, Some(&f.client_id), &good).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     assert!(body["error_description"]
@@ -568,6 +582,7 @@ async fn a_jwks_url_is_fetched_over_https_with_the_issuers_ca() {
     let ca = s.data_dir.join("tls").join("ca.pem");
     s.deployment()
         .trust_issuer(
+            &keyshift_vault::RequestContext::local(),
             issuer,
             JwksSource::Url {
                 url: jwks_url.clone(),
@@ -580,6 +595,7 @@ async fn a_jwks_url_is_fetched_over_https_with_the_issuers_ca() {
     let p = s.deployment().create_principal("cluster-b").await.unwrap();
     s.deployment()
         .add_federated_credential(
+            &keyshift_vault::RequestContext::local(),
             &p.principal.client_id,
             FederatedCredential {
                 name: "cluster-b-api".into(),
@@ -621,6 +637,7 @@ async fn a_jwks_url_is_fetched_over_https_with_the_issuers_ca() {
     // Without the CA file the issuer's certificate is not trusted: no keys, no token.
     s.deployment()
         .trust_issuer(
+            &keyshift_vault::RequestContext::local(),
             issuer,
             JwksSource::Url {
                 url: jwks_url,
@@ -652,6 +669,7 @@ async fn credentials_name_trusted_issuers_only() {
     let err =
         f.s.deployment()
             .add_federated_credential(
+                &keyshift_vault::RequestContext::local(),
                 &f.client_id,
                 FederatedCredential {
                     name: "elsewhere".into(),
@@ -666,6 +684,7 @@ async fn credentials_name_trusted_issuers_only() {
     let dup =
         f.s.deployment()
             .add_federated_credential(
+                &keyshift_vault::RequestContext::local(),
                 &f.client_id,
                 FederatedCredential {
                     name: "Cluster-A-Payments".into(),
@@ -682,6 +701,7 @@ async fn credentials_name_trusted_issuers_only() {
         let err =
             f.s.deployment()
                 .trust_issuer(
+                    &keyshift_vault::RequestContext::local(),
                     ISSUER,
                     JwksSource::File {
                         path: f.jwks.to_str().unwrap().into(),

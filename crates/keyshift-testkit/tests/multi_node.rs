@@ -218,7 +218,11 @@ async fn what_one_node_changes_the_other_refuses_within_a_second() {
         "the new assignment reached B after {took:?}"
     );
     a.deployment()
-        .set_principal_enabled(&p.principal.client_id, false)
+        .set_principal_enabled(
+            &keyshift_vault::RequestContext::local(),
+            &p.principal.client_id,
+            false,
+        )
         .await
         .unwrap();
     let took =

@@ -9,7 +9,7 @@
 use crate::federation::check_https_url;
 use crate::records::{ns, JwksSource, TrustedIssuerRecord};
 use crate::release_policy::normalize_authority;
-use crate::{Deployment, Result};
+use crate::{Deployment, RequestContext, Result};
 use keyshift_api::{ApiError, ErrorCode};
 
 impl Deployment {
@@ -23,22 +23,33 @@ impl Deployment {
     ) -> Result<TrustedIssuerRecord> {
         check_https_url("attestation authority", issuer)?;
         let issuer = normalize_authority(issuer);
-        self.put_trusted(ns::ATTESTATION_AUTHORITY, issuer, jwks, algorithms)
-            .await
+        self.put_trusted(
+            &RequestContext::local(),
+            ns::ATTESTATION_AUTHORITY,
+            issuer,
+            jwks,
+            algorithms,
+        )
+        .await
     }
 
     /// Stops trusting an attestation authority: releases vouched for by it are refused at once.
     pub async fn untrust_attestation_authority(&self, issuer: &str) -> Result<TrustedIssuerRecord> {
         let key = normalize_authority(issuer);
-        self.remove_trusted(ns::ATTESTATION_AUTHORITY, key, || {
-            ApiError::new(
-                ErrorCode::NotFound,
-                format!(
-                    "Attestation authority '{}' is not trusted.",
-                    crate::naming::printable(issuer)
-                ),
-            )
-        })
+        self.remove_trusted(
+            &RequestContext::local(),
+            ns::ATTESTATION_AUTHORITY,
+            key,
+            || {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "Attestation authority '{}' is not trusted.",
+                        crate::naming::printable(issuer)
+                    ),
+                )
+            },
+        )
         .await
     }
 

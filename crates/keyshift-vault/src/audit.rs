@@ -421,6 +421,7 @@ pub struct Trace {
     draft: AuditEvent,
     marked: AtomicBool,
     used: OnceLock<(String, String, bool)>,
+    subject: OnceLock<String>,
     children: std::sync::Mutex<Vec<Child>>,
 }
 
@@ -445,11 +446,24 @@ impl Trace {
     /// A trace of a request to `vault` described by `draft` (its `seq`, `status`, `latency_us`,
     /// `prev` and `hash` are filled in later).
     pub fn new(vault: &VaultRecord, draft: AuditEvent) -> Self {
+        Self::of(vault.id.clone(), draft)
+    }
+
+    /// A trace of a request to the deployment itself (the admin API: principals and trusted
+    /// issuers), which names no vault: its event's `vault` is empty, and its `key` names the
+    /// principal the request is about.
+    pub fn for_deployment(mut draft: AuditEvent) -> Self {
+        draft.vault = String::new();
+        Self::of(String::new(), draft)
+    }
+
+    fn of(vault_id: String, draft: AuditEvent) -> Self {
         Trace {
-            vault_id: vault.id.clone(),
+            vault_id,
             draft,
             marked: AtomicBool::new(false),
             used: OnceLock::new(),
+            subject: OnceLock::new(),
             children: Default::default(),
         }
     }
@@ -479,6 +493,12 @@ impl Trace {
 
     pub(crate) fn note_use(&self, key: &str, version: &str) {
         let _ = self.used.set((key.to_owned(), version.to_owned(), true));
+    }
+
+    /// Names what the request made, when the request could not name it (the principal an admin
+    /// API call created): the event's `key`, unless the request named one.
+    pub fn note_subject(&self, id: &str) {
+        let _ = self.subject.set(id.to_owned());
     }
 
     pub(crate) fn note_version(&self, key: &str, version: &str) {
@@ -547,6 +567,13 @@ impl RequestContext {
     pub(crate) fn note_use(&self, key: &str, version: &str) {
         if let Some(t) = &self.trace {
             t.note_use(key, version);
+        }
+    }
+
+    /// See [`Trace::note_subject`].
+    pub fn note_subject(&self, id: &str) {
+        if let Some(t) = &self.trace {
+            t.note_subject(id);
         }
     }
 
@@ -1588,6 +1615,7 @@ impl Deployment {
             draft: shared.draft.clone(),
             marked: AtomicBool::new(shared.marked.load(Ordering::Acquire)),
             used: shared.used.clone(),
+            subject: shared.subject.clone(),
             children: std::sync::Mutex::new(
                 shared
                     .children
@@ -1601,6 +1629,9 @@ impl Deployment {
             .load(Ordering::Acquire)
             .then(|| (trace.draft.request_id.clone(), Expect::Any));
         let mut event = trace.draft;
+        if event.key.is_none() {
+            event.key = trace.subject.into_inner();
+        }
         let mut counts_as_use = false;
         if let Some((key, version, use_)) = trace.used.into_inner() {
             event.key = Some(key);

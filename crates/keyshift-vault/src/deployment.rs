@@ -8,7 +8,7 @@ use crate::records::{
     VaultRecord,
 };
 use crate::sealing::{security_domain_aad, TOKEN_KEY_AAD};
-use crate::Result;
+use crate::{RequestContext, Result};
 use keyshift_api::{ApiError, ErrorCode};
 use keyshift_crypto::seal::SealingKey;
 use keyshift_crypto::token::TokenSigningKey;
@@ -857,13 +857,15 @@ impl Deployment {
 
     /// Creates a service principal with a client secret.
     pub async fn create_principal(&self, display_name: &str) -> Result<NewPrincipal> {
-        self.create_principal_with(display_name, false).await
+        self.create_principal_with(&RequestContext::local(), display_name, false)
+            .await
     }
 
     /// Creates a service principal with a client secret; `deployment_admin` lets it manage
     /// principals and trusted issuers through the admin API.
     pub async fn create_principal_with(
         &self,
+        ctx: &RequestContext,
         display_name: &str,
         deployment_admin: bool,
     ) -> Result<NewPrincipal> {
@@ -891,15 +893,18 @@ impl Deployment {
             deployment_admin,
             created: self.clock.now(),
         };
-        self.store
-            .commit(vec![Op::Put {
+        self.commit_as(
+            ctx,
+            vec![Op::Put {
                 ns: ns::PRINCIPAL,
                 key: principal.client_id.clone(),
                 value: to_json(&principal)?,
                 expect: Expect::Absent,
-            }])
-            .await
-            .map_err(store_error)?;
+            }],
+        )
+        .await
+        .map_err(store_error)?;
+        ctx.note_subject(&principal.id);
         Ok(NewPrincipal {
             principal,
             client_secret,
@@ -982,16 +987,23 @@ impl Deployment {
     }
 
     /// Writes a principal back if nobody changed it since it was read (else `409`).
-    pub(crate) async fn save_principal(&self, p: &PrincipalRecord, revision: i64) -> Result<()> {
-        self.store
-            .commit(vec![Op::Put {
+    pub(crate) async fn save_principal(
+        &self,
+        ctx: &RequestContext,
+        p: &PrincipalRecord,
+        revision: i64,
+    ) -> Result<()> {
+        self.commit_as(
+            ctx,
+            vec![Op::Put {
                 ns: ns::PRINCIPAL,
                 key: p.client_id.clone(),
                 value: to_json(p)?,
                 expect: Expect::Revision(revision),
-            }])
-            .await
-            .map_err(store_error)?;
+            }],
+        )
+        .await
+        .map_err(store_error)?;
         self.principal_changes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
@@ -1006,30 +1018,36 @@ impl Deployment {
     /// holds stop working within a second.
     pub async fn set_principal_enabled(
         &self,
+        ctx: &RequestContext,
         client_id: &str,
         enabled: bool,
     ) -> Result<PrincipalRecord> {
         let (mut p, revision) = self.principal_for_update(client_id).await?;
         p.enabled = enabled;
-        self.save_principal(&p, revision).await?;
+        self.save_principal(ctx, &p, revision).await?;
         Ok(p)
     }
 
     /// Adds a client secret to a principal and returns it (shown once).
-    pub async fn add_principal_secret(&self, client_id: &str) -> Result<String> {
+    pub async fn add_principal_secret(
+        &self,
+        ctx: &RequestContext,
+        client_id: &str,
+    ) -> Result<String> {
         let (mut p, revision) = self.principal_for_update(client_id).await?;
         let secret =
             keyshift_api::b64::encode(&keyshift_crypto::random_bytes(32).map_err(crypto_internal)?);
         p.secret_hashes.push(
             keyshift_crypto::secret::hash_secret(secret.as_bytes()).map_err(crypto_internal)?,
         );
-        self.save_principal(&p, revision).await?;
+        self.save_principal(ctx, &p, revision).await?;
         Ok(secret)
     }
 
     /// Adds the certificate(s) of a PEM text to a principal; returns their SHA-1 thumbprints.
     pub async fn add_principal_certificate(
         &self,
+        ctx: &RequestContext,
         client_id: &str,
         pem: &[u8],
     ) -> Result<Vec<String>> {
@@ -1066,26 +1084,32 @@ impl Deployment {
                 p.certificates.push(c);
             }
         }
-        self.save_principal(&p, revision).await?;
+        self.save_principal(ctx, &p, revision).await?;
         Ok(added)
     }
 
     /// Deletes a principal. Its tokens stop working within a second. The administrator cannot be deleted.
-    pub async fn delete_principal(&self, client_id: &str) -> Result<PrincipalRecord> {
+    pub async fn delete_principal(
+        &self,
+        ctx: &RequestContext,
+        client_id: &str,
+    ) -> Result<PrincipalRecord> {
         let (p, revision) = self.principal_for_update(client_id).await?;
         if self.administrator().as_deref() == Some(p.id.as_str()) {
             return Err(ApiError::bad_parameter(
                 "The deployment's administrator cannot be deleted.",
             ));
         }
-        self.store
-            .commit(vec![Op::Delete {
+        self.commit_as(
+            ctx,
+            vec![Op::Delete {
                 ns: ns::PRINCIPAL,
                 key: client_id.to_owned(),
                 expect: Expect::Revision(revision),
-            }])
-            .await
-            .map_err(store_error)?;
+            }],
+        )
+        .await
+        .map_err(store_error)?;
         self.principal_changes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(p)

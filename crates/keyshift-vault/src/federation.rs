@@ -8,7 +8,7 @@ use crate::records::{
     ns, FederatedCredential, JwksSource, PrincipalRecord, TrustedIssuerRecord,
     DEFAULT_FEDERATION_AUDIENCE,
 };
-use crate::{Deployment, Result};
+use crate::{Deployment, RequestContext, Result};
 use keyshift_api::{ApiError, ErrorCode};
 use keyshift_store::{Expect, Op};
 
@@ -129,12 +129,13 @@ impl Deployment {
     /// RS256 and ES256.
     pub async fn trust_issuer(
         &self,
+        ctx: &RequestContext,
         issuer: &str,
         jwks: JwksSource,
         algorithms: &[String],
     ) -> Result<TrustedIssuerRecord> {
         check_https_url("issuer", issuer)?;
-        self.put_trusted(ns::TRUSTED_ISSUER, issuer, jwks, algorithms)
+        self.put_trusted(ctx, ns::TRUSTED_ISSUER, issuer, jwks, algorithms)
             .await
     }
 
@@ -142,6 +143,7 @@ impl Deployment {
     /// trusted, under `issuer`.
     pub(crate) async fn put_trusted(
         &self,
+        ctx: &RequestContext,
         namespace: &'static str,
         issuer: &str,
         jwks: JwksSource,
@@ -154,21 +156,24 @@ impl Deployment {
             algorithms: normalize_algorithms(algorithms)?,
             updated: self.clock.now(),
         };
-        self.store
-            .commit(vec![Op::Put {
+        self.commit_as(
+            ctx,
+            vec![Op::Put {
                 ns: namespace,
                 key: issuer.to_owned(),
                 value: to_json(&record)?,
                 expect: Expect::Any,
-            }])
-            .await
-            .map_err(store_error)?;
+            }],
+        )
+        .await
+        .map_err(store_error)?;
         Ok(record)
     }
 
     /// Removes the issuer of `namespace` stored under `issuer`; `missing` when there is none.
     pub(crate) async fn remove_trusted(
         &self,
+        ctx: &RequestContext,
         namespace: &'static str,
         issuer: &str,
         missing: impl FnOnce() -> ApiError,
@@ -180,14 +185,16 @@ impl Deployment {
             .map_err(store_error)?
             .ok_or_else(missing)?;
         let record = from_json(&r.value)?;
-        self.store
-            .commit(vec![Op::Delete {
+        self.commit_as(
+            ctx,
+            vec![Op::Delete {
                 ns: namespace,
                 key: issuer.to_owned(),
                 expect: Expect::Revision(r.revision),
-            }])
-            .await
-            .map_err(store_error)?;
+            }],
+        )
+        .await
+        .map_err(store_error)?;
         Ok(record)
     }
 
@@ -210,8 +217,12 @@ impl Deployment {
 
     /// Stops trusting an issuer. Federated credentials naming it stay, inert, until it is trusted
     /// again or they are removed.
-    pub async fn untrust_issuer(&self, issuer: &str) -> Result<TrustedIssuerRecord> {
-        self.remove_trusted(ns::TRUSTED_ISSUER, issuer, || not_trusted(issuer))
+    pub async fn untrust_issuer(
+        &self,
+        ctx: &RequestContext,
+        issuer: &str,
+    ) -> Result<TrustedIssuerRecord> {
+        self.remove_trusted(ctx, ns::TRUSTED_ISSUER, issuer, || not_trusted(issuer))
             .await
     }
 
@@ -232,6 +243,7 @@ impl Deployment {
     /// Adds a federated credential to a principal. Its issuer must be trusted already.
     pub async fn add_federated_credential(
         &self,
+        ctx: &RequestContext,
         client_id: &str,
         credential: FederatedCredential,
     ) -> Result<(PrincipalRecord, FederatedCredential)> {
@@ -266,13 +278,14 @@ impl Deployment {
             )));
         }
         p.federated_credentials.push(credential.clone());
-        self.save_principal(&p, revision).await?;
+        self.save_principal(ctx, &p, revision).await?;
         Ok((p, credential))
     }
 
     /// Removes a principal's federated credential by name (case-insensitive).
     pub async fn remove_federated_credential(
         &self,
+        ctx: &RequestContext,
         client_id: &str,
         name: &str,
     ) -> Result<FederatedCredential> {
@@ -291,7 +304,7 @@ impl Deployment {
             ));
         };
         let removed = p.federated_credentials.remove(at);
-        self.save_principal(&p, revision).await?;
+        self.save_principal(ctx, &p, revision).await?;
         Ok(removed)
     }
 }

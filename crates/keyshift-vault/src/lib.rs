@@ -73,6 +73,12 @@ impl RequestContext {
         }
     }
 
+    /// Keyshift's own work outside any request (the CLI on its data directory, start-up,
+    /// tests): as [`RequestContext::system`], with no vault URL.
+    pub fn local() -> Self {
+        Self::system("")
+    }
+
     /// Whether this is Keyshift's own work.
     pub fn is_system(&self) -> bool {
         self.system

@@ -288,9 +288,13 @@ async fn verified_client_secrets_are_remembered_only_while_they_are_valid() {
         "a wrong secret took {wrong:?}, a remembered one {again:?}"
     );
     // Disabling takes effect at once, and enabling again needs no new check to be right.
-    d.set_principal_enabled(&id, false).await.unwrap();
+    d.set_principal_enabled(&keyshift_vault::RequestContext::local(), &id, false)
+        .await
+        .unwrap();
     assert!(!timed(secret.clone()).await.0);
-    d.set_principal_enabled(&id, true).await.unwrap();
+    d.set_principal_enabled(&keyshift_vault::RequestContext::local(), &id, true)
+        .await
+        .unwrap();
     assert!(timed(secret.clone()).await.0);
     // After the time to live, the slow check again.
     clock.advance(301);
@@ -301,6 +305,8 @@ async fn verified_client_secrets_are_remembered_only_while_they_are_valid() {
         "after expiry: {later:?}, remembered: {again:?}"
     );
     // A deleted principal is unknown.
-    d.delete_principal(&id).await.unwrap();
+    d.delete_principal(&keyshift_vault::RequestContext::local(), &id)
+        .await
+        .unwrap();
     assert!(!timed(secret).await.0);
 }
