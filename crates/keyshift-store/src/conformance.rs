@@ -27,6 +27,7 @@ pub async fn run_all(store: &dyn Store) -> Check {
     put_get_and_revisions(store).await?;
     compare_and_set(store).await?;
     batches_are_atomic(store).await?;
+    empty_ranges(store).await?;
     listing_by_prefix_and_cursor(store).await?;
     concurrent_writers_never_lose_an_update(store).await?;
     change_feed_records_committed_changes(store).await?;
@@ -344,6 +345,58 @@ async fn compare_and_set(store: &dyn Store) -> Check {
         .map_err(s)?;
     let r = store.get("c2", "k").await.map_err(s)?.ok_or("missing")?;
     ensure(r.value == b"w", "matching revision writes")
+}
+
+/// `CheckEmpty` fails a batch while any record has a key under the prefix (only in its own
+/// namespace, only under the prefix, as the batch's earlier ops leave them), and names the prefix.
+async fn empty_ranges(store: &dyn Store) -> Check {
+    let s = |e: StoreError| e.to_string();
+    let empty = |prefix: &str| Op::CheckEmpty {
+        ns: "ce",
+        prefix: prefix.into(),
+    };
+    store
+        .commit(vec![put("ce", "a/1", b"x", Expect::Absent)])
+        .await
+        .map_err(s)?;
+    store
+        .commit(vec![put("ce-other", "b/1", b"x", Expect::Absent)])
+        .await
+        .map_err(s)?;
+    let refused = store
+        .commit(vec![empty("a/"), put("ce", "z", b"z", Expect::Absent)])
+        .await;
+    ensure(
+        matches!(&refused, Err(StoreError::Conflict { ns, key }) if ns == "ce" && key == "a/"),
+        "a record under the prefix conflicts, naming the prefix",
+    )?;
+    ensure(
+        store.get("ce", "z").await.map_err(s)?.is_none(),
+        "a refused CheckEmpty writes nothing",
+    )?;
+    store
+        .commit(vec![empty("b/"), empty("a/1/"), empty("a/2")])
+        .await
+        .map_err(|e| format!("other namespaces and other prefixes do not count: {e}"))?;
+    store
+        .commit(vec![
+            Op::Delete {
+                ns: "ce",
+                key: "a/1".into(),
+                expect: Expect::Any,
+            },
+            empty("a/"),
+            put("ce", "a/2", b"y", Expect::Absent),
+        ])
+        .await
+        .map_err(|e| format!("a record deleted earlier in the batch does not count: {e}"))?;
+    let refused = store
+        .commit(vec![put("ce", "c/1", b"x", Expect::Absent), empty("c/")])
+        .await;
+    ensure(
+        matches!(refused, Err(StoreError::Conflict { .. })),
+        "a record put earlier in the batch counts",
+    )
 }
 
 async fn batches_are_atomic(store: &dyn Store) -> Check {

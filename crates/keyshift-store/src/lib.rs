@@ -67,6 +67,16 @@ pub enum Op {
         /// Condition.
         expect: Expect,
     },
+    /// Write nothing, but fail the batch if any record of `ns` has a key starting with
+    /// `prefix` (as the batch's earlier ops left them). The conflict names the prefix as its key.
+    /// Unlike a listing followed by a batch, no record can be added under the prefix between
+    /// the look and the batch's writes.
+    CheckEmpty {
+        /// Namespace.
+        ns: &'static str,
+        /// Key prefix.
+        prefix: String,
+    },
 }
 
 /// Store failures.
@@ -195,7 +205,7 @@ impl FeedFilter {
         for op in ops {
             let (ns, key) = match op {
                 Op::Put { ns, key, .. } | Op::Delete { ns, key, .. } => (*ns, key.as_str()),
-                Op::Check { .. } => continue,
+                Op::Check { .. } | Op::CheckEmpty { .. } => continue,
             };
             let unfed = excluded
                 .iter()

@@ -707,15 +707,15 @@ async fn bad_requests_are_refused_with_clear_errors() {
     );
 }
 
-/// A security-domain upload or a vault deletion first records itself on the vault, then looks
-/// for keys: a key creation that found the vault before and commits after is refused (before,
-/// it was sealed under the domain the vault was leaving, or left in a vault that no longer
-/// existed), a stale copy of an unchanged vault still creates keys, and a vault whose upload
-/// was interrupted takes no key until the upload is made again.
+/// A security-domain upload or a vault deletion changes the vault record in the transaction
+/// that checks the vault holds no key, and every key write checks that record's revision: a key
+/// creation (or restore) that found the vault before the change and commits after is refused
+/// (before, it was sealed under the domain the vault was leaving, or left in a vault that no
+/// longer existed), while a stale copy of a vault whose domain did not change still writes keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_key_is_added_while_a_vault_changes_domain_or_is_deleted() {
     use keyshift_api::ErrorCode;
-    use keyshift_store::{Expect, Op, Store};
+    use keyshift_store::Store;
     let tmp = tempfile::tempdir().unwrap();
     let a = TestServer::start().await;
     let d = a.deployment();
@@ -754,39 +754,7 @@ async fn no_key_is_added_while_a_vault_changes_domain_or_is_deleted() {
     let kv2 = a.add_vault("kv2", keyshift_vault::VaultKind::Vault).await;
     let ctx = keyshift_vault::RequestContext::system(kv2.clone());
 
-    // An upload interrupted after recording itself (as a node that stopped there leaves it,
-    // written here by a second process on the same store): kv2 takes no key until the upload
-    // is made again, then takes keys sealed under its new domain.
-    let store = keyshift_store::sqlite::SqliteStore::open(&a.data_dir.join("keyshift.db"))
-        .await
-        .unwrap();
-    let r = store.get("vault", "kv2").await.unwrap().unwrap();
-    let mut record: Value = serde_json::from_slice(&r.value).unwrap();
-    record["pending"] = json!({"change": "securityDomain", "to": sd.security_domain});
-    store
-        .commit(vec![Op::Put {
-            ns: "vault",
-            key: "kv2".into(),
-            value: serde_json::to_vec(&record).unwrap(),
-            expect: Expect::Revision(r.revision),
-        }])
-        .await
-        .unwrap();
-    d.refresh_vaults().await.unwrap();
-    let create = json!({"kty": "EC", "crv": "P-256"});
-    let (st, b) = a
-        .call_at(
-            &kv2,
-            Method::POST,
-            &v("/keys/early/create"),
-            Some(create.clone()),
-        )
-        .await;
-    assert_eq!(
-        (st, inner(&b)),
-        (StatusCode::CONFLICT, "SecurityDomainUploadInProgress"),
-        "{b}"
-    );
+    // kv2 takes the default vault's domain; a key made after it is sealed under it.
     let (st, b) = a
         .call_at(
             &kv2,
@@ -796,15 +764,32 @@ async fn no_key_is_added_while_a_vault_changes_domain_or_is_deleted() {
         )
         .await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
-    let now = d.vault("kv2").unwrap();
-    assert_eq!(
-        (now.security_domain.as_str(), now.pending.as_ref()),
-        (sd.security_domain.as_str(), None)
-    );
+    assert_eq!(d.vault("kv2").unwrap().security_domain, sd.security_domain);
     let (st, b) = a
-        .call_at(&kv2, Method::POST, &v("/keys/early/create"), Some(create))
+        .call_at(
+            &kv2,
+            Method::POST,
+            &v("/keys/early/create"),
+            Some(json!({"kty": "EC", "crv": "P-256"})),
+        )
         .await;
     assert_eq!(st, StatusCode::OK, "{b}");
+    // A vault holding a key does not take another domain, nor is it deleted.
+    d.create_vault(hsm("kv5")).await.unwrap();
+    let kv5 = d.vault("kv5").unwrap();
+    d.create_key(&ctx, &kv5, "held", ec()).await.unwrap();
+    let e = d
+        .upload_security_domain(&ctx, &kv5, &upload)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.inner),
+        (ErrorCode::Conflict, Some("VaultNotEmpty")),
+        "{}",
+        e.message
+    );
+    let e = d.delete_vault("kv5").await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict, "{}", e.message);
 
     // A stale copy of a vault whose domain did not change: the key is made, and it works.
     let stale = d.vault("kv2").unwrap();
@@ -869,6 +854,9 @@ async fn no_key_is_added_while_a_vault_changes_domain_or_is_deleted() {
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound, "{}", e.message);
+    let store = keyshift_store::sqlite::SqliteStore::open(&a.data_dir.join("keyshift.db"))
+        .await
+        .unwrap();
     let prefix = format!("{}/", before_delete.id);
     assert!(store
         .list("key", &prefix, None, 1)

@@ -16,13 +16,11 @@
 //!    its domain key; `full_restore` opens it only in a vault of the same domain, so restoring
 //!    without the security domain is refused. A restore can take one key only (selective).
 
-use crate::deployment::{from_json, store_error, to_json, Deployment};
+use crate::deployment::{from_json, holds_no_keys, store_error, to_json, vault_from, Deployment};
 use crate::keys::BackupPayload;
 use crate::naming::key_key;
 use crate::rbac::Action;
-use crate::records::{
-    ns, KeyRecord, PendingVaultChange, SecurityDomainRecord, VaultKind, VaultRecord,
-};
+use crate::records::{ns, KeyRecord, SecurityDomainRecord, VaultKind, VaultRecord};
 use crate::sealing::security_domain_aad;
 use crate::{RequestContext, Result};
 use keyshift_api::{ApiError, ErrorCode};
@@ -450,59 +448,26 @@ impl Deployment {
         let sd_key = SealingKey::from_bytes(&key)
             .map_err(|_| ApiError::bad_parameter("The uploaded key is not a domain key."))?;
         if vault.security_domain == upload.security_domain {
-            // Uploading the domain it has withdraws an interrupted upload of another one.
-            if let Some(now) = self.vault(&vault.name).filter(|v| {
-                v.id == vault.id
-                    && matches!(v.pending, Some(PendingVaultChange::SecurityDomain { .. }))
-            }) {
-                self.end_vault_change(&now).await;
-            }
             return Ok(());
         }
-        // From here until the vault names its new domain (or the upload is refused), no key
-        // may be added to it: the check for keys below would not see it.
-        let recorded = self
-            .begin_vault_change(
-                &vault.name,
-                PendingVaultChange::SecurityDomain {
-                    to: upload.security_domain.clone(),
-                },
-            )
-            .await?;
-        if recorded.id != vault.id {
-            self.end_vault_change(&recorded).await;
-            return Err(ApiError::new(
-                ErrorCode::NotFound,
-                format!("Vault '{}' was replaced meanwhile.", vault.name),
-            ));
-        }
-        let result = self
-            .take_security_domain(ctx, &recorded, upload, &sd_key)
-            .await;
-        if result.is_err() {
-            self.end_vault_change(&recorded).await;
-        }
-        result
-    }
-
-    /// The upload's second half: `vault` (as recorded with the upload pending, so no key can be
-    /// added meanwhile) takes the domain, if it holds no key.
-    async fn take_security_domain(
-        &self,
-        ctx: &RequestContext,
-        vault: &VaultRecord,
-        upload: &SecurityDomainUpload,
-        sd_key: &SealingKey,
-    ) -> Result<()> {
-        // Its keys, live or soft-deleted, are sealed under the domain it would leave.
-        if self.holds_keys(vault).await? {
-            return Err(ApiError::conflict(format!(
-                "Vault '{}' holds keys (live or soft-deleted), sealed under its current security domain; upload a security domain into a new, empty vault.",
-                vault.name
-            ))
-            .with_inner("VaultNotEmpty"));
-        }
-        let mut ops = Vec::new();
+        // The vault changes only at the revision read here, and only if it holds no key, live
+        // or soft-deleted (those are sealed under the domain it would leave), checked in the
+        // same transaction: a key created meanwhile is seen by that check, or refused by its
+        // own check of the vault's revision (`admits_keys`).
+        let vault_key = vault.name.to_ascii_lowercase();
+        let stored = self
+            .store
+            .get(ns::VAULT, &vault_key)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("Vault '{}' is gone.", vault.name),
+                )
+            })?;
+        let vault = &vault_from(&stored)?;
+        let mut ops = holds_no_keys(vault).to_vec();
         match self
             .store
             .get(ns::SECURITY_DOMAIN, &upload.security_domain)
@@ -540,14 +505,20 @@ impl Deployment {
         }
         let mut record = vault.clone();
         record.security_domain = upload.security_domain.clone();
-        record.pending = None;
         ops.push(Op::Put {
             ns: ns::VAULT,
-            key: vault.name.to_ascii_lowercase(),
+            key: vault_key,
             value: to_json(&record)?,
             expect: Expect::Revision(vault.revision),
         });
         self.commit_as(ctx, ops).await.map_err(|e| match e {
+            StoreError::Conflict { ns, .. } if ns == ns::KEY || ns == ns::DELETED_KEY => {
+                ApiError::conflict(format!(
+                    "Vault '{}' holds keys (live or soft-deleted), sealed under its current security domain; upload a security domain into a new, empty vault.",
+                    vault.name
+                ))
+                .with_inner("VaultNotEmpty")
+            }
             StoreError::Conflict { .. } => ApiError::conflict(
                 "The vault or the security domain changed meanwhile; retry the upload.",
             ),

@@ -4,8 +4,7 @@ use crate::clock::Clock;
 use crate::keys::KeyCache;
 use crate::naming::{check_vault_name, new_id};
 use crate::records::{
-    ns, DeploymentRecord, PendingVaultChange, PrincipalRecord, SecurityDomainRecord, VaultKind,
-    VaultRecord,
+    ns, DeploymentRecord, PrincipalRecord, SecurityDomainRecord, VaultKind, VaultRecord,
 };
 use crate::sealing::{security_domain_aad, TOKEN_KEY_AAD};
 use crate::{RequestContext, Result};
@@ -135,26 +134,24 @@ pub(crate) fn vault_from(record: &keyshift_store::Record) -> Result<VaultRecord>
 
 /// The condition that every commit adding a key (a new key, an imported or restored one, or a
 /// new version) to `vault` carries: the vault record is still the one the key was sealed for.
-/// A security-domain upload or a vault deletion first records itself on that record, then
-/// looks for keys, so a key is either seen by that look or refused by this condition. Refused
-/// outright while such a change is recorded.
-pub(crate) fn admits_keys(vault: &VaultRecord) -> Result<Op> {
-    match &vault.pending {
-        None => Ok(Op::Check {
-            ns: ns::VAULT,
-            key: vault.name.to_ascii_lowercase(),
-            expect: Expect::Revision(vault.revision),
-        }),
-        Some(PendingVaultChange::SecurityDomain { .. }) => Err(ApiError::conflict(format!(
-            "Vault '{}' is taking a security domain; keys are added once the upload finishes (an interrupted upload finishes when it is made again).",
-            vault.name
-        ))
-        .with_inner("SecurityDomainUploadInProgress")),
-        Some(PendingVaultChange::Deletion) => Err(ApiError::conflict(format!(
-            "Vault '{}' is being deleted; no key can be added to it.",
-            vault.name
-        ))),
+/// A security-domain upload and a vault deletion change that record in the same transaction
+/// that checks the vault holds no key ([`holds_no_keys`]), so of a key and such a change that
+/// race, only one commits.
+pub(crate) fn admits_keys(vault: &VaultRecord) -> Op {
+    Op::Check {
+        ns: ns::VAULT,
+        key: vault.name.to_ascii_lowercase(),
+        expect: Expect::Revision(vault.revision),
     }
+}
+
+/// The conditions that `vault` holds no key, live or soft-deleted, as a batch's first ops: a
+/// key added meanwhile makes the batch conflict (on `ns::KEY` or `ns::DELETED_KEY`).
+pub(crate) fn holds_no_keys(vault: &VaultRecord) -> [Op; 2] {
+    [ns::KEY, ns::DELETED_KEY].map(|ns| Op::CheckEmpty {
+        ns,
+        prefix: format!("{}/", vault.id),
+    })
 }
 
 fn crypto_internal(e: keyshift_crypto::CryptoError) -> ApiError {
@@ -508,7 +505,6 @@ impl Deployment {
             port: spec.port,
             default: spec.default,
             created: now,
-            pending: None,
             revision: 0,
         };
         ops.push(Op::Put {
@@ -602,57 +598,11 @@ impl Deployment {
     }
 
     /// Deletes an empty vault. A vault that still holds keys, live or soft-deleted, is refused:
-    /// deleting it would destroy key material something may still need. The deletion is
-    /// recorded first, so that no key can be added between the check and the deletion.
+    /// deleting it would destroy key material something may still need. The check is part of
+    /// the deletion's transaction, so a key created meanwhile is either seen or refused.
     pub async fn delete_vault(&self, name: &str) -> Result<()> {
-        let stored = self
-            .store
-            .get(ns::VAULT, &name.to_ascii_lowercase())
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::NotFound, format!("No vault named '{name}'."))
-            })?;
-        if vault_from(&stored)?.default {
-            return Err(ApiError::bad_parameter(
-                "The default vault cannot be deleted.",
-            ));
-        }
-        let vault = self
-            .begin_vault_change(name, PendingVaultChange::Deletion)
-            .await?;
-        if self.holds_keys(&vault).await? {
-            self.end_vault_change(&vault).await;
-            return Err(ApiError::conflict(format!(
-                "Vault '{name}' still holds keys (live or soft-deleted); delete and purge them first."
-            )));
-        }
-        let deleted = self
-            .store
-            .commit(vec![Op::Delete {
-                ns: ns::VAULT,
-                key: name.to_ascii_lowercase(),
-                expect: Expect::Revision(vault.revision),
-            }])
-            .await;
-        if let Err(e) = deleted {
-            self.end_vault_change(&vault).await;
-            return Err(store_error(e));
-        }
-        self.refresh_vaults().await?;
-        Ok(())
-    }
-
-    /// Records `change` on the vault `name`, which keeps new keys out of it from then on (every
-    /// commit that adds a key checks the vault record's revision, see [`admits_keys`]); the
-    /// vault as recorded. A change left recorded by a stopped process is taken over.
-    pub(crate) async fn begin_vault_change(
-        &self,
-        name: &str,
-        change: PendingVaultChange,
-    ) -> Result<VaultRecord> {
         let key = name.to_ascii_lowercase();
-        let stored = self
+        let record = self
             .store
             .get(ns::VAULT, &key)
             .await
@@ -660,67 +610,33 @@ impl Deployment {
             .ok_or_else(|| {
                 ApiError::new(ErrorCode::NotFound, format!("No vault named '{name}'."))
             })?;
-        let mut vault = vault_from(&stored)?;
-        vault.pending = Some(change);
-        self.store
-            .commit(vec![Op::Put {
-                ns: ns::VAULT,
-                key,
-                value: to_json(&vault)?,
-                expect: Expect::Revision(stored.revision),
-            }])
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict { .. } => {
-                    ApiError::conflict(format!("Vault '{name}' changed meanwhile; retry."))
-                }
-                other => store_error(other),
-            })?;
-        // Drop this process's copy now, so that its own key writes see the change at once.
+        let vault = vault_from(&record)?;
+        if vault.default {
+            return Err(ApiError::bad_parameter(
+                "The default vault cannot be deleted.",
+            ));
+        }
+        let mut ops = holds_no_keys(&vault).to_vec();
+        ops.push(Op::Delete {
+            ns: ns::VAULT,
+            key,
+            expect: Expect::Revision(record.revision),
+        });
+        self.store.commit(ops).await.map_err(|e| match e {
+            StoreError::Conflict { ns, .. } if ns == ns::KEY || ns == ns::DELETED_KEY => {
+                ApiError::conflict(format!(
+                    "Vault '{name}' still holds keys (live or soft-deleted); delete and purge them first."
+                ))
+            }
+            other => store_error(other),
+        })?;
         self.refresh_vaults().await?;
-        let stored = self
-            .store
-            .get(ns::VAULT, &vault.name.to_ascii_lowercase())
-            .await
-            .map_err(store_error)?
-            .ok_or_else(ApiError::internal)?;
-        let now = vault_from(&stored)?;
-        if now.id != vault.id || now.pending != vault.pending {
-            return Err(ApiError::conflict(format!(
-                "Vault '{name}' changed meanwhile; retry."
-            )));
-        }
-        Ok(now)
-    }
-
-    /// Withdraws the change [`begin_vault_change`] recorded on `vault` (as it returned it), when
-    /// it was not made. Best effort: a change left recorded keeps keys out until the same
-    /// request is made again.
-    pub(crate) async fn end_vault_change(&self, vault: &VaultRecord) {
-        let mut at_rest = vault.clone();
-        at_rest.pending = None;
-        let withdrawn = match to_json(&at_rest) {
-            Ok(value) => self
-                .store
-                .commit(vec![Op::Put {
-                    ns: ns::VAULT,
-                    key: vault.name.to_ascii_lowercase(),
-                    value,
-                    expect: Expect::Revision(vault.revision),
-                }])
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.message),
-        };
-        if let Err(error) = withdrawn {
-            tracing::warn!(vault = %vault.name, %error, "a vault change was not withdrawn; the same request made again finishes or withdraws it");
-        }
-        let _ = self.refresh_vaults().await;
+        Ok(())
     }
 
     /// [`admits_keys`] for the vault `vault` as the store holds it now, when keys may still be
-    /// added to it as `vault` said they would be (the same vault, the same security domain, no
-    /// change pending); for a commit that found its copy stale.
+    /// added to it as `vault` said they would be (the same vault, the same security domain); for
+    /// a commit that found its copy stale.
     pub(crate) async fn recheck_vault(&self, vault: &VaultRecord) -> Result<Op> {
         let now = self
             .refresh_vaults()
@@ -739,7 +655,7 @@ impl Deployment {
                 vault.name
             )));
         }
-        admits_keys(&now)
+        Ok(admits_keys(&now))
     }
 
     /// A deployment-wide RSA key kept in `meta` under `record`, sealed under the root key with
@@ -804,23 +720,6 @@ impl Deployment {
         Err(ApiError::conflict(format!(
             "The {what} could not be created; retry."
         )))
-    }
-
-    /// Whether `vault` holds keys, live or soft-deleted.
-    pub(crate) async fn holds_keys(&self, vault: &VaultRecord) -> Result<bool> {
-        let prefix = format!("{}/", vault.id);
-        for namespace in [ns::KEY, ns::DELETED_KEY] {
-            if !self
-                .store
-                .list(namespace, &prefix, None, 1)
-                .await
-                .map_err(store_error)?
-                .is_empty()
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 
     /// The security-domain key of a vault.

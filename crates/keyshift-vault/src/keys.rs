@@ -896,7 +896,7 @@ impl Deployment {
         )?;
         let sd = self.security_domain_key(&vault.security_domain).await?;
         let kk = key_key(&vault.id, name);
-        let mut vault_unchanged = admits_keys(vault)?;
+        let mut vault_unchanged = admits_keys(vault);
         for _ in 0..MAX_CAS_RETRIES {
             let version = new_id()?;
             let existing = self.load_key(vault, name).await?;
@@ -1991,7 +1991,7 @@ impl Deployment {
                 latest_record = Some(record);
             }
         }
-        ops.push(admits_keys(vault)?);
+        ops.push(admits_keys(vault));
         let mut committed = self.commit_as(ctx, ops.clone()).await;
         if let Err(StoreError::Conflict { ns, .. }) = &committed {
             if ns == ns::VAULT {

@@ -32,7 +32,7 @@ pub use clock::{Clock, FakeClock, SystemClock};
 pub use deployment::{Deployment, NewPrincipal, VaultSpec};
 pub use keyshift_api::ApiError;
 pub use naming::printable;
-pub use records::{PendingVaultChange, VaultKind, VaultRecord};
+pub use records::{VaultKind, VaultRecord};
 pub use root::RootKey;
 pub use stats::VaultStats;
 

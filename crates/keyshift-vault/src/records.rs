@@ -124,30 +124,9 @@ pub struct VaultRecord {
     pub default: bool,
     /// Created.
     pub created: i64,
-    /// A change under way that needs the vault to stay empty: while it is set, no key is
-    /// created, imported or restored here. Absent on a vault at rest.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending: Option<PendingVaultChange>,
     /// The store revision this copy was read at, which commits that add keys check. Not stored.
     #[serde(skip)]
     pub revision: i64,
-}
-
-/// A change to a vault that is decided only once no key can be added meanwhile: first it is
-/// recorded (which keeps new keys out), then the vault is checked for keys, then the change is
-/// made or the record withdrawn. A process that stops between the steps leaves it recorded; the
-/// same request, made again, finishes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "change", rename_all = "camelCase")]
-pub enum PendingVaultChange {
-    /// The vault is taking the security domain `to`.
-    #[serde(rename_all = "camelCase")]
-    SecurityDomain {
-        /// The domain's id.
-        to: String,
-    },
-    /// The vault is being deleted.
-    Deletion,
 }
 
 /// Rotation policy as stored.

@@ -12,8 +12,10 @@
 //!
 //! **Isolation.** A batch runs in one `SERIALIZABLE` transaction that first reads every key it
 //! writes with `SELECT ... FOR UPDATE`, in key order (so two batches lock in the same order and do
-//! not deadlock), then every key it only checks with `SELECT ... FOR SHARE` (so batches that check
-//! one record do not wait for each other; a deadlock between the two steps is retried), checks every condition against what it read, then writes: an `INSERT` for a new
+//! not deadlock), and every key it only checks without a lock (SERIALIZABLE makes a check and a
+//! concurrent change of the same record a serialization failure, so checks never queue behind
+//! each other); a `CheckEmpty` is a range read, whose predicate lock does the same for a record
+//! added under its prefix. It checks every condition against what it read, then writes: an `INSERT` for a new
 //! key, and for an existing one an `UPDATE`/`DELETE` guarded by the revision it read. The row locks
 //! make a concurrent batch on an existing key wait; SERIALIZABLE covers what locks cannot, a
 //! condition on an absent key (two batches that both read "absent" cannot both commit: the second
@@ -38,7 +40,7 @@
 //! PL/pgSQL or stored procedures, no `ON CONFLICT` on expressions (only on the primary key, and only
 //! for the migration lock row), no collations (CockroachDB refuses `COLLATE "C"` columns; keys are
 //! BYTEA instead), no sequences or SERIAL; only TEXT, BYTEA, BIGINT and TIMESTAMPTZ columns, the
-//! primary-key index, `SELECT ... FOR UPDATE` and `FOR SHARE`, and DDL written to be run again (`IF NOT EXISTS`),
+//! primary-key index, `SELECT ... FOR UPDATE`, and DDL written to be run again (`IF NOT EXISTS`),
 //! since YugabyteDB commits DDL statement by statement unless transactional DDL is on. This is
 //! tested against PostgreSQL only.
 //!
@@ -316,23 +318,24 @@ impl PostgresStore {
         }
     }
 
-    /// Reads the current revision of every key `ops` names, locking the rows that exist, in key
-    /// order: for update the rows the batch writes, for share the rows it only checks (so that
-    /// batches checking one record, say every key creation checking its vault's, do not wait
-    /// for each other, while a batch changing that record waits for them, and they for it).
+    /// Reads the current revision of every key `ops` names: the rows the batch writes locked for
+    /// update, in key order; the rows it only checks without a lock (SERIALIZABLE makes a batch
+    /// that checked a row and one that changed it meanwhile a serialization failure, so checks
+    /// of one record, as every key creation makes of its vault's, never queue behind each other).
     async fn lock_keys(
         tx: &mut Transaction<'static, Postgres>,
         ops: &[Op],
     ) -> std::result::Result<BTreeMap<(&'static str, Vec<u8>), i64>, sqlx::Error> {
         let mut written: Vec<(&'static str, &[u8])> = ops
             .iter()
-            .filter(|op| !matches!(op, Op::Check { .. }))
+            .filter(|op| matches!(op, Op::Put { .. } | Op::Delete { .. }))
             .map(|op| (op_ns(op), op_key(op)))
             .collect();
         written.sort_unstable();
         written.dedup();
         let mut checked: Vec<(&'static str, &[u8])> = ops
             .iter()
+            .filter(|op| matches!(op, Op::Check { .. }))
             .map(|op| (op_ns(op), op_key(op)))
             .filter(|k| written.binary_search(k).is_err())
             .collect();
@@ -341,9 +344,9 @@ impl PostgresStore {
         let mut found = BTreeMap::new();
         let chunks = written
             .chunks(LOCK_CHUNK)
-            .map(|c| (c, "UPDATE"))
-            .chain(checked.chunks(LOCK_CHUNK).map(|c| (c, "SHARE")));
-        for (chunk, mode) in chunks {
+            .map(|c| (c, " FOR UPDATE"))
+            .chain(checked.chunks(LOCK_CHUNK).map(|c| (c, "")));
+        for (chunk, lock) in chunks {
             let mut sql = String::from("SELECT ns, key, revision FROM records WHERE ");
             for i in 0..chunk.len() {
                 if i > 0 {
@@ -351,8 +354,8 @@ impl PostgresStore {
                 }
                 sql.push_str(&format!("(ns = ${} AND key = ${})", 2 * i + 1, 2 * i + 2));
             }
-            sql.push_str(" ORDER BY ns, key FOR ");
-            sql.push_str(mode);
+            sql.push_str(" ORDER BY ns, key");
+            sql.push_str(lock);
             let mut query = sqlx::query(&sql);
             for (ns, key) in chunk {
                 query = query.bind(*ns).bind(*key);
@@ -366,6 +369,44 @@ impl PostgresStore {
             }
         }
         Ok(found)
+    }
+
+    /// Whether no record of `ns` has a key under `prefix`, as the batch's earlier ops (`state`)
+    /// leave them. The range read takes SERIALIZABLE's predicate lock, so a batch adding a record
+    /// under the prefix meanwhile cannot commit beside this one.
+    async fn none_under(
+        tx: &mut Transaction<'static, Postgres>,
+        ns: &'static str,
+        prefix: &str,
+        state: &BTreeMap<RecordKey<'_>, Option<i64>>,
+    ) -> std::result::Result<bool, sqlx::Error> {
+        let under = |k: &[u8]| k.starts_with(prefix.as_bytes());
+        if state
+            .iter()
+            .any(|((n, k), rev)| *n == ns && under(k) && rev.is_some())
+        {
+            return Ok(false);
+        }
+        let gone = state
+            .iter()
+            .filter(|((n, k), rev)| *n == ns && under(k) && rev.is_none())
+            .count();
+        let rows = sqlx::query(
+            "SELECT key FROM records WHERE ns = $1 AND key >= $2 AND key < $3 ORDER BY key LIMIT $4",
+        )
+        .bind(ns)
+        .bind(prefix.as_bytes())
+        .bind(prefix_end(prefix))
+        .bind(i64::try_from(gone + 1).unwrap_or(i64::MAX))
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            let key: Vec<u8> = row.try_get(0)?;
+            if !state.contains_key(&(ns, key.as_slice())) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     async fn commit_once(&self, ops: &[Op], attempt: u32) -> std::result::Result<(), Attempt> {
@@ -387,6 +428,16 @@ impl PostgresStore {
         let mut writes: BTreeMap<RecordKey, Option<(i64, &[u8])>> = BTreeMap::new();
         for op in ops {
             let (ns, key) = (op_ns(op), op_key(op));
+            if let Op::CheckEmpty { prefix, .. } = op {
+                if !Self::none_under(&mut tx, ns, prefix, &state).await? {
+                    let _ = tx.rollback().await;
+                    return Err(Attempt::Conflict {
+                        ns,
+                        key: prefix.clone(),
+                    });
+                }
+                continue;
+            }
             let current = *state
                 .entry((ns, key))
                 .or_insert_with(|| read.get(&(ns, key.to_vec())).copied());
@@ -412,7 +463,7 @@ impl PostgresStore {
                     state.insert((ns, key), None);
                     writes.insert((ns, key), None);
                 }
-                Op::Check { .. } => {}
+                Op::Check { .. } | Op::CheckEmpty { .. } => {}
             }
         }
         for ((ns, key), end) in writes {
@@ -589,13 +640,17 @@ impl PostgresStore {
 
 fn op_ns(op: &Op) -> &'static str {
     match op {
-        Op::Put { ns, .. } | Op::Delete { ns, .. } | Op::Check { ns, .. } => ns,
+        Op::Put { ns, .. }
+        | Op::Delete { ns, .. }
+        | Op::Check { ns, .. }
+        | Op::CheckEmpty { ns, .. } => ns,
     }
 }
 
 fn op_key_text(op: &Op) -> &str {
     match op {
         Op::Put { key, .. } | Op::Delete { key, .. } | Op::Check { key, .. } => key,
+        Op::CheckEmpty { prefix, .. } => prefix,
     }
 }
 
@@ -606,6 +661,7 @@ fn op_key(op: &Op) -> &[u8] {
 fn op_expect(op: &Op) -> Expect {
     match op {
         Op::Put { expect, .. } | Op::Delete { expect, .. } | Op::Check { expect, .. } => *expect,
+        Op::CheckEmpty { .. } => Expect::Any,
     }
 }
 

@@ -185,6 +185,24 @@ fn commit_on(conn: &mut rusqlite::Connection, ops: &[Op], unfed: &FeedFilter) ->
             }
             | Op::Delete { ns, key, expect }
             | Op::Check { ns, key, expect } => (*ns, key.as_str(), *expect),
+            Op::CheckEmpty { ns, prefix } => {
+                let found: Option<i64> = tx
+                    .prepare_cached(
+                        "SELECT 1 FROM records WHERE ns = ?1 AND key LIKE ?2 ESCAPE '\\' LIMIT 1",
+                    )
+                    .and_then(|mut st| {
+                        st.query_row(params![ns, like_prefix(prefix)], |row| row.get(0))
+                            .optional()
+                    })
+                    .map_err(sqlite_error)?;
+                if found.is_some() {
+                    return Err(StoreError::Conflict {
+                        ns: (*ns).to_owned(),
+                        key: prefix.clone(),
+                    });
+                }
+                continue;
+            }
         };
         let current: Option<i64> = tx
             .prepare_cached("SELECT revision FROM records WHERE ns = ?1 AND key = ?2")
@@ -216,7 +234,7 @@ fn commit_on(conn: &mut rusqlite::Connection, ops: &[Op], unfed: &FeedFilter) ->
                     .and_then(|mut st| st.execute(params![ns, key]))
                     .map_err(sqlite_error)?;
             }
-            Op::Check { .. } => {}
+            Op::Check { .. } | Op::CheckEmpty { .. } => {}
         }
     }
     let fed = unfed.fed(ops);
