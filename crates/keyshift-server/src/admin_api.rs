@@ -9,14 +9,14 @@
 //! principal it is about, and a change is committed with its event's pending copy.
 
 use crate::app::{
-    challenge, client_request_id, error_response, json_response, ok_json, parse_json, read_body,
-    request_id, App, ClientAddr, ListenerInfo,
+    bearer, challenge, client_request_id, error_response, finish, json_response, ok_json,
+    parse_json, read_body, request_id, App, ClientAddr, ListenerInfo,
 };
 use crate::auth::Caller;
 use crate::query::Query;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
@@ -136,30 +136,8 @@ async fn audited(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     let trace = Arc::new(Trace::for_deployment(draft));
     let request_id = trace.draft().request_id.clone();
     req.extensions_mut().insert(AdminTrace(trace.clone()));
-    let mut response = next.run(req).await;
-    let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    if let Err(e) = app
-        .deployment
-        .finish_trace(trace, response.status().as_u16(), latency)
-        .await
-    {
-        response = error_response(&e);
-    }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-ms-request-id", v);
-    }
-    response
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+    let response = next.run(req).await;
+    finish(&app, Some(trace), &request_id, started, response).await
 }
 
 /// An answer that is not the success: the keys API's challenge, or an Azure error envelope.

@@ -469,7 +469,19 @@ async fn api(
 ) -> Response {
     let started = std::time::Instant::now();
     let arrival = Arrival::new(&app, &listener, &req);
-    let (mut response, trace) = answer(&app, &arrival, req).await;
+    let (response, trace) = answer(&app, &arrival, req).await;
+    finish(&app, trace, &arrival.request_id, started, response).await
+}
+
+/// The end of every audited request (keys API and admin API): its event made durable (the
+/// answer becomes a `503` if it cannot be), its metrics, and its `x-ms-request-id`.
+pub(crate) async fn finish(
+    app: &App,
+    trace: Option<Arc<Trace>>,
+    request_id: &str,
+    started: std::time::Instant,
+    mut response: Response,
+) -> Response {
     let operation = trace.as_ref().map(|t| t.operation().to_owned());
     if let Some(trace) = trace {
         let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -486,15 +498,15 @@ async fn api(
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
-    if let Ok(v) = HeaderValue::from_str(&arrival.request_id) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("x-ms-request-id", v);
     }
     response
 }
 
-async fn answer(app: &App, arrival: &Arrival, req: Request) -> (Response, Option<Arc<Trace>>) {
-    let bearer = req
-        .headers()
+/// The bearer token of an `Authorization` header, if it has one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| {
@@ -502,7 +514,10 @@ async fn answer(app: &App, arrival: &Arrival, req: Request) -> (Response, Option
                 .or_else(|| h.strip_prefix("bearer "))
         })
         .map(str::trim)
-        .map(str::to_owned);
+}
+
+async fn answer(app: &App, arrival: &Arrival, req: Request) -> (Response, Option<Arc<Trace>>) {
+    let bearer = bearer(req.headers()).map(str::to_owned);
     let unauthenticated = || {
         (
             challenge(app),

@@ -62,7 +62,7 @@ impl Metrics {
         };
         let mut out = String::new();
         out.push_str(
-            "# HELP keyshift_requests_total Keys API requests answered, by operation and HTTP status.\n\
+            "# HELP keyshift_requests_total Keys API and admin API requests answered, by operation and HTTP status.\n\
              # TYPE keyshift_requests_total counter\n",
         );
         for ((operation, status), n) in &requests {

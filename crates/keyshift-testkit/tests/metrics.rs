@@ -59,8 +59,29 @@ async fn metrics_count_requests_latency_and_the_key_cache() {
     }
     let (st, _) = s.call(Method::GET, &v("/keys/missing"), None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+    // The admin API is counted too, by its audit operation name.
+    let r = s
+        .http
+        .get(format!(
+            "{}/{}/keyshift/principals",
+            s.url(),
+            s.admin.tenant_id
+        ))
+        .bearer_auth(s.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 
     let after = scrape(&s).await;
+    assert_eq!(
+        sample(
+            &after,
+            r#"keyshift_requests_total{operation="PrincipalList",status="200"}"#
+        ),
+        Some(1.0),
+        "{after}"
+    );
     let wraps = r#"keyshift_requests_total{operation="KeyWrap",status="200"}"#;
     assert_eq!(sample(&after, wraps), Some(5.0), "{after}");
     assert_eq!(
