@@ -7,6 +7,7 @@ use crate::identity_cmd::{absolute, msg, open};
 use anyhow::{anyhow, Result};
 use keyshift_server::test_authority::TestAuthority;
 use keyshift_vault::records::JwksSource;
+use keyshift_vault::RequestContext;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -70,7 +71,7 @@ pub async fn run(common: &CommonArgs, cmd: AttestationCommand) -> Result<()> {
                 _ => return Err(anyhow!("give exactly one of --jwks-file and --jwks-url")),
             };
             let record = d
-                .trust_attestation_authority(&issuer, source, &algorithms)
+                .trust_attestation_authority(&RequestContext::local(), &issuer, source, &algorithms)
                 .await
                 .map_err(msg)?;
             println!("{}", serde_json::to_string_pretty(&record)?);
@@ -83,7 +84,7 @@ pub async fn run(common: &CommonArgs, cmd: AttestationCommand) -> Result<()> {
         }
         AttestationCommand::Remove { issuer } => {
             let removed = d
-                .untrust_attestation_authority(&issuer)
+                .untrust_attestation_authority(&RequestContext::local(), &issuer)
                 .await
                 .map_err(msg)?;
             println!(

@@ -68,6 +68,14 @@ pub fn router(app: &Arc<App>) -> Router<Arc<App>> {
             &format!("{base}/federation/issuers"),
             with_fallback(get(list_issuers).put(trust_issuer).delete(untrust_issuer)),
         )
+        .route(
+            &format!("{base}/attestation/authorities"),
+            with_fallback(
+                get(list_authorities)
+                    .put(trust_authority)
+                    .delete(untrust_authority),
+            ),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), audited))
 }
 
@@ -87,6 +95,7 @@ fn operation(method: &Method, path: &str) -> &'static str {
         ["principals", _, "federatedCredentials"] => &["federatedCredentials"],
         ["principals", _, "federatedCredentials", _] => &["federatedCredentials", "{name}"],
         ["federation", "issuers"] => &["issuers"],
+        ["attestation", "authorities"] => &["authorities"],
         _ => &[],
     };
     match (method.as_str(), shape) {
@@ -104,6 +113,9 @@ fn operation(method: &Method, path: &str) -> &'static str {
         ("GET", ["issuers"]) => "IssuerList",
         ("PUT", ["issuers"]) => "IssuerTrust",
         ("DELETE", ["issuers"]) => "IssuerUntrust",
+        ("GET", ["authorities"]) => "AttestationAuthorityList",
+        ("PUT", ["authorities"]) => "AttestationAuthorityTrust",
+        ("DELETE", ["authorities"]) => "AttestationAuthorityUntrust",
         _ => "AdminInvalidRequest",
     }
 }
@@ -615,27 +627,47 @@ async fn trust_issuer(
     body: Body,
 ) -> Answer {
     let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
-    let req: IssuerView = parse_json(&read_body(body).await?)?;
+    let (issuer, source, algorithms) = trusted(&read_body(body).await?)?;
+    let record = app
+        .deployment
+        .trust_issuer(&ctx, &issuer, source, &algorithms)
+        .await?;
+    Ok(ok_json(&IssuerView::from(record)))
+}
+
+/// An issuer or authority to trust, as a `PUT` body gives it: its URL, where its keys are, and
+/// the algorithms it is trusted with.
+fn trusted(body: &[u8]) -> Result<(String, JwksSource, Vec<String>), ApiError> {
+    let req: IssuerView = parse_json(body)?;
     let source = match (req.jwks_file, req.jwks_url, req.ca_file) {
         (Some(path), None, None) => {
-            // The server reads this file for every exchange: refuse one it cannot use now.
+            // The server reads this file for every check: refuse one it cannot use now.
             crate::federation::check_jwks_file(std::path::Path::new(&path))
                 .map_err(ApiError::bad_parameter)?;
             JwksSource::File { path }
         }
         (None, Some(url), ca_file) => JwksSource::Url { url, ca_file },
         (Some(_), None, Some(_)) => {
-            return Err(ApiError::bad_parameter("caFile goes with jwksUrl only.").into())
+            return Err(ApiError::bad_parameter("caFile goes with jwksUrl only."))
         }
         _ => {
-            return Err(ApiError::bad_parameter("Give exactly one of jwksFile and jwksUrl.").into())
+            return Err(ApiError::bad_parameter(
+                "Give exactly one of jwksFile and jwksUrl.",
+            ))
         }
     };
-    let record = app
-        .deployment
-        .trust_issuer(&ctx, &req.issuer, source, &req.algorithms)
-        .await?;
-    Ok(ok_json(&IssuerView::from(record)))
+    Ok((req.issuer, source, req.algorithms))
+}
+
+/// The `issuer` query parameter, which names the issuer or authority to stop trusting.
+fn issuer_param(uri: &Uri) -> Result<String, ApiError> {
+    Query::parse(uri.query().unwrap_or(""))
+        .get("issuer")
+        .filter(|i| !i.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::bad_parameter("The issuer query parameter names the issuer to remove.")
+        })
 }
 
 async fn untrust_issuer(
@@ -646,13 +678,56 @@ async fn untrust_issuer(
     uri: Uri,
 ) -> Answer {
     let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
-    let query = Query::parse(uri.query().unwrap_or(""));
-    let issuer = query
-        .get("issuer")
-        .filter(|i| !i.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_parameter("The issuer query parameter names the issuer to remove.")
-        })?;
-    let removed = app.deployment.untrust_issuer(&ctx, issuer).await?;
+    let issuer = issuer_param(&uri)?;
+    let removed = app.deployment.untrust_issuer(&ctx, &issuer).await?;
+    Ok(ok_json(&IssuerView::from(removed)))
+}
+
+async fn list_authorities(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
+    headers: HeaderMap,
+) -> Answer {
+    admin(&app, &listener, &headers, &audit).await?;
+    let list: Vec<IssuerView> = app
+        .deployment
+        .attestation_authorities()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(ok_json(&serde_json::json!({ "value": list })))
+}
+
+async fn trust_authority(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
+    let (issuer, source, algorithms) = trusted(&read_body(body).await?)?;
+    let record = app
+        .deployment
+        .trust_attestation_authority(&ctx, &issuer, source, &algorithms)
+        .await?;
+    Ok(ok_json(&IssuerView::from(record)))
+}
+
+async fn untrust_authority(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Answer {
+    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
+    let issuer = issuer_param(&uri)?;
+    let removed = app
+        .deployment
+        .untrust_attestation_authority(&ctx, &issuer)
+        .await?;
     Ok(ok_json(&IssuerView::from(removed)))
 }

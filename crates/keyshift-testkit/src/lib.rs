@@ -311,17 +311,24 @@ impl TestServer {
             .data_dir
             .join(format!("attestation-ca-{}.pem", authority.addr.port()));
         std::fs::write(&ca_file, authority.ca_pem.as_bytes()).unwrap();
-        self.deployment()
-            .trust_attestation_authority(
-                authority.issuer(),
-                keyshift_vault::records::JwksSource::Url {
-                    url: authority.jwks_url(),
-                    ca_file: Some(ca_file.to_str().unwrap().to_owned()),
-                },
-                &[],
-            )
+        // Through the admin API, as an operator's script would.
+        let r = self
+            .http
+            .put(format!(
+                "{}/{}/keyshift/attestation/authorities",
+                self.url(),
+                self.admin.tenant_id
+            ))
+            .bearer_auth(self.token())
+            .json(&serde_json::json!({
+                "issuer": authority.issuer(),
+                "jwksUrl": authority.jwks_url(),
+                "caFile": ca_file.to_str().unwrap(),
+            }))
+            .send()
             .await
             .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK, "{:?}", r.text().await);
     }
 }
 

@@ -719,3 +719,94 @@ async fn every_admin_api_request_is_an_audit_event() {
     let text = serde_json::to_string(&events).unwrap();
     assert!(!text.contains(&secret) && !text.contains(s.token()));
 }
+
+/// Attestation authorities (whom secure key release believes) are managed over the admin API
+/// too, as federation issuers are, and each change is an audit event. That releases then work
+/// with an authority trusted this way is shown by every release test (`trust_attestation`
+/// uses this route).
+#[tokio::test]
+async fn attestation_authorities_through_the_admin_api() {
+    use keyshift_vault::audit::AuditFilter;
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = jwks_file(dir.path());
+    let authority = "https://attest.admin-api.test.example/";
+    let (st, trusted) = admin(
+        &s,
+        Method::PUT,
+        "/attestation/authorities",
+        Some(json!({"issuer": authority, "jwksFile": jwks, "algorithms": ["RS256"]})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{trusted}");
+    // Stored without the trailing `/`, as tokens and policies are matched.
+    assert_eq!(trusted["issuer"], "https://attest.admin-api.test.example");
+    let (st, list) = admin(&s, Method::GET, "/attestation/authorities", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(list["value"][0]["jwksFile"], jwks.as_str());
+    for bad in [
+        json!({"issuer": "http://attest.example", "jwksFile": jwks}),
+        json!({"issuer": authority}),
+        json!({"issuer": authority, "jwksFile": "/nonexistent/jwks.json"}),
+        json!({"issuer": authority, "jwksFile": jwks, "caFile": "/x"}),
+    ] {
+        let (st, b) = admin(
+            &s,
+            Method::PUT,
+            "/attestation/authorities",
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {b}");
+    }
+    let p = s.deployment().create_principal("not-admin").await.unwrap();
+    let token = s.token_for(&p.principal.client_id, &p.client_secret).await;
+    let (st, _, _) = call(
+        &s,
+        Some(&token),
+        Method::PUT,
+        "/attestation/authorities",
+        Some(json!({"issuer": "https://evil.example", "jwksFile": jwks})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let remove = format!(
+        "/attestation/authorities?issuer={}",
+        urlencode("https://attest.admin-api.test.example")
+    );
+    let (st, removed) = admin(&s, Method::DELETE, &remove, None).await;
+    assert_eq!(st, StatusCode::OK, "{removed}");
+    let (st, _) = admin(&s, Method::DELETE, &remove, None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert!(s
+        .deployment()
+        .attestation_authorities()
+        .await
+        .unwrap()
+        .is_empty());
+
+    let events = s
+        .deployment()
+        .audit_events(&AuditFilter::default(), 100_000)
+        .await
+        .unwrap();
+    let ops: Vec<(&str, u16)> = events
+        .iter()
+        .filter(|e| e.operation.starts_with("AttestationAuthority"))
+        .map(|e| (e.operation.as_str(), e.status))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("AttestationAuthorityTrust", 200),
+            ("AttestationAuthorityList", 200),
+            ("AttestationAuthorityTrust", 400),
+            ("AttestationAuthorityTrust", 400),
+            ("AttestationAuthorityTrust", 400),
+            ("AttestationAuthorityTrust", 400),
+            ("AttestationAuthorityTrust", 403),
+            ("AttestationAuthorityUntrust", 200),
+            ("AttestationAuthorityUntrust", 404),
+        ]
+    );
+}

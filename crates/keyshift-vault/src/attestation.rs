@@ -17,39 +17,33 @@ impl Deployment {
     /// RS256 and ES256.
     pub async fn trust_attestation_authority(
         &self,
+        ctx: &RequestContext,
         issuer: &str,
         jwks: JwksSource,
         algorithms: &[String],
     ) -> Result<TrustedIssuerRecord> {
         check_https_url("attestation authority", issuer)?;
         let issuer = normalize_authority(issuer);
-        self.put_trusted(
-            &RequestContext::local(),
-            ns::ATTESTATION_AUTHORITY,
-            issuer,
-            jwks,
-            algorithms,
-        )
-        .await
+        self.put_trusted(ctx, ns::ATTESTATION_AUTHORITY, issuer, jwks, algorithms)
+            .await
     }
 
     /// Stops trusting an attestation authority: releases vouched for by it are refused at once.
-    pub async fn untrust_attestation_authority(&self, issuer: &str) -> Result<TrustedIssuerRecord> {
+    pub async fn untrust_attestation_authority(
+        &self,
+        ctx: &RequestContext,
+        issuer: &str,
+    ) -> Result<TrustedIssuerRecord> {
         let key = normalize_authority(issuer);
-        self.remove_trusted(
-            &RequestContext::local(),
-            ns::ATTESTATION_AUTHORITY,
-            key,
-            || {
-                ApiError::new(
-                    ErrorCode::NotFound,
-                    format!(
-                        "Attestation authority '{}' is not trusted.",
-                        crate::naming::printable(issuer)
-                    ),
-                )
-            },
-        )
+        self.remove_trusted(ctx, ns::ATTESTATION_AUTHORITY, key, || {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!(
+                    "Attestation authority '{}' is not trusted.",
+                    crate::naming::printable(issuer)
+                ),
+            )
+        })
         .await
     }
 
