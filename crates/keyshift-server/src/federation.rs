@@ -101,7 +101,8 @@ struct RawJwks {
 
 #[derive(Deserialize)]
 struct RawJwk {
-    kty: String,
+    #[serde(default)]
+    kty: Option<String>,
     #[serde(default)]
     kid: Option<String>,
     #[serde(default, rename = "use")]
@@ -118,18 +119,33 @@ struct RawJwk {
     x: Option<String>,
     #[serde(default)]
     y: Option<String>,
+    #[serde(default)]
+    x5c: Vec<String>,
 }
 
 fn parse_jwk(value: serde_json::Value) -> Option<Jwk> {
     let raw: RawJwk = serde_json::from_value(value).ok()?;
     let bytes = |v: &Option<String>| v.as_deref().and_then(|t| b64::decode(t).ok());
+    // The key of the first certificate of `x5c`, for entries that carry no key members: Azure
+    // Attestation's JWKS publishes its signing keys that way. Only RSA keys of 2048 bits or
+    // more; the certificate is a container here, its chain and dates are not checked (the
+    // JWKS itself is what is trusted, by file or by HTTPS).
+    let from_x5c = || {
+        let der = b64::decode(raw.x5c.first()?).ok()?;
+        let key = keyshift_crypto::x509::parse_certificate(&der)
+            .ok()?
+            .public_key;
+        matches!(key, PublicKey::Rsa { .. }).then_some(key)
+    };
     // Symmetric (`oct`) members are never read: an issuer's JWKS can only hold public keys.
-    let key = match raw.kty.as_str() {
-        "RSA" => PublicKey::Rsa {
+    let key = match raw.kty.as_deref() {
+        Some("RSA") if raw.n.is_none() && raw.e.is_none() => from_x5c()?,
+        None => from_x5c()?,
+        Some("RSA") => PublicKey::Rsa {
             n: bytes(&raw.n)?,
             e: bytes(&raw.e)?,
         },
-        "EC" => {
+        Some("EC") => {
             let crv = Curve::from_jwk_name(raw.crv.as_deref()?)
                 .filter(|c| matches!(c, Curve::P256 | Curve::P384 | Curve::P521))?;
             PublicKey::Ec {
@@ -148,8 +164,9 @@ fn parse_jwk(value: serde_json::Value) -> Option<Jwk> {
     })
 }
 
-/// The usable keys of a JWKS document: RSA and EC (P-256, P-384, P-521) keys with a `kid`.
-/// Other entries are skipped; a document that is not a JWKS is an error.
+/// The usable keys of a JWKS document: RSA and EC (P-256, P-384, P-521) keys with a `kid`,
+/// given by their members or (RSA, without members) by the certificate in `x5c`. Other entries
+/// are skipped; a document that is not a JWKS is an error.
 pub fn parse_jwks(bytes: &[u8]) -> Result<Vec<Jwk>, String> {
     let doc: RawJwks = serde_json::from_slice(bytes)
         .map_err(|e| format!("not a JWKS document ({{\"keys\": [...]}}): {e}"))?;
@@ -552,6 +569,7 @@ pub async fn verify_federated_assertion(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyshift_crypto::KeyMaterial;
 
     #[test]
     fn jwks_parsing_keeps_public_signing_keys_only() {
@@ -570,6 +588,45 @@ mod tests {
         assert!(parse_jwks(b"[]").is_err());
         assert!(parse_jwks(b"{}").is_err());
         assert!(parse_jwks(b"garbage").is_err());
+    }
+
+    #[test]
+    fn jwks_entries_with_only_a_certificate_give_its_key() {
+        let key = KeyMaterial::generate_rsa(2048).unwrap();
+        let ca = crate::tls::LocalCa::generate(1_800_000_000).unwrap();
+        let spki = keyshift_crypto::transfer::rsa_spki_der(&key.public_key()).unwrap();
+        let chain = ca
+            .issue_release_cert("attest.example", &spki, 1_800_000_000)
+            .unwrap();
+        let x5c = b64::encode_standard(&chain[0]);
+        let ec_cert = rcgen::CertificateParams::new(vec!["ec.example".into()])
+            .unwrap()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let doc = serde_json::json!({"keys": [
+            // As Azure Attestation publishes them: kid, kty and the certificate.
+            {"kty": "RSA", "kid": "maa", "x5c": [x5c]},
+            {"kid": "no-kty", "x5c": [x5c]},
+            // Members win over the certificate when both are given.
+            {"kty": "RSA", "kid": "both", "n": b64::encode(&[0xc3; 256]), "e": "AQAB", "x5c": [x5c]},
+            {"kty": "RSA", "kid": "garbled", "x5c": ["bm90IGEgY2VydA"]},
+            {"kty": "RSA", "kid": "empty", "x5c": []},
+            {"kid": "ec-cert", "x5c": [b64::encode_standard(ec_cert.der())]},
+        ]});
+        let keys = parse_jwks(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        let got: Vec<(&str, &PublicKey)> = keys.iter().map(|k| (k.kid.as_str(), &k.key)).collect();
+        let members = PublicKey::Rsa {
+            n: vec![0xc3; 256],
+            e: vec![1, 0, 1],
+        };
+        assert_eq!(
+            got,
+            [
+                ("maa", &key.public_key()),
+                ("no-kty", &key.public_key()),
+                ("both", &members),
+            ]
+        );
     }
 
     #[test]

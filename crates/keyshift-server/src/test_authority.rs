@@ -68,6 +68,8 @@ struct Inner {
     issuer: String,
     kid: String,
     signing: KeyMaterial,
+    /// The signing key's certificate, issued by the authority's CA (standard base64 DER).
+    x5c: String,
     enclave: EnclaveKey,
     clock: Arc<dyn Clock>,
 }
@@ -138,10 +140,17 @@ impl TestAuthority {
             PublicKey::Rsa { n, .. } => b64::encode(&keyshift_crypto::digest::sha256(&n)[..16]),
             _ => "test-authority".into(),
         };
+        let spki = keyshift_crypto::transfer::rsa_spki_der(&signing.public_key())?;
+        let chain = ca.issue_release_cert("test-attestation-authority", &spki, now)?;
+        let x5c = chain
+            .first()
+            .map(|c| b64::encode_standard(c))
+            .unwrap_or_default();
         let inner = Arc::new(Inner {
             issuer: format!("https://{host}:{}", addr.port()),
             kid,
             signing,
+            x5c,
             enclave,
             clock,
         });
@@ -203,14 +212,10 @@ impl TestAuthority {
 }
 
 impl Inner {
+    /// As Azure Attestation publishes its signing keys: `kid`, `kty` and the certificate in
+    /// `x5c`, without the key's own members.
     fn jwks(&self) -> Value {
-        match self.signing.public_key() {
-            PublicKey::Rsa { n, e } => json!({"keys": [{
-                "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
-                "n": b64::encode(&n), "e": b64::encode(&e)
-            }]}),
-            _ => json!({"keys": []}),
-        }
+        json!({"keys": [{"kty": "RSA", "kid": self.kid, "x5c": [self.x5c]}]})
     }
 
     fn claims(&self, enclave: &EnclaveKey) -> Value {
