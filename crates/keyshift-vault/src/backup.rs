@@ -16,7 +16,7 @@
 //!    its domain key; `full_restore` opens it only in a vault of the same domain, so restoring
 //!    without the security domain is refused. A restore can take one key only (selective).
 
-use crate::deployment::{from_json, holds_no_keys, store_error, to_json, vault_from, Deployment};
+use crate::deployment::{from_json, holds_no_keys, store_error, to_json, Deployment};
 use crate::keys::BackupPayload;
 use crate::naming::key_key;
 use crate::rbac::Action;
@@ -454,19 +454,7 @@ impl Deployment {
         // or soft-deleted (those are sealed under the domain it would leave), checked in the
         // same transaction: a key created meanwhile is seen by that check, or refused by its
         // own check of the vault's revision (`admits_keys`).
-        let vault_key = vault.name.to_ascii_lowercase();
-        let stored = self
-            .store
-            .get(ns::VAULT, &vault_key)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NotFound,
-                    format!("Vault '{}' is gone.", vault.name),
-                )
-            })?;
-        let vault = &vault_from(&stored)?;
+        let vault = &self.stored_vault(&vault.name).await?;
         let mut ops = holds_no_keys(vault).to_vec();
         match self
             .store
@@ -507,7 +495,7 @@ impl Deployment {
         record.security_domain = upload.security_domain.clone();
         ops.push(Op::Put {
             ns: ns::VAULT,
-            key: vault_key,
+            key: vault.name.to_ascii_lowercase(),
             value: to_json(&record)?,
             expect: Expect::Revision(vault.revision),
         });
@@ -527,26 +515,6 @@ impl Deployment {
         self.refresh_vaults().await?;
         tracing::info!(vault = %vault.name, security_domain = %upload.security_domain, "security domain uploaded");
         Ok(())
-    }
-
-    async fn list_records(
-        &self,
-        namespace: &'static str,
-        prefix: &str,
-    ) -> Result<Vec<keyshift_store::Record>> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .list(namespace, prefix, after.as_deref(), 500)
-                .await
-                .map_err(store_error)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            out.extend(page);
-        }
-        Ok(out)
     }
 
     /// `POST /backup`: every live key of `vault` with all its versions, and its role

@@ -384,39 +384,55 @@ impl Deployment {
         ns: &'static str,
         prefix: &str,
     ) -> Result<Vec<T>> {
-        let mut all = Vec::new();
+        self.list_records(ns, prefix)
+            .await?
+            .iter()
+            .map(|r| from_json(&r.value))
+            .collect()
+    }
+
+    /// Every record of `namespace` under `prefix`, read page by page.
+    pub(crate) async fn list_records(
+        &self,
+        namespace: &'static str,
+        prefix: &str,
+    ) -> Result<Vec<keyshift_store::Record>> {
+        let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let page = self
                 .store
-                .list(ns, prefix, after.as_deref(), 200)
+                .list(namespace, prefix, after.as_deref(), 500)
                 .await
                 .map_err(store_error)?;
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
-            for r in page {
-                all.push(from_json(&r.value)?);
-            }
+            out.extend(page);
         }
-        Ok(all)
+        Ok(out)
+    }
+
+    /// The vault `name` as the store holds it now, with its revision; `404` if there is none.
+    pub(crate) async fn stored_vault(&self, name: &str) -> Result<VaultRecord> {
+        let record = self
+            .store
+            .get(ns::VAULT, &name.to_ascii_lowercase())
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("No vault named '{name}'."))
+            })?;
+        vault_from(&record)
     }
 
     /// Reloads the vault list from the store (another process may have changed it).
     pub async fn refresh_vaults(&self) -> Result<Vec<Arc<VaultRecord>>> {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .list(ns::VAULT, "", after.as_deref(), 200)
-                .await
-                .map_err(store_error)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for r in page {
-                all.push(Arc::new(vault_from(&r)?));
-            }
-        }
+        let all: Vec<Arc<VaultRecord>> = self
+            .list_records(ns::VAULT, "")
+            .await?
+            .iter()
+            .map(|r| vault_from(r).map(Arc::new))
+            .collect::<Result<_>>()?;
         let map = all
             .iter()
             .map(|v| (v.name.to_ascii_lowercase(), v.clone()))
@@ -569,23 +585,14 @@ impl Deployment {
 
     /// Switches purge protection on. It can never be switched off.
     pub async fn enable_purge_protection(&self, name: &str) -> Result<Arc<VaultRecord>> {
-        let key = name.to_ascii_lowercase();
-        let record = self
-            .store
-            .get(ns::VAULT, &key)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::NotFound, format!("No vault named '{name}'."))
-            })?;
-        let mut vault = vault_from(&record)?;
+        let mut vault = self.stored_vault(name).await?;
         vault.purge_protection = true;
         self.store
             .commit(vec![Op::Put {
                 ns: ns::VAULT,
-                key,
+                key: name.to_ascii_lowercase(),
                 value: to_json(&vault)?,
-                expect: Expect::Revision(record.revision),
+                expect: Expect::Revision(vault.revision),
             }])
             .await
             .map_err(store_error)?;
@@ -601,16 +608,7 @@ impl Deployment {
     /// deleting it would destroy key material something may still need. The check is part of
     /// the deletion's transaction, so a key created meanwhile is either seen or refused.
     pub async fn delete_vault(&self, name: &str) -> Result<()> {
-        let key = name.to_ascii_lowercase();
-        let record = self
-            .store
-            .get(ns::VAULT, &key)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::NotFound, format!("No vault named '{name}'."))
-            })?;
-        let vault = vault_from(&record)?;
+        let vault = self.stored_vault(name).await?;
         if vault.default {
             return Err(ApiError::bad_parameter(
                 "The default vault cannot be deleted.",
@@ -619,8 +617,8 @@ impl Deployment {
         let mut ops = holds_no_keys(&vault).to_vec();
         ops.push(Op::Delete {
             ns: ns::VAULT,
-            key,
-            expect: Expect::Revision(record.revision),
+            key: name.to_ascii_lowercase(),
+            expect: Expect::Revision(vault.revision),
         });
         self.store.commit(ops).await.map_err(|e| match e {
             StoreError::Conflict { ns, .. } if ns == ns::KEY || ns == ns::DELETED_KEY => {
