@@ -26,7 +26,7 @@ use keyshift_vault::audit::{AuditEvent, Trace};
 use keyshift_vault::records::{
     FederatedCredential, JwksSource, PrincipalRecord, TrustedIssuerRecord,
 };
-use keyshift_vault::RequestContext;
+use keyshift_vault::{Deployment, RequestContext};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -66,17 +66,67 @@ pub fn router(app: &Arc<App>) -> Router<Arc<App>> {
         )
         .route(
             &format!("{base}/federation/issuers"),
-            with_fallback(get(list_issuers).put(trust_issuer).delete(untrust_issuer)),
+            trusted_routes(TrustList::Federation),
         )
         .route(
             &format!("{base}/attestation/authorities"),
-            with_fallback(
-                get(list_authorities)
-                    .put(trust_authority)
-                    .delete(untrust_authority),
-            ),
+            trusted_routes(TrustList::Attestation),
         )
         .route_layer(middleware::from_fn_with_state(app.clone(), audited))
+}
+
+/// The routes of one list of trusted token issuers (list, `PUT`, `DELETE ?issuer=`).
+fn trusted_routes(list: TrustList) -> MethodRouter<Arc<App>> {
+    get(list_trusted)
+        .put(trust)
+        .delete(untrust)
+        .fallback(method_not_allowed)
+        .layer(Extension(list))
+}
+
+/// Whose signing keys a trusted-issuer route manages: federation issuers (whose tokens are
+/// exchanged for Keyshift's) or attestation authorities (whose tokens secure key release
+/// believes). Both are the same records, kept apart.
+#[derive(Clone, Copy)]
+enum TrustList {
+    Federation,
+    Attestation,
+}
+
+impl TrustList {
+    async fn list(self, d: &Deployment) -> Result<Vec<TrustedIssuerRecord>, ApiError> {
+        match self {
+            TrustList::Federation => d.trusted_issuers().await,
+            TrustList::Attestation => d.attestation_authorities().await,
+        }
+    }
+
+    async fn trust(
+        self,
+        d: &Deployment,
+        ctx: &RequestContext,
+        (issuer, source, algorithms): (String, JwksSource, Vec<String>),
+    ) -> Result<TrustedIssuerRecord, ApiError> {
+        match self {
+            TrustList::Federation => d.trust_issuer(ctx, &issuer, source, &algorithms).await,
+            TrustList::Attestation => {
+                d.trust_attestation_authority(ctx, &issuer, source, &algorithms)
+                    .await
+            }
+        }
+    }
+
+    async fn untrust(
+        self,
+        d: &Deployment,
+        ctx: &RequestContext,
+        issuer: &str,
+    ) -> Result<TrustedIssuerRecord, ApiError> {
+        match self {
+            TrustList::Federation => d.untrust_issuer(ctx, issuer).await,
+            TrustList::Attestation => d.untrust_attestation_authority(ctx, issuer).await,
+        }
+    }
 }
 
 /// The audit trace of an admin API request, put on it by [`audited`].
@@ -602,37 +652,50 @@ impl From<TrustedIssuerRecord> for IssuerView {
     }
 }
 
-async fn list_issuers(
+async fn list_trusted(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
     Extension(audit): Extension<AdminTrace>,
+    Extension(list): Extension<TrustList>,
     headers: HeaderMap,
 ) -> Answer {
     admin(&app, &listener, &headers, &audit).await?;
-    let list: Vec<IssuerView> = app
-        .deployment
-        .trusted_issuers()
+    let all: Vec<IssuerView> = list
+        .list(&app.deployment)
         .await?
         .into_iter()
         .map(Into::into)
         .collect();
-    Ok(ok_json(&serde_json::json!({ "value": list })))
+    Ok(ok_json(&serde_json::json!({ "value": all })))
 }
 
-async fn trust_issuer(
+async fn trust(
     State(app): State<Arc<App>>,
     Extension(listener): Extension<ListenerInfo>,
     Extension(audit): Extension<AdminTrace>,
+    Extension(list): Extension<TrustList>,
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
     let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
-    let (issuer, source, algorithms) = trusted(&read_body(body).await?)?;
-    let record = app
-        .deployment
-        .trust_issuer(&ctx, &issuer, source, &algorithms)
-        .await?;
+    let wanted = trusted(&read_body(body).await?)?;
+    let record = list.trust(&app.deployment, &ctx, wanted).await?;
     Ok(ok_json(&IssuerView::from(record)))
+}
+
+async fn untrust(
+    State(app): State<Arc<App>>,
+    Extension(listener): Extension<ListenerInfo>,
+    Extension(audit): Extension<AdminTrace>,
+    Extension(list): Extension<TrustList>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Answer {
+    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
+    let removed = list
+        .untrust(&app.deployment, &ctx, &issuer_param(&uri)?)
+        .await?;
+    Ok(ok_json(&IssuerView::from(removed)))
 }
 
 /// An issuer or authority to trust, as a `PUT` body gives it: its URL, where its keys are, and
@@ -668,66 +731,4 @@ fn issuer_param(uri: &Uri) -> Result<String, ApiError> {
         .ok_or_else(|| {
             ApiError::bad_parameter("The issuer query parameter names the issuer to remove.")
         })
-}
-
-async fn untrust_issuer(
-    State(app): State<Arc<App>>,
-    Extension(listener): Extension<ListenerInfo>,
-    Extension(audit): Extension<AdminTrace>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Answer {
-    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
-    let issuer = issuer_param(&uri)?;
-    let removed = app.deployment.untrust_issuer(&ctx, &issuer).await?;
-    Ok(ok_json(&IssuerView::from(removed)))
-}
-
-async fn list_authorities(
-    State(app): State<Arc<App>>,
-    Extension(listener): Extension<ListenerInfo>,
-    Extension(audit): Extension<AdminTrace>,
-    headers: HeaderMap,
-) -> Answer {
-    admin(&app, &listener, &headers, &audit).await?;
-    let list: Vec<IssuerView> = app
-        .deployment
-        .attestation_authorities()
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    Ok(ok_json(&serde_json::json!({ "value": list })))
-}
-
-async fn trust_authority(
-    State(app): State<Arc<App>>,
-    Extension(listener): Extension<ListenerInfo>,
-    Extension(audit): Extension<AdminTrace>,
-    headers: HeaderMap,
-    body: Body,
-) -> Answer {
-    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
-    let (issuer, source, algorithms) = trusted(&read_body(body).await?)?;
-    let record = app
-        .deployment
-        .trust_attestation_authority(&ctx, &issuer, source, &algorithms)
-        .await?;
-    Ok(ok_json(&IssuerView::from(record)))
-}
-
-async fn untrust_authority(
-    State(app): State<Arc<App>>,
-    Extension(listener): Extension<ListenerInfo>,
-    Extension(audit): Extension<AdminTrace>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Answer {
-    let (_, ctx) = admin(&app, &listener, &headers, &audit).await?;
-    let issuer = issuer_param(&uri)?;
-    let removed = app
-        .deployment
-        .untrust_attestation_authority(&ctx, &issuer)
-        .await?;
-    Ok(ok_json(&IssuerView::from(removed)))
 }
