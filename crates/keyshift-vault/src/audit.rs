@@ -495,9 +495,9 @@ impl Trace {
         let _ = self.used.set((key.to_owned(), version.to_owned(), true));
     }
 
-    /// Names what the request made, when the request could not name it (the principal an admin
-    /// API call created): the event's `key`, unless the request named one.
-    pub fn note_subject(&self, id: &str) {
+    /// Names what a request that is not about a key is about (the principal of an admin API
+    /// call, found or made by it): the event's `key`, unless the request named a key.
+    pub(crate) fn note_subject(&self, id: &str) {
         let _ = self.subject.set(id.to_owned());
     }
 
