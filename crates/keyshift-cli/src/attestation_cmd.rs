@@ -7,7 +7,6 @@ use crate::identity_cmd::{absolute, msg, open};
 use anyhow::{anyhow, Result};
 use keyshift_server::test_authority::TestAuthority;
 use keyshift_vault::records::JwksSource;
-use keyshift_vault::RequestContext;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -48,7 +47,8 @@ pub enum AttestationCommand {
 
 /// Runs an attestation command.
 pub async fn run(common: &CommonArgs, cmd: AttestationCommand) -> Result<()> {
-    let d = open(common).await?;
+    let local = open(common).await?;
+    let d = &local.d;
     match cmd {
         AttestationCommand::Trust {
             issuer,
@@ -70,10 +70,11 @@ pub async fn run(common: &CommonArgs, cmd: AttestationCommand) -> Result<()> {
                 },
                 _ => return Err(anyhow!("give exactly one of --jwks-file and --jwks-url")),
             };
-            let record = d
-                .trust_attestation_authority(&RequestContext::local(), &issuer, source, &algorithms)
-                .await
-                .map_err(msg)?;
+            let change = local.change("AttestationAuthorityTrust", "", None).await?;
+            let trusted = d
+                .trust_attestation_authority(&change.ctx, &issuer, source, &algorithms)
+                .await;
+            let record = change.finish(trusted).await?;
             println!("{}", serde_json::to_string_pretty(&record)?);
         }
         AttestationCommand::List => {
@@ -83,10 +84,11 @@ pub async fn run(common: &CommonArgs, cmd: AttestationCommand) -> Result<()> {
             );
         }
         AttestationCommand::Remove { issuer } => {
-            let removed = d
-                .untrust_attestation_authority(&RequestContext::local(), &issuer)
-                .await
-                .map_err(msg)?;
+            let change = local
+                .change("AttestationAuthorityUntrust", "", None)
+                .await?;
+            let removed = d.untrust_attestation_authority(&change.ctx, &issuer).await;
+            let removed = change.finish(removed).await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({ "removed": removed }))?

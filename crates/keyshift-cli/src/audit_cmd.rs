@@ -43,7 +43,7 @@ pub struct FilterArgs {
     /// Events before this time.
     #[arg(long)]
     until: Option<String>,
-    /// The principal's object id or client id.
+    /// The principal's object id or client id; `local` for changes made with this command.
     #[arg(long)]
     principal: Option<String>,
     /// The vault's name.

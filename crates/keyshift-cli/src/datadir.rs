@@ -72,18 +72,29 @@ pub struct DataDir {
 /// `root.key`, `admin.json` and `tls/` to set up a node, not this file (a copy still works, but
 /// the two nodes then take turns on one chain).
 pub fn use_audit_chain(dir: &DataDir) -> Result<String> {
-    let path = dir.path.join("audit-chain");
-    let id = match std::fs::read_to_string(&path) {
+    chain_named_in(&dir.path.join("audit-chain"), &dir.deployment)
+}
+
+/// The audit chain of the command line's changes on this data directory (`keyshift principal
+/// create`, `keyshift role assign`, ...), kept in `audit-chain-cli`: one chain for every
+/// command run here, apart from the server's, so a command never appends to a running server's
+/// chain. Two commands at once take turns on it.
+pub fn use_cli_audit_chain(path: &Path, deployment: &Deployment) -> Result<String> {
+    chain_named_in(&path.join("audit-chain-cli"), deployment)
+}
+
+fn chain_named_in(path: &Path, deployment: &Deployment) -> Result<String> {
+    let id = match std::fs::read_to_string(path) {
         Ok(text) => text.trim().to_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = keyshift_vault::audit::new_chain_id()
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-            write_private_file(&path, format!("{id}\n").as_bytes())?;
+            write_private_file(path, format!("{id}\n").as_bytes())?;
             id
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    dir.deployment
+    deployment
         .set_audit_chain(&id)
         .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message))?;
     Ok(id)
@@ -316,15 +327,18 @@ pub async fn ensure_defaults(
     let d = &dir.deployment;
     if d.default_vault().is_none() {
         let created = d
-            .create_vault(VaultSpec {
-                name: settings.default_vault_name.clone(),
-                kind: VaultKind::Vault,
-                retention_days: settings.default_retention_days,
-                purge_protection: false,
-                port: None,
-                new_security_domain: false,
-                default: true,
-            })
+            .create_vault(
+                &keyshift_vault::RequestContext::local(),
+                VaultSpec {
+                    name: settings.default_vault_name.clone(),
+                    kind: VaultKind::Vault,
+                    retention_days: settings.default_retention_days,
+                    purge_protection: false,
+                    port: None,
+                    new_security_domain: false,
+                    default: true,
+                },
+            )
             .await;
         if let Err(e) = created {
             // Another node starting on the same new database may have created it first.

@@ -1,8 +1,8 @@
 //! `keyshift principal ...` and `keyshift role ...`: identities and who may do what. They work on
 //! the data directory directly; a running server sees changes within a second.
 
-use crate::config::{CommonArgs, ServeArgs, Settings};
-use crate::datadir;
+use crate::config::CommonArgs;
+use crate::local_audit::Local;
 use anyhow::{anyhow, Result};
 use keyshift_vault::records::{FederatedCredential, JwksSource};
 use keyshift_vault::{ApiError, Deployment, VaultRecord};
@@ -152,9 +152,17 @@ pub(crate) fn msg(e: ApiError) -> anyhow::Error {
     anyhow!("{}", e.message)
 }
 
-pub(crate) async fn open(common: &CommonArgs) -> Result<Arc<Deployment>> {
-    let settings = Settings::resolve(common, &ServeArgs::default())?;
-    Ok(datadir::open(&settings).await?.deployment)
+pub(crate) async fn open(common: &CommonArgs) -> Result<Local> {
+    Local::open(common).await
+}
+
+/// The object id of the principal `client_id` names (a client id or an object id), to name in
+/// an audit event; `client_id` itself when there is none.
+async fn subject_of(d: &Deployment, client_id: &str) -> String {
+    match d.principal_by_client_id(client_id).await {
+        Ok(Some(p)) => p.id,
+        _ => client_id.to_owned(),
+    }
 }
 
 fn vault(d: &Deployment, name: Option<&str>) -> Result<Arc<VaultRecord>> {
@@ -168,20 +176,18 @@ fn vault(d: &Deployment, name: Option<&str>) -> Result<Arc<VaultRecord>> {
 
 /// Runs a principal command.
 pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result<()> {
-    let d = open(common).await?;
+    let local = open(common).await?;
+    let d = &local.d;
     match cmd {
         PrincipalCommand::Create {
             name,
             deployment_admin,
         } => {
-            let p = d
-                .create_principal_with(
-                    &keyshift_vault::RequestContext::local(),
-                    &name,
-                    deployment_admin,
-                )
-                .await
-                .map_err(msg)?;
+            let change = local.change("PrincipalCreate", "", None).await?;
+            let made = d
+                .create_principal_with(&change.ctx, &name, deployment_admin)
+                .await;
+            let p = change.finish(made).await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
@@ -214,44 +220,48 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
             }
         }
         PrincipalCommand::AddSecret { client_id } => {
-            println!(
-                "{}",
-                d.add_principal_secret(&keyshift_vault::RequestContext::local(), &client_id)
-                    .await
-                    .map_err(msg)?
-            );
+            let subject = subject_of(d, &client_id).await;
+            let change = local
+                .change("PrincipalSecretAdd", "", Some(&subject))
+                .await?;
+            let added = d.add_principal_secret(&change.ctx, &client_id).await;
+            println!("{}", change.finish(added).await?);
         }
         PrincipalCommand::AddCertificate { client_id, pem } => {
             let text =
                 std::fs::read(&pem).map_err(|e| anyhow!("cannot read {}: {e}", pem.display()))?;
-            for thumbprint in d
-                .add_principal_certificate(
-                    &keyshift_vault::RequestContext::local(),
-                    &client_id,
-                    &text,
-                )
-                .await
-                .map_err(msg)?
-            {
+            let subject = subject_of(d, &client_id).await;
+            let change = local
+                .change("PrincipalCertificateAdd", "", Some(&subject))
+                .await?;
+            let added = d
+                .add_principal_certificate(&change.ctx, &client_id, &text)
+                .await;
+            for thumbprint in change.finish(added).await? {
                 println!("added certificate x5t={thumbprint} to {client_id}");
             }
         }
         PrincipalCommand::Disable { client_id } => {
-            d.set_principal_enabled(&keyshift_vault::RequestContext::local(), &client_id, false)
-                .await
-                .map_err(msg)?;
+            let subject = subject_of(d, &client_id).await;
+            let change = local.change("PrincipalUpdate", "", Some(&subject)).await?;
+            let done = d
+                .set_principal_enabled(&change.ctx, &client_id, false)
+                .await;
+            change.finish(done).await?;
             println!("disabled {client_id}");
         }
         PrincipalCommand::Enable { client_id } => {
-            d.set_principal_enabled(&keyshift_vault::RequestContext::local(), &client_id, true)
-                .await
-                .map_err(msg)?;
+            let subject = subject_of(d, &client_id).await;
+            let change = local.change("PrincipalUpdate", "", Some(&subject)).await?;
+            let done = d.set_principal_enabled(&change.ctx, &client_id, true).await;
+            change.finish(done).await?;
             println!("enabled {client_id}");
         }
         PrincipalCommand::Delete { client_id } => {
-            d.delete_principal(&keyshift_vault::RequestContext::local(), &client_id)
-                .await
-                .map_err(msg)?;
+            let subject = subject_of(d, &client_id).await;
+            let change = local.change("PrincipalDelete", "", Some(&subject)).await?;
+            let done = d.delete_principal(&change.ctx, &client_id).await;
+            change.finish(done).await?;
             println!("deleted {client_id}");
         }
         PrincipalCommand::AddFederatedCredential {
@@ -261,9 +271,13 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
             subject,
             audiences,
         } => {
-            let (_, credential) = d
+            let about = subject_of(d, &client_id).await;
+            let change = local
+                .change("FederatedCredentialAdd", "", Some(&about))
+                .await?;
+            let added = d
                 .add_federated_credential(
-                    &keyshift_vault::RequestContext::local(),
+                    &change.ctx,
                     &client_id,
                     FederatedCredential {
                         name,
@@ -272,8 +286,8 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
                         audiences,
                     },
                 )
-                .await
-                .map_err(msg)?;
+                .await;
+            let (_, credential) = change.finish(added).await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
@@ -283,14 +297,14 @@ pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result
             );
         }
         PrincipalCommand::RemoveFederatedCredential { client_id, name } => {
+            let about = subject_of(d, &client_id).await;
+            let change = local
+                .change("FederatedCredentialRemove", "", Some(&about))
+                .await?;
             let removed = d
-                .remove_federated_credential(
-                    &keyshift_vault::RequestContext::local(),
-                    &client_id,
-                    &name,
-                )
-                .await
-                .map_err(msg)?;
+                .remove_federated_credential(&change.ctx, &client_id, &name)
+                .await;
+            let removed = change.finish(removed).await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
@@ -313,7 +327,8 @@ pub(crate) fn absolute(path: &std::path::Path) -> Result<String> {
 
 /// Runs a federation command.
 pub async fn run_federation(common: &CommonArgs, cmd: FederationCommand) -> Result<()> {
-    let d = open(common).await?;
+    let local = open(common).await?;
+    let d = &local.d;
     match cmd {
         FederationCommand::Trust {
             issuer,
@@ -336,15 +351,11 @@ pub async fn run_federation(common: &CommonArgs, cmd: FederationCommand) -> Resu
                 },
                 _ => return Err(anyhow!("give exactly one of --jwks-file and --jwks-url")),
             };
-            let record = d
-                .trust_issuer(
-                    &keyshift_vault::RequestContext::local(),
-                    &issuer,
-                    source,
-                    &algorithms,
-                )
-                .await
-                .map_err(msg)?;
+            let change = local.change("IssuerTrust", "", None).await?;
+            let trusted = d
+                .trust_issuer(&change.ctx, &issuer, source, &algorithms)
+                .await;
+            let record = change.finish(trusted).await?;
             println!("{}", serde_json::to_string_pretty(&record)?);
         }
         FederationCommand::List => {
@@ -354,10 +365,9 @@ pub async fn run_federation(common: &CommonArgs, cmd: FederationCommand) -> Resu
             );
         }
         FederationCommand::Remove { issuer } => {
-            let removed = d
-                .untrust_issuer(&keyshift_vault::RequestContext::local(), &issuer)
-                .await
-                .map_err(msg)?;
+            let change = local.change("IssuerUntrust", "", None).await?;
+            let removed = d.untrust_issuer(&change.ctx, &issuer).await;
+            let removed = change.finish(removed).await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({ "removed": removed }))?
@@ -369,7 +379,8 @@ pub async fn run_federation(common: &CommonArgs, cmd: FederationCommand) -> Resu
 
 /// Runs a role command.
 pub async fn run_role(common: &CommonArgs, cmd: RoleCommand) -> Result<()> {
-    let d = open(common).await?;
+    let local = open(common).await?;
+    let d = &local.d;
     match cmd {
         RoleCommand::Assign {
             role,
@@ -377,20 +388,23 @@ pub async fn run_role(common: &CommonArgs, cmd: RoleCommand) -> Result<()> {
             scope,
             vault: v,
         } => {
-            let v = vault(&d, v.as_deref())?;
+            let v = vault(d, v.as_deref())?;
             // Accept a client id too: assignments name the principal's object id.
             let principal_id = match d.principal_by_client_id(&principal).await.map_err(msg)? {
                 Some(p) => p.id,
                 None => principal,
             };
-            let a = d
-                .assign_role(&v, &scope, &role, &principal_id, None)
-                .await
-                .map_err(msg)?;
+            let change = local
+                .change("RoleAssignmentCreate", &v.name, Some(&principal_id))
+                .await?;
+            let assigned = d
+                .assign_role(&change.ctx, &v, &scope, &role, &principal_id, None)
+                .await;
+            let a = change.finish(assigned).await?;
             println!("{}", serde_json::to_string_pretty(&a)?);
         }
         RoleCommand::List { vault: v } => {
-            let v = vault(&d, v.as_deref())?;
+            let v = vault(d, v.as_deref())?;
             let roles = d.role_definitions(&v).await.map_err(msg)?;
             println!(
                 "{:<38} {:<16} {:<38} role",
@@ -408,12 +422,17 @@ pub async fn run_role(common: &CommonArgs, cmd: RoleCommand) -> Result<()> {
             }
         }
         RoleCommand::Remove { name, vault: v } => {
-            let v = vault(&d, v.as_deref())?;
-            d.remove_role_assignment(&v, &name).await.map_err(msg)?;
+            let v = vault(d, v.as_deref())?;
+            let change = local.change("RoleAssignmentDelete", &v.name, None).await?;
+            let removed = d.remove_role_assignment(&change.ctx, &v, &name).await;
+            if let Ok(a) = &removed {
+                change.subject(&a.principal_id);
+            }
+            change.finish(removed).await?;
             println!("removed {name}");
         }
         RoleCommand::Definitions { vault: v } => {
-            let v = vault(&d, v.as_deref())?;
+            let v = vault(d, v.as_deref())?;
             for r in d.role_definitions(&v).await.map_err(msg)? {
                 println!("{} ({})", r.name, r.id);
                 for p in &r.permissions {
@@ -437,10 +456,13 @@ pub enum TokenCommand {
 
 /// Runs a token command.
 pub async fn run_token(common: &CommonArgs, cmd: TokenCommand) -> Result<()> {
-    let d = open(common).await?;
+    let local = open(common).await?;
+    let d = &local.d;
     match cmd {
         TokenCommand::RotateSigningKey => {
-            d.rotate_token_signing_key().await.map_err(msg)?;
+            let change = local.change("TokenSigningKeyRotate", "", None).await?;
+            let rotated = d.rotate_token_signing_key(&change.ctx).await;
+            change.finish(rotated).await?;
             println!(
                 "token signing key rotated; {} keys now verify tokens",
                 d.token_verification_keys().len()

@@ -12,6 +12,7 @@ pub mod datadir;
 mod domain_cmd;
 mod envelope_cmd;
 mod identity_cmd;
+mod local_audit;
 mod migrate_cmd;
 mod pkcs11;
 pub mod root_of_trust;

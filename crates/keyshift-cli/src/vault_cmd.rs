@@ -3,6 +3,7 @@
 
 use crate::config::{CommonArgs, ServeArgs, Settings};
 use crate::datadir;
+use crate::local_audit::Local;
 use anyhow::{anyhow, Result};
 use keyshift_vault::{VaultKind, VaultSpec};
 
@@ -51,6 +52,7 @@ pub enum VaultCommand {
 pub async fn run(common: &CommonArgs, cmd: VaultCommand) -> Result<()> {
     let settings = Settings::resolve(common, &ServeArgs::default())?;
     let dir = datadir::open(&settings).await?;
+    let local = Local::from(&dir);
     let d = &dir.deployment;
     // The port the server last started on, when it did; else the configured one.
     let main_port = std::fs::read(dir.path.join("serving.json"))
@@ -78,18 +80,22 @@ pub async fn run(common: &CommonArgs, cmd: VaultCommand) -> Result<()> {
                     ))
                 }
             };
-            let v = d
-                .create_vault(VaultSpec {
-                    name,
-                    kind,
-                    retention_days,
-                    purge_protection,
-                    port,
-                    new_security_domain,
-                    default: false,
-                })
-                .await
-                .map_err(msg)?;
+            let change = local.change("VaultCreate", &name, None).await?;
+            let created = d
+                .create_vault(
+                    &change.ctx,
+                    VaultSpec {
+                        name,
+                        kind,
+                        retention_days,
+                        purge_protection,
+                        port,
+                        new_security_domain,
+                        default: false,
+                    },
+                )
+                .await;
+            let v = change.finish(created).await?;
             println!(
                 "created vault {} (retention {} days)",
                 v.name, v.retention_days
@@ -131,11 +137,17 @@ pub async fn run(common: &CommonArgs, cmd: VaultCommand) -> Result<()> {
             }
         }
         VaultCommand::Delete { name } => {
-            d.delete_vault(&name).await.map_err(msg)?;
+            let change = local.change("VaultDelete", &name, None).await?;
+            let deleted = d.delete_vault(&change.ctx, &name).await;
+            change.finish(deleted).await?;
             println!("deleted vault {name}");
         }
         VaultCommand::EnablePurgeProtection { name } => {
-            d.enable_purge_protection(&name).await.map_err(msg)?;
+            let change = local
+                .change("VaultPurgeProtectionEnable", &name, None)
+                .await?;
+            let enabled = d.enable_purge_protection(&change.ctx, &name).await;
+            change.finish(enabled).await?;
             println!("purge protection is on for vault {name}");
         }
     }

@@ -249,15 +249,18 @@ impl TestServer {
     /// (`https://{name}.localhost:<port>`, which the machine must resolve); returns that URL.
     pub async fn add_vault(&self, name: &str, kind: keyshift_vault::VaultKind) -> String {
         self.deployment()
-            .create_vault(keyshift_vault::VaultSpec {
-                name: name.into(),
-                kind,
-                retention_days: 7,
-                purge_protection: kind == keyshift_vault::VaultKind::ManagedHsm,
-                port: None,
-                new_security_domain: true,
-                default: false,
-            })
+            .create_vault(
+                &keyshift_vault::RequestContext::local(),
+                keyshift_vault::VaultSpec {
+                    name: name.into(),
+                    kind,
+                    retention_days: 7,
+                    purge_protection: kind == keyshift_vault::VaultKind::ManagedHsm,
+                    port: None,
+                    new_security_domain: true,
+                    default: false,
+                },
+            )
             .await
             .unwrap();
         let url = format!("https://{name}.localhost:{}", self.addr().port());
@@ -285,7 +288,14 @@ impl TestServer {
         let vault = self.deployment().vault(vault).unwrap();
         for role in roles {
             self.deployment()
-                .assign_role(&vault, "/keys", role, &admin.id, None)
+                .assign_role(
+                    &keyshift_vault::RequestContext::local(),
+                    &vault,
+                    "/keys",
+                    role,
+                    &admin.id,
+                    None,
+                )
                 .await
                 .unwrap();
         }

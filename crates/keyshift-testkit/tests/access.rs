@@ -79,6 +79,7 @@ async fn roles_decide_over_https() {
     let a = s
         .deployment()
         .assign_role(
+            &keyshift_vault::RequestContext::local(),
             &vault,
             "/keys/k1",
             "Key Vault Crypto Service Encryption User",
@@ -134,7 +135,7 @@ async fn roles_decide_over_https() {
 
     // Removing the assignment takes the access away.
     s.deployment()
-        .remove_role_assignment(&vault, &a.name)
+        .remove_role_assignment(&keyshift_vault::RequestContext::local(), &vault, &a.name)
         .await
         .unwrap();
     let (st, _) = call(Method::POST, v("/keys/k1//wrapkey"), Some(wrap.clone())).await;
@@ -143,6 +144,7 @@ async fn roles_decide_over_https() {
     // Crypto User at the vault: use keys, not create, delete or purge them.
     s.deployment()
         .assign_role(
+            &keyshift_vault::RequestContext::local(),
             &vault,
             "/",
             "12338af0-0e69-4776-bea7-57ae8d297424",
@@ -226,7 +228,14 @@ async fn disabled_or_deleted_principals_lose_their_tokens() {
     let vault = s.deployment().default_vault().unwrap();
     let w = workload(&s, "batch").await;
     s.deployment()
-        .assign_role(&vault, "/", "Key Vault Reader", &w.principal_id, None)
+        .assign_role(
+            &keyshift_vault::RequestContext::local(),
+            &vault,
+            "/",
+            "Key Vault Reader",
+            &w.principal_id,
+            None,
+        )
         .await
         .unwrap();
     let (st, _) = s

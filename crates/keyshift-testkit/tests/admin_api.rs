@@ -300,6 +300,7 @@ async fn only_deployment_administrators_may_use_the_admin_api() {
     let user = d.create_principal("vault-admin-only").await.unwrap();
     let vault = d.default_vault().unwrap();
     d.assign_role(
+        &keyshift_vault::RequestContext::local(),
         &vault,
         "/",
         "Key Vault Administrator",

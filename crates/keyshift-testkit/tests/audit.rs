@@ -145,6 +145,7 @@ async fn the_usage_report_over_https_and_who_may_read_it() {
     let vault = s.deployment().default_vault().unwrap();
     s.deployment()
         .assign_role(
+            &keyshift_vault::RequestContext::local(),
             &vault,
             "/keys/old",
             "Key Vault Crypto User",
@@ -290,4 +291,109 @@ async fn events_hold_no_secret_token_or_key_material() {
     assert!(parsed
         .iter()
         .all(|e| e["client_request_id"].is_null() || e["client_request_id"] != "password=hunter2"));
+}
+
+/// Changes made with the command line on the data directory, beside a running server, are
+/// events too: principal `local`, the user that ran the command as client, allowed or refused,
+/// on one chain of the command line's own that verifies with the server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_changes_are_audit_events() {
+    let s = TestServer::start().await;
+    let data = s.data_dir.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--data-dir", data.as_str()];
+        all.extend_from_slice(args);
+        keyshift_testkit::keyshift(&all)
+    };
+    assert!(run(&["principal", "create", "made-by-the-cli"]));
+    let made = s
+        .deployment()
+        .principals()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.display_name == "made-by-the-cli")
+        .unwrap();
+    assert!(run(&[
+        "role",
+        "assign",
+        "Key Vault Crypto User",
+        &made.client_id,
+        "--scope",
+        "/keys"
+    ]));
+    assert!(run(&["principal", "disable", &made.client_id]));
+    // Refused: no such principal, no such role.
+    assert!(!run(&["principal", "delete", "no-such-client"]));
+    assert!(!run(&["role", "assign", "No Such Role", &made.id]));
+    assert!(run(&["vault", "create", "cli-vault"]));
+    assert!(run(&["vault", "enable-purge-protection", "cli-vault"]));
+    assert!(run(&["token", "rotate-signing-key"]));
+    // Reads are not changes: no event.
+    assert!(run(&["principal", "list"]));
+    assert!(run(&["role", "list"]));
+
+    let all = events(&s).await;
+    let local: Vec<&AuditEvent> = all
+        .iter()
+        .filter(|e| e.principal.as_deref() == Some("local"))
+        .collect();
+    let seen: Vec<(&str, &str, Option<&str>, u16)> = local
+        .iter()
+        .map(|e| {
+            (
+                e.operation.as_str(),
+                e.vault.as_str(),
+                e.key.as_deref(),
+                e.status,
+            )
+        })
+        .collect();
+    let id = Some(made.id.as_str());
+    assert_eq!(
+        seen,
+        [
+            ("PrincipalCreate", "", id, 200),
+            ("RoleAssignmentCreate", "default", id, 200),
+            ("PrincipalUpdate", "", id, 200),
+            ("PrincipalDelete", "", Some("no-such-client"), 404),
+            ("RoleAssignmentCreate", "default", id, 400),
+            ("VaultCreate", "cli-vault", None, 200),
+            ("VaultPurgeProtectionEnable", "cli-vault", None, 200),
+            ("TokenSigningKeyRotate", "", None, 200),
+        ]
+    );
+    // Every command ran as this process's user, on one chain that is not the server's.
+    let chain = &local[0].chain;
+    assert_ne!(Some(chain.as_str()), s.deployment().audit_chain());
+    for e in &local {
+        assert!(e.client.starts_with("local uid="), "{}", e.client);
+        assert_eq!(&e.chain, chain);
+        assert!(e.latency_us > 0);
+    }
+    // The chain is named in the data directory, so the next command continues it.
+    let named = std::fs::read_to_string(s.data_dir.join("audit-chain-cli")).unwrap();
+    assert_eq!(named.trim(), chain);
+
+    // Commands run at the same time take turns on the chain: every change has its event.
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..3)
+            .map(|i| {
+                let name = format!("concurrent-{i}");
+                let run = &run;
+                scope.spawn(move || run(&["principal", "create", &name]))
+            })
+            .collect();
+        for r in runs {
+            assert!(r.join().unwrap());
+        }
+    });
+    let created = events(&s)
+        .await
+        .into_iter()
+        .filter(|e| e.principal.as_deref() == Some("local") && e.operation == "PrincipalCreate")
+        .count();
+    assert_eq!(created, 4);
+    let v = s.deployment().verify_audit().await.unwrap();
+    assert!(v.intact, "{:?}", v.problem);
 }

@@ -120,6 +120,7 @@ async fn a_vault_moves_to_another_deployment_with_its_security_domain() {
     let assignment = a
         .deployment()
         .assign_role(
+            &keyshift_vault::RequestContext::local(),
             &vault_rec,
             "/keys/rsa",
             "Key Vault Crypto User",
@@ -476,6 +477,7 @@ async fn bad_requests_are_refused_with_clear_errors() {
     let vault = a.deployment().vault("default").unwrap();
     a.deployment()
         .assign_role(
+            &keyshift_vault::RequestContext::local(),
             &vault,
             "/",
             "Key Vault Crypto Officer",
@@ -775,7 +777,9 @@ async fn no_key_is_added_while_a_vault_changes_domain_or_is_deleted() {
         .await;
     assert_eq!(st, StatusCode::OK, "{b}");
     // A vault holding a key does not take another domain, nor is it deleted.
-    d.create_vault(hsm("kv5")).await.unwrap();
+    d.create_vault(&keyshift_vault::RequestContext::local(), hsm("kv5"))
+        .await
+        .unwrap();
     let kv5 = d.vault("kv5").unwrap();
     d.create_key(&ctx, &kv5, "held", ec()).await.unwrap();
     let e = d
@@ -788,12 +792,17 @@ async fn no_key_is_added_while_a_vault_changes_domain_or_is_deleted() {
         "{}",
         e.message
     );
-    let e = d.delete_vault("kv5").await.unwrap_err();
+    let e = d
+        .delete_vault(&keyshift_vault::RequestContext::local(), "kv5")
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict, "{}", e.message);
 
     // A stale copy of a vault whose domain did not change: the key is made, and it works.
     let stale = d.vault("kv2").unwrap();
-    d.enable_purge_protection("kv2").await.unwrap();
+    d.enable_purge_protection(&keyshift_vault::RequestContext::local(), "kv2")
+        .await
+        .unwrap();
     assert_ne!(d.vault("kv2").unwrap().revision, stale.revision);
     d.create_key(&ctx, &stale, "after", ec()).await.unwrap();
     for name in ["early", "after"] {
@@ -809,7 +818,9 @@ async fn no_key_is_added_while_a_vault_changes_domain_or_is_deleted() {
     }
 
     // A creation that found kv3 before its upload and commits after it: refused, nothing kept.
-    d.create_vault(hsm("kv3")).await.unwrap();
+    d.create_vault(&keyshift_vault::RequestContext::local(), hsm("kv3"))
+        .await
+        .unwrap();
     let before_upload = d.vault("kv3").unwrap();
     d.upload_security_domain(&ctx, &before_upload, &upload)
         .await
@@ -825,7 +836,9 @@ async fn no_key_is_added_while_a_vault_changes_domain_or_is_deleted() {
     let e = d.get_key(&ctx, &kv3, "raced", None).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::KeyNotFound, "{}", e.message);
     // A restore through a stale copy of kv3, now of kv2's domain: made, and it opens.
-    d.enable_purge_protection("kv3").await.unwrap();
+    d.enable_purge_protection(&keyshift_vault::RequestContext::local(), "kv3")
+        .await
+        .unwrap();
     let blob = d
         .backup_key(&ctx, &d.vault("kv2").unwrap(), "early")
         .await
@@ -846,9 +859,13 @@ async fn no_key_is_added_while_a_vault_changes_domain_or_is_deleted() {
     .unwrap();
 
     // A creation that found kv4 before its deletion: refused, and no key outlives the vault.
-    d.create_vault(hsm("kv4")).await.unwrap();
+    d.create_vault(&keyshift_vault::RequestContext::local(), hsm("kv4"))
+        .await
+        .unwrap();
     let before_delete = d.vault("kv4").unwrap();
-    d.delete_vault("kv4").await.unwrap();
+    d.delete_vault(&keyshift_vault::RequestContext::local(), "kv4")
+        .await
+        .unwrap();
     let e = d
         .create_key(&ctx, &before_delete, "orphan", ec())
         .await

@@ -779,7 +779,14 @@ async fn release_needs_the_release_data_action() {
         .unwrap();
     let token = s.token_for(&p.principal.client_id, &p.client_secret).await;
     s.deployment()
-        .assign_role(&vault, "/", "Key Vault Crypto User", &p.principal.id, None)
+        .assign_role(
+            &keyshift_vault::RequestContext::local(),
+            &vault,
+            "/",
+            "Key Vault Crypto User",
+            &p.principal.id,
+            None,
+        )
         .await
         .unwrap();
     let body = json!({"target": authority.mint(&authority.claims_for(authority.enclave()))});
@@ -806,6 +813,7 @@ async fn release_needs_the_release_data_action() {
     );
     s.deployment()
         .assign_role(
+            &keyshift_vault::RequestContext::local(),
             &vault,
             "/keys/k",
             "Key Vault Crypto Service Release User",

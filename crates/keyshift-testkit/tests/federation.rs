@@ -232,7 +232,14 @@ async fn a_service_account_token_becomes_a_keyshift_token_with_the_principals_ro
         .await;
     assert_eq!(st, StatusCode::OK);
     s.deployment()
-        .assign_role(&vault, "/", "Key Vault Crypto User", &f.principal_id, None)
+        .assign_role(
+            &keyshift_vault::RequestContext::local(),
+            &vault,
+            "/",
+            "Key Vault Crypto User",
+            &f.principal_id,
+            None,
+        )
         .await
         .unwrap();
 

@@ -548,15 +548,18 @@ async fn token_keys_rotate_delete_recover_purge_and_restore() {
     assert_eq!(st, StatusCode::OK, "{backup}");
     let default = s.deployment().vault("default").unwrap();
     s.deployment()
-        .create_vault(keyshift_vault::VaultSpec {
-            name: "kv2".into(),
-            kind: VaultKind::Vault,
-            retention_days: 7,
-            purge_protection: false,
-            port: None,
-            new_security_domain: false,
-            default: false,
-        })
+        .create_vault(
+            &keyshift_vault::RequestContext::local(),
+            keyshift_vault::VaultSpec {
+                name: "kv2".into(),
+                kind: VaultKind::Vault,
+                retention_days: 7,
+                purge_protection: false,
+                port: None,
+                new_security_domain: false,
+                default: false,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(

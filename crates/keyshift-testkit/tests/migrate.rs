@@ -104,6 +104,7 @@ async fn customer_managed_key_list_moves_to_a_new_vault() {
         .unwrap();
     s.deployment()
         .assign_role(
+            &keyshift_vault::RequestContext::local(),
             &vault,
             "/keys/cmk",
             "Key Vault Crypto Service Encryption User",
@@ -798,6 +799,7 @@ async fn a_byok_target_and_grants_drafted_from_usage() {
     let a = s
         .deployment()
         .assign_role(
+            &keyshift_vault::RequestContext::local(),
             &vault,
             "/keys/old-kek",
             "Key Vault Crypto Service Encryption User",
@@ -821,7 +823,7 @@ async fn a_byok_target_and_grants_drafted_from_usage() {
         .await;
     assert_eq!(st, StatusCode::OK);
     s.deployment()
-        .remove_role_assignment(&vault, &a.name)
+        .remove_role_assignment(&keyshift_vault::RequestContext::local(), &vault, &a.name)
         .await
         .unwrap();
 

@@ -172,6 +172,7 @@ async fn what_one_node_changes_the_other_refuses_within_a_second() {
     let assignment = a
         .deployment()
         .assign_role(
+            &keyshift_vault::RequestContext::local(),
             &vault_a,
             "/",
             "Key Vault Crypto User",
@@ -189,7 +190,11 @@ async fn what_one_node_changes_the_other_refuses_within_a_second() {
         "the assignment reached B after {took:?}"
     );
     a.deployment()
-        .remove_role_assignment(&vault_a, &assignment.name)
+        .remove_role_assignment(
+            &keyshift_vault::RequestContext::local(),
+            &vault_a,
+            &assignment.name,
+        )
         .await
         .unwrap();
     let took =
@@ -203,6 +208,7 @@ async fn what_one_node_changes_the_other_refuses_within_a_second() {
     // The principal disabled on A: its token is refused on B within the bound.
     a.deployment()
         .assign_role(
+            &keyshift_vault::RequestContext::local(),
             &vault_a,
             "/",
             "Key Vault Crypto User",

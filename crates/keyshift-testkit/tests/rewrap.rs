@@ -35,15 +35,18 @@ async fn op(s: &TestServer, kid: &str, op: &str, body: Value) -> Value {
 
 async fn kv2(s: &TestServer) -> String {
     s.deployment()
-        .create_vault(VaultSpec {
-            name: "kv2".into(),
-            kind: VaultKind::Vault,
-            retention_days: 7,
-            purge_protection: false,
-            port: None,
-            new_security_domain: true,
-            default: false,
-        })
+        .create_vault(
+            &keyshift_vault::RequestContext::local(),
+            VaultSpec {
+                name: "kv2".into(),
+                kind: VaultKind::Vault,
+                retention_days: 7,
+                purge_protection: false,
+                port: None,
+                new_security_domain: true,
+                default: false,
+            },
+        )
         .await
         .unwrap();
     let url = format!("https://kv2.localhost:{}", s.addr().port());
@@ -256,7 +259,14 @@ async fn rewrap_needs_unwrap_on_the_source_and_wrap_on_the_target() {
     let vault = s.deployment().default_vault().unwrap();
     let role = "Key Vault Crypto Service Encryption User";
     s.deployment()
-        .assign_role(&vault, "/keys/src", role, &p.principal.id, None)
+        .assign_role(
+            &keyshift_vault::RequestContext::local(),
+            &vault,
+            "/keys/src",
+            role,
+            &p.principal.id,
+            None,
+        )
         .await
         .unwrap();
     let token = s.token_for(&p.principal.client_id, &p.client_secret).await;
@@ -280,7 +290,14 @@ async fn rewrap_needs_unwrap_on_the_source_and_wrap_on_the_target() {
         "{out}"
     );
     s.deployment()
-        .assign_role(&vault, "/keys/dst", role, &p.principal.id, None)
+        .assign_role(
+            &keyshift_vault::RequestContext::local(),
+            &vault,
+            "/keys/dst",
+            role,
+            &p.principal.id,
+            None,
+        )
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // the role cache's bound
@@ -300,7 +317,14 @@ async fn rewrap_needs_unwrap_on_the_source_and_wrap_on_the_target() {
                       "items": [{"value": out["items"][0]["value"]}]});
     let p2 = s.deployment().create_principal("half").await.unwrap();
     s.deployment()
-        .assign_role(&vault, "/keys/src", role, &p2.principal.id, None)
+        .assign_role(
+            &keyshift_vault::RequestContext::local(),
+            &vault,
+            "/keys/src",
+            role,
+            &p2.principal.id,
+            None,
+        )
         .await
         .unwrap();
     let token2 = s

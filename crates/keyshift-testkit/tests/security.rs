@@ -474,15 +474,18 @@ async fn vaults_by_host_name_and_by_port() {
         l.local_addr().unwrap().port()
     };
     s.deployment()
-        .create_vault(keyshift_vault::VaultSpec {
-            name: "kv2".into(),
-            kind: keyshift_vault::VaultKind::Vault,
-            retention_days: 7,
-            purge_protection: true,
-            port: Some(port),
-            new_security_domain: false,
-            default: false,
-        })
+        .create_vault(
+            &keyshift_vault::RequestContext::local(),
+            keyshift_vault::VaultSpec {
+                name: "kv2".into(),
+                kind: keyshift_vault::VaultKind::Vault,
+                retention_days: 7,
+                purge_protection: true,
+                port: Some(port),
+                new_security_domain: false,
+                default: false,
+            },
+        )
         .await
         .unwrap();
     // The server binds the port and reissues its certificate within its refresh interval (2 s).
@@ -662,7 +665,10 @@ async fn rotating_the_token_signing_key_keeps_issued_tokens_valid() {
             .unwrap()["kid"]
             .clone()
     };
-    s.deployment().rotate_token_signing_key().await.unwrap();
+    s.deployment()
+        .rotate_token_signing_key(&keyshift_vault::RequestContext::local())
+        .await
+        .unwrap();
     let new_token = s.fetch_token().await;
     assert_ne!(
         kid(&old_token),

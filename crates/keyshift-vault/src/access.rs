@@ -120,17 +120,18 @@ impl Deployment {
         Ok(access)
     }
 
-    /// Assigns a role to a principal at a scope (`/`, `/keys` or `/keys/{name}`).
+    /// Assigns a role to a principal at a scope (`/`, `/keys` or `/keys/{name}`), for `ctx`
+    /// (its audit event is committed with the assignment).
     pub async fn assign_role(
         &self,
+        ctx: &RequestContext,
         vault: &VaultRecord,
         scope: &str,
         role: &str,
         principal_id: &str,
         name: Option<&str>,
     ) -> Result<RoleAssignment> {
-        let system = RequestContext::system("");
-        self.write_assignment(&system, vault, scope, role, principal_id, name)
+        self.write_assignment(ctx, vault, scope, role, principal_id, name)
             .await
     }
 
@@ -182,14 +183,15 @@ impl Deployment {
         Ok(assignment)
     }
 
-    /// Removes a role assignment by name.
+    /// Removes a role assignment by name, for `ctx` (its audit event is committed with the
+    /// removal).
     pub async fn remove_role_assignment(
         &self,
+        ctx: &RequestContext,
         vault: &VaultRecord,
         name: &str,
     ) -> Result<RoleAssignment> {
-        self.delete_assignment(&RequestContext::system(""), vault, name)
-            .await
+        self.delete_assignment(ctx, vault, name).await
     }
 
     async fn delete_assignment(
@@ -262,13 +264,18 @@ impl Deployment {
     pub async fn set_administrator(&self, principal_id: &str) -> Result<()> {
         self.record_administrator(principal_id).await?;
         for vault in self.vaults() {
-            self.grant_administrator(&vault).await?;
+            self.grant_administrator(&RequestContext::local(), &vault)
+                .await?;
         }
         Ok(())
     }
 
     /// Gives the recorded administrator the Administrator role of the vault's kind at `/`.
-    pub(crate) async fn grant_administrator(&self, vault: &VaultRecord) -> Result<()> {
+    pub(crate) async fn grant_administrator(
+        &self,
+        ctx: &RequestContext,
+        vault: &VaultRecord,
+    ) -> Result<()> {
         let Some(admin) = self.administrator() else {
             return Ok(());
         };
@@ -280,7 +287,7 @@ impl Deployment {
             crate::VaultKind::Vault => "Key Vault Administrator",
             crate::VaultKind::ManagedHsm => "Managed HSM Administrator",
         };
-        self.assign_role(vault, "/", role, &admin, None)
+        self.assign_role(ctx, vault, "/", role, &admin, None)
             .await
             .map(|_| ())
     }

@@ -457,6 +457,12 @@ impl Trace {
         Self::of(String::new(), draft)
     }
 
+    /// A trace of a change made with the command line on the data directory, outside any
+    /// request: its event keeps the vault it names (empty for none) and counts as no key's use.
+    pub fn local(draft: AuditEvent) -> Self {
+        Self::of(String::new(), draft)
+    }
+
     fn of(vault_id: String, draft: AuditEvent) -> Self {
         Trace {
             vault_id,

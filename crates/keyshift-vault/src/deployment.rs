@@ -296,7 +296,8 @@ impl Deployment {
     }
 
     /// Replaces the token signing key. Tokens signed by the old one stay valid until they expire.
-    pub async fn rotate_token_signing_key(&self) -> Result<()> {
+    /// `ctx`'s audit event is committed with the new key.
+    pub async fn rotate_token_signing_key(&self, ctx: &RequestContext) -> Result<()> {
         let now = self.clock.now();
         for _ in 0..8 {
             let r = self
@@ -324,13 +325,15 @@ impl Deployment {
                 .seal(TOKEN_KEY_AAD, &fresh.to_bytes())
                 .map_err(crypto_internal)?;
             match self
-                .store
-                .commit(vec![Op::Put {
-                    ns: ns::META,
-                    key: DEPLOYMENT_KEY.into(),
-                    value: to_json(&record)?,
-                    expect: Expect::Revision(r.revision),
-                }])
+                .commit_as(
+                    ctx,
+                    vec![Op::Put {
+                        ns: ns::META,
+                        key: DEPLOYMENT_KEY.into(),
+                        value: to_json(&record)?,
+                        expect: Expect::Revision(r.revision),
+                    }],
+                )
                 .await
             {
                 Ok(()) => {
@@ -468,8 +471,12 @@ impl Deployment {
         self.vaults().into_iter().find(|v| v.default)
     }
 
-    /// Creates a vault.
-    pub async fn create_vault(&self, spec: VaultSpec) -> Result<Arc<VaultRecord>> {
+    /// Creates a vault; `ctx`'s audit event is committed with it.
+    pub async fn create_vault(
+        &self,
+        ctx: &RequestContext,
+        spec: VaultSpec,
+    ) -> Result<Arc<VaultRecord>> {
         check_vault_name(&spec.name)?;
         if !(7..=90).contains(&spec.retention_days) {
             return Err(ApiError::bad_parameter(
@@ -529,14 +536,14 @@ impl Deployment {
             value: to_json(&vault)?,
             expect: Expect::Absent,
         });
-        self.store.commit(ops).await.map_err(|e| match e {
+        self.commit_as(ctx, ops).await.map_err(|e| match e {
             StoreError::Conflict { .. } => {
                 ApiError::conflict(format!("A vault named '{}' exists already.", spec.name))
             }
             other => store_error(other),
         })?;
         self.refresh_vaults().await?;
-        self.grant_administrator(&vault).await?;
+        self.grant_administrator(ctx, &vault).await?;
         Ok(Arc::new(vault))
     }
 
@@ -583,19 +590,25 @@ impl Deployment {
         Ok(())
     }
 
-    /// Switches purge protection on. It can never be switched off.
-    pub async fn enable_purge_protection(&self, name: &str) -> Result<Arc<VaultRecord>> {
+    /// Switches purge protection on, for `ctx`. It can never be switched off.
+    pub async fn enable_purge_protection(
+        &self,
+        ctx: &RequestContext,
+        name: &str,
+    ) -> Result<Arc<VaultRecord>> {
         let mut vault = self.stored_vault(name).await?;
         vault.purge_protection = true;
-        self.store
-            .commit(vec![Op::Put {
+        self.commit_as(
+            ctx,
+            vec![Op::Put {
                 ns: ns::VAULT,
                 key: name.to_ascii_lowercase(),
                 value: to_json(&vault)?,
                 expect: Expect::Revision(vault.revision),
-            }])
-            .await
-            .map_err(store_error)?;
+            }],
+        )
+        .await
+        .map_err(store_error)?;
         Ok(self
             .refresh_vaults()
             .await?
@@ -604,10 +617,10 @@ impl Deployment {
             .unwrap_or_else(|| Arc::new(vault)))
     }
 
-    /// Deletes an empty vault. A vault that still holds keys, live or soft-deleted, is refused:
+    /// Deletes an empty vault, for `ctx`. A vault that still holds keys, live or soft-deleted, is refused:
     /// deleting it would destroy key material something may still need. The check is part of
     /// the deletion's transaction, so a key created meanwhile is either seen or refused.
-    pub async fn delete_vault(&self, name: &str) -> Result<()> {
+    pub async fn delete_vault(&self, ctx: &RequestContext, name: &str) -> Result<()> {
         let vault = self.stored_vault(name).await?;
         if vault.default {
             return Err(ApiError::bad_parameter(
@@ -620,7 +633,7 @@ impl Deployment {
             key: name.to_ascii_lowercase(),
             expect: Expect::Revision(vault.revision),
         });
-        self.store.commit(ops).await.map_err(|e| match e {
+        self.commit_as(ctx, ops).await.map_err(|e| match e {
             StoreError::Conflict { ns, .. } if ns == ns::KEY || ns == ns::DELETED_KEY => {
                 ApiError::conflict(format!(
                     "Vault '{name}' still holds keys (live or soft-deleted); delete and purge them first."

@@ -48,15 +48,18 @@ async fn fixture_as(chain: Option<&str>) -> Fixture {
         None => d.start_legacy_audit_for_tests().await.unwrap(),
     }
     let vault = d
-        .create_vault(VaultSpec {
-            name: "kv1".into(),
-            kind: VaultKind::Vault,
-            retention_days: 7,
-            purge_protection: false,
-            port: None,
-            new_security_domain: false,
-            default: true,
-        })
+        .create_vault(
+            &keyshift_vault::RequestContext::local(),
+            VaultSpec {
+                name: "kv1".into(),
+                kind: VaultKind::Vault,
+                retention_days: 7,
+                purge_protection: false,
+                port: None,
+                new_security_domain: false,
+                default: true,
+            },
+        )
         .await
         .unwrap();
     Fixture {

@@ -47,7 +47,13 @@ fn oct() -> KeyCreateParameters {
 async fn soft_deleted_keys_are_purged_when_retention_ends_and_not_before() {
     let clock = Arc::new(FakeClock::new(1_800_000_000));
     let (d, _dir) = deployment(clock.clone()).await;
-    let vault = d.create_vault(spec("short", 7, false)).await.unwrap();
+    let vault = d
+        .create_vault(
+            &keyshift_vault::RequestContext::local(),
+            spec("short", 7, false),
+        )
+        .await
+        .unwrap();
     d.create_key(&ctx(), &vault, "k", oct()).await.unwrap();
     let deleted = d.delete_key(&ctx(), &vault, "k").await.unwrap();
     assert_eq!(deleted.scheduled_purge_date, clock.now() + 7 * DAY);
@@ -79,7 +85,13 @@ async fn soft_deleted_keys_are_purged_when_retention_ends_and_not_before() {
 async fn purge_protection_holds_until_the_scheduled_date_and_cannot_be_undone() {
     let clock = Arc::new(FakeClock::new(1_800_000_000));
     let (d, _dir) = deployment(clock.clone()).await;
-    let vault = d.create_vault(spec("guarded", 30, true)).await.unwrap();
+    let vault = d
+        .create_vault(
+            &keyshift_vault::RequestContext::local(),
+            spec("guarded", 30, true),
+        )
+        .await
+        .unwrap();
     d.create_key(&ctx(), &vault, "k", oct()).await.unwrap();
     d.delete_key(&ctx(), &vault, "k").await.unwrap();
     let refused = d.purge_deleted_key(&ctx(), &vault, "k").await.unwrap_err();
@@ -88,11 +100,20 @@ async fn purge_protection_holds_until_the_scheduled_date_and_cannot_be_undone() 
     clock.advance(30 * DAY);
     d.purge_deleted_key(&ctx(), &vault, "k").await.unwrap();
     // Enabling again is harmless; there is no way to disable it.
-    let v = d.enable_purge_protection("guarded").await.unwrap();
+    let v = d
+        .enable_purge_protection(&keyshift_vault::RequestContext::local(), "guarded")
+        .await
+        .unwrap();
     assert!(v.purge_protection);
 
     // Without protection, purge works at once.
-    let open = d.create_vault(spec("open", 90, false)).await.unwrap();
+    let open = d
+        .create_vault(
+            &keyshift_vault::RequestContext::local(),
+            spec("open", 90, false),
+        )
+        .await
+        .unwrap();
     d.create_key(&ctx(), &open, "k", oct()).await.unwrap();
     d.delete_key(&ctx(), &open, "k").await.unwrap();
     d.purge_deleted_key(&ctx(), &open, "k").await.unwrap();
@@ -104,41 +125,72 @@ async fn retention_is_bounded_and_vaults_with_keys_are_not_deleted() {
     let (d, _dir) = deployment(clock).await;
     for days in [0, 6, 91] {
         assert_eq!(
-            d.create_vault(spec("bad", days, false))
-                .await
-                .unwrap_err()
-                .code
-                .status(),
+            d.create_vault(
+                &keyshift_vault::RequestContext::local(),
+                spec("bad", days, false)
+            )
+            .await
+            .unwrap_err()
+            .code
+            .status(),
             400,
             "{days}"
         );
     }
-    let vault = d.create_vault(spec("busy", 7, false)).await.unwrap();
+    let vault = d
+        .create_vault(
+            &keyshift_vault::RequestContext::local(),
+            spec("busy", 7, false),
+        )
+        .await
+        .unwrap();
     assert_eq!(
-        d.create_vault(spec("busy", 7, false))
+        d.create_vault(
+            &keyshift_vault::RequestContext::local(),
+            spec("busy", 7, false)
+        )
+        .await
+        .unwrap_err()
+        .code
+        .status(),
+        409
+    );
+    d.create_key(&ctx(), &vault, "k", oct()).await.unwrap();
+    assert_eq!(
+        d.delete_vault(&keyshift_vault::RequestContext::local(), "busy")
             .await
             .unwrap_err()
             .code
             .status(),
         409
     );
-    d.create_key(&ctx(), &vault, "k", oct()).await.unwrap();
-    assert_eq!(d.delete_vault("busy").await.unwrap_err().code.status(), 409);
     d.delete_key(&ctx(), &vault, "k").await.unwrap();
     assert_eq!(
-        d.delete_vault("busy").await.unwrap_err().code.status(),
+        d.delete_vault(&keyshift_vault::RequestContext::local(), "busy")
+            .await
+            .unwrap_err()
+            .code
+            .status(),
         409,
         "soft-deleted keys still count"
     );
     d.purge_deleted_key(&ctx(), &vault, "k").await.unwrap();
-    d.delete_vault("busy").await.unwrap();
+    d.delete_vault(&keyshift_vault::RequestContext::local(), "busy")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn rotation_policy_rotates_when_due() {
     let clock = Arc::new(FakeClock::new(1_800_000_000));
     let (d, _dir) = deployment(clock.clone()).await;
-    let vault = d.create_vault(spec("rot", 90, false)).await.unwrap();
+    let vault = d
+        .create_vault(
+            &keyshift_vault::RequestContext::local(),
+            spec("rot", 90, false),
+        )
+        .await
+        .unwrap();
     let first = d
         .create_key(
             &ctx(),
@@ -218,7 +270,13 @@ async fn a_different_root_key_cannot_open_the_deployment() {
 async fn restore_keeps_the_current_version_even_when_versions_share_a_second() {
     let clock = Arc::new(FakeClock::new(1_800_000_000));
     let (d, _dir) = deployment(clock).await;
-    let vault = d.create_vault(spec("backups", 7, false)).await.unwrap();
+    let vault = d
+        .create_vault(
+            &keyshift_vault::RequestContext::local(),
+            spec("backups", 7, false),
+        )
+        .await
+        .unwrap();
     let mut current = None;
     for _ in 0..6 {
         current = Some(
