@@ -3,9 +3,11 @@
 
 use crate::config::{CommonArgs, ServeArgs, Settings};
 use crate::datadir;
+use crate::local_audit::Local;
 use anyhow::{anyhow, bail, Context, Result};
+use keyshift_api::ErrorCode;
 use keyshift_vault::audit::{format_millis, parse_time, AuditFilter};
-use keyshift_vault::{Deployment, RequestContext, VaultRecord};
+use keyshift_vault::{ApiError, Deployment, RequestContext, VaultRecord};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -32,7 +34,25 @@ pub enum AuditCommand {
     /// Check the whole chain: every event unmodified, none missing, none reordered, none cut off
     /// the end. Exits 1 and names the first break if the log was altered.
     Verify,
+    /// Drop the events that arrived before a time, at least a day ago, from the start of every
+    /// chain, after writing them to a file if asked. Only blocks that verify are dropped; the
+    /// chains then verify from where they start. The pruning is itself an event (`AuditPrune`).
+    /// Key usage counts are kept.
+    Prune {
+        /// Drop events that arrived before this time (RFC 3339 in UTC, a date, or Unix seconds).
+        #[arg(long)]
+        before: String,
+        /// Write the dropped events to this new file first, as JSON lines like `audit export`;
+        /// each batch is on disk before it is dropped.
+        #[arg(long)]
+        export: Option<std::path::PathBuf>,
+    },
 }
+
+/// How recent the newest event `audit prune` may drop is: a day ago.
+const PRUNE_MIN_AGE_MS: i64 = 24 * 60 * 60 * 1000;
+/// Blocks dropped per commit.
+const PRUNE_BATCH: usize = 256;
 
 /// Filters of `audit list` and `audit export`.
 #[derive(Debug, clap::Args)]
@@ -172,9 +192,47 @@ async fn write_events(
     }
 }
 
+/// Drops every chain's blocks of events before `before_ms`, writing them to `export` first;
+/// the number of events dropped.
+async fn prune(
+    d: &Deployment,
+    ctx: &RequestContext,
+    before_ms: i64,
+    mut export: Option<&mut std::io::BufWriter<std::fs::File>>,
+) -> std::result::Result<u64, ApiError> {
+    let io = |e: std::io::Error| {
+        ApiError::new(
+            ErrorCode::InternalError,
+            format!("cannot write the exported events: {e}"),
+        )
+    };
+    let mut pruned = 0;
+    for chain in d.audit_chains().await? {
+        loop {
+            let blocks = d.audit_prunable(&chain, before_ms, PRUNE_BATCH).await?;
+            if blocks.is_empty() {
+                break;
+            }
+            if let Some(out) = export.as_deref_mut() {
+                for e in blocks.iter().flat_map(|b| &b.events) {
+                    serde_json::to_writer(&mut *out, e).map_err(|e| io(e.into()))?;
+                    out.write_all(b"\n").map_err(io)?;
+                }
+                out.flush().map_err(io)?;
+                out.get_ref().sync_data().map_err(io)?;
+            }
+            pruned += d.prune_audit_blocks(ctx, &chain, &blocks).await?;
+            if blocks.len() < PRUNE_BATCH {
+                break;
+            }
+        }
+    }
+    Ok(pruned)
+}
+
 /// Runs an audit command.
 pub async fn run_audit(common: &CommonArgs, cmd: AuditCommand) -> Result<()> {
-    let (d, _) = open(common).await?;
+    let (d, path) = open(common).await?;
     match cmd {
         AuditCommand::List { filter: f, limit } => {
             let f = filter(&d, f).await?;
@@ -201,6 +259,41 @@ pub async fn run_audit(common: &CommonArgs, cmd: AuditCommand) -> Result<()> {
                     w.flush()?;
                 }
             }
+        }
+        AuditCommand::Prune { before, export } => {
+            let before_ms = parse_time(&before).ok_or_else(|| {
+                anyhow!("--before {before:?} is not a time: use 2026-11-28T15:00:00Z, 2026-11-28 or Unix seconds")
+            })?;
+            if before_ms > d.clock().now_millis() - PRUNE_MIN_AGE_MS {
+                bail!(
+                    "--before must be at least a day ago: the newest events are the ones an \
+                     investigation needs first"
+                );
+            }
+            let mut file = match &export {
+                Some(p) => Some(std::io::BufWriter::new(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(p)
+                        .with_context(|| {
+                            format!("cannot create {} (it must not exist)", p.display())
+                        })?,
+                )),
+                None => None,
+            };
+            let local = Local::new(d.clone(), path);
+            let change = local.change("AuditPrune", "", None).await?;
+            let pruned = prune(&d, &change.ctx, before_ms, file.as_mut()).await;
+            let pruned = change.finish(pruned).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "pruned": pruned,
+                    "before": format_millis(before_ms),
+                    "exported_to": export,
+                }))?
+            );
         }
         AuditCommand::Verify => {
             let v = d.verify_audit().await.map_err(msg)?;

@@ -41,10 +41,12 @@ impl Local {
 
     /// The data directory `dir`, already open.
     pub(crate) fn from(dir: &datadir::DataDir) -> Local {
-        Local {
-            d: dir.deployment.clone(),
-            path: dir.path.clone(),
-        }
+        Local::new(dir.deployment.clone(), dir.path.clone())
+    }
+
+    /// The deployment `d`, opened from the data directory at `path`.
+    pub(crate) fn new(d: Arc<Deployment>, path: PathBuf) -> Local {
+        Local { d, path }
     }
 
     /// Starts the audit of one change: `operation` (as the admin API names it), on `vault`

@@ -397,3 +397,61 @@ async fn command_line_changes_are_audit_events() {
     let v = s.deployment().verify_audit().await.unwrap();
     assert!(v.intact, "{:?}", v.problem);
 }
+
+/// `keyshift audit prune`: refuses a time less than a day ago, writes what it drops to a new
+/// file, and is itself an event. (What it drops and how the chains verify after it is tested
+/// with a fake clock in keyshift-vault's tests/audit.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prune_command_guards_recent_events_and_is_audited() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = s.data_dir.to_str().unwrap().to_owned();
+    let export = dir.path().join("pruned.jsonl");
+    let export_arg = export.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--data-dir", data.as_str()];
+        all.extend_from_slice(args);
+        keyshift_testkit::keyshift(&all)
+    };
+    let (st, _) = s.call(Method::GET, &v("/keys"), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let before = events(&s).await.len();
+    assert!(before > 0);
+
+    let now = s.deployment().clock().now_millis() / 1000;
+    let an_hour_ago = (now - 3600).to_string();
+    let two_days_ago = (now - 2 * 86_400).to_string();
+    assert!(!run(&["audit", "prune", "--before", &an_hour_ago]));
+    assert!(!run(&["audit", "prune", "--before", "yesterday-ish"]));
+    assert!(run(&[
+        "audit",
+        "prune",
+        "--before",
+        &two_days_ago,
+        "--export",
+        &export_arg
+    ]));
+    // Nothing was that old: every event is still there, and the export is empty.
+    assert_eq!(std::fs::read_to_string(&export).unwrap(), "");
+    let after = events(&s).await;
+    let prunes: Vec<_> = after
+        .iter()
+        .filter(|e| e.operation == "AuditPrune")
+        .collect();
+    assert_eq!(prunes.len(), 1);
+    assert_eq!(prunes[0].principal.as_deref(), Some("local"));
+    assert_eq!(prunes[0].status, 200);
+    assert!(after.len() > before);
+    // The export file is never overwritten.
+    assert!(!run(&[
+        "audit",
+        "prune",
+        "--before",
+        &two_days_ago,
+        "--export",
+        &export_arg
+    ]));
+    let v = s.deployment().verify_audit().await.unwrap();
+    assert!(v.intact, "{:?}", v.problem);
+    assert_eq!(v.pruned, 0);
+}

@@ -63,6 +63,9 @@ pub const LEGACY_CHAIN: &str = "legacy";
 const HEAD_MAC_DOMAIN_V2: &[u8] = b"keyshift audit head v2\n";
 const REGISTRY_MAC_DOMAIN: &[u8] = b"keyshift audit chains v1\n";
 const GENESIS_DOMAIN: &[u8] = b"keyshift audit chain v2\n";
+/// Store key prefix (in `meta`) of the chains' floors: `audit_floor/{chain}`.
+const FLOOR_KEY: &str = "audit_floor";
+const FLOOR_MAC_DOMAIN: &[u8] = b"keyshift audit floor v1\n";
 /// Age (by its event's time) past which any writer chains a pending copy, whoever wrote it: no
 /// request runs this long, so its writer died and did not come back.
 pub const STALE_PENDING_MS: i64 = 10 * 60 * 1000;
@@ -372,6 +375,16 @@ struct AuditHead {
     mac: String,
 }
 
+/// Where a chain starts once its oldest blocks were pruned: the first event kept and the chain
+/// hash before it, under the heads' HMAC key. A chain without one starts at event 0 from its
+/// genesis hash.
+#[derive(Debug, Serialize, Deserialize)]
+struct AuditFloor {
+    first_seq: u64,
+    prev_hash: String,
+    mac: String,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct SealedMacKey {
     #[serde(with = "keyshift_api::b64::bytes")]
@@ -658,6 +671,25 @@ pub struct AuditVerification {
     pub intact: bool,
     /// The first break found, if any.
     pub problem: Option<String>,
+    /// Events no longer stored because `keyshift audit prune` dropped them (every chain then
+    /// starts where its floor says, which the check holds it to).
+    pub pruned: u64,
+}
+
+/// Where one chain starts: event `first_seq`, after chain hash `prev`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Floor {
+    first_seq: u64,
+    prev: [u8; 32],
+}
+
+impl Floor {
+    fn genesis(chain: &str) -> Self {
+        Floor {
+            first_seq: 0,
+            prev: genesis(chain),
+        }
+    }
 }
 
 /// Usage of one key version.
@@ -909,6 +941,55 @@ fn head_record(mac_key: &[u8], chain: &str, next_seq: u64, last: &[u8; 32]) -> A
     }
 }
 
+fn floor_key(chain: &str) -> String {
+    format!("{FLOOR_KEY}/{chain}")
+}
+
+fn floor_mac_input(chain: &str, first_seq: u64, prev_hash: &str) -> Vec<u8> {
+    let mut input = FLOOR_MAC_DOMAIN.to_vec();
+    input.extend_from_slice(chain.as_bytes());
+    input.push(b'\n');
+    input.extend(first_seq.to_be_bytes());
+    input.extend(prev_hash.as_bytes());
+    input
+}
+
+fn floor_record(mac_key: &[u8], chain: &str, floor: Floor) -> AuditFloor {
+    let prev_hash = hex(&floor.prev);
+    let mac = hmac_sha256(
+        mac_key,
+        &floor_mac_input(chain, floor.first_seq, &prev_hash),
+    );
+    AuditFloor {
+        first_seq: floor.first_seq,
+        prev_hash,
+        mac: keyshift_api::b64::encode(&mac),
+    }
+}
+
+/// A stored floor of `chain`, checked; the problem if it was altered.
+fn parse_floor(mac_key: &[u8], chain: &str, value: &[u8]) -> std::result::Result<Floor, String> {
+    let altered = || {
+        format!(
+            "chain {chain}: the record of where the chain starts after pruning was altered \
+             (its HMAC does not verify)"
+        )
+    };
+    let floor: AuditFloor = serde_json::from_slice(value).map_err(|_| altered())?;
+    let mac = keyshift_api::b64::decode(&floor.mac).unwrap_or_default();
+    if !hmac_sha256_verify(
+        mac_key,
+        &floor_mac_input(chain, floor.first_seq, &floor.prev_hash),
+        &mac,
+    ) {
+        return Err(altered());
+    }
+    Ok(Floor {
+        first_seq: floor.first_seq,
+        prev: unhex32(&floor.prev_hash).ok_or_else(altered)?,
+    })
+}
+
 /// The counter of `chain` for one key version, principal and operation. Counters written before
 /// chains had counters of their own have no chain part; the report adds all of them up.
 fn usage_key(
@@ -929,17 +1010,26 @@ fn usage_key(
 #[derive(Debug)]
 struct ChainWalk {
     chain: String,
+    /// The first event stored: 0, or the chain's floor once it was pruned.
+    start: u64,
     expected_seq: u64,
     last_hash: [u8; 32],
 }
 
 impl ChainWalk {
-    fn new(chain: &str) -> Self {
+    fn new(chain: &str, floor: Option<&Floor>) -> Self {
+        let floor = floor.copied().unwrap_or_else(|| Floor::genesis(chain));
         ChainWalk {
             chain: chain.to_owned(),
-            expected_seq: 0,
-            last_hash: genesis(chain),
+            start: floor.first_seq,
+            expected_seq: floor.first_seq,
+            last_hash: floor.prev,
         }
+    }
+
+    /// Events walked so far.
+    fn held(&self) -> u64 {
+        self.expected_seq - self.start
     }
 
     /// Checks the next block of the chain, stored at `key`.
@@ -1860,6 +1950,7 @@ impl Deployment {
             chains,
             intact: false,
             problem: Some(problem),
+            pruned: 0,
         };
         // The registry.
         let registry = match self
@@ -1891,6 +1982,28 @@ impl Deployment {
                 }
             },
         };
+        // Where pruned chains start.
+        let mut floors: std::collections::BTreeMap<String, Floor> = Default::default();
+        let mut after: Option<String> = None;
+        let floor_prefix = format!("{FLOOR_KEY}/");
+        loop {
+            let page = self
+                .store
+                .list(ns::META, &floor_prefix, after.as_deref(), 256)
+                .await
+                .map_err(store_error)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for r in page {
+                let chain = &r.key[floor_prefix.len()..];
+                match parse_floor(&mac_key, chain, &r.value) {
+                    Ok(floor) => {
+                        floors.insert(chain.to_owned(), floor);
+                    }
+                    Err(problem) => return Ok(broken(0, 0, problem)),
+                }
+            }
+        }
         // Every chain's blocks, in key order: chain by chain, each in sequence order.
         let mut walked: std::collections::BTreeMap<String, ChainWalk> = Default::default();
         let mut walk: Option<ChainWalk> = None;
@@ -1909,12 +2022,12 @@ impl Deployment {
                     if let Some(w) = walk.take() {
                         walked.insert(w.chain.clone(), w);
                     }
-                    walk = Some(ChainWalk::new(chain));
+                    walk = Some(ChainWalk::new(chain, floors.get(chain)));
                 }
                 if let Some(w) = walk.as_mut() {
                     if let Err(problem) = w.step(&r.key, &r.value) {
                         return Ok(broken(
-                            events + w.expected_seq,
+                            events + w.held(),
                             walked.len() + 1,
                             format!("chain {chain}: {problem}"),
                         ));
@@ -1953,6 +2066,7 @@ impl Deployment {
             registry.iter().flatten().cloned().collect();
         chains.extend(walked.keys().cloned());
         chains.extend(heads.keys().cloned());
+        chains.extend(floors.keys().cloned());
         let count = chains.len();
         for chain in &chains {
             let registered = match &registry {
@@ -1962,8 +2076,8 @@ impl Deployment {
             };
             let walk = walked
                 .remove(chain)
-                .unwrap_or_else(|| ChainWalk::new(chain));
-            let counted = events + walk.expected_seq;
+                .unwrap_or_else(|| ChainWalk::new(chain, floors.get(chain)));
+            let counted = events + walk.held();
             if !registered {
                 return Ok(broken(
                     counted,
@@ -1990,7 +2104,7 @@ impl Deployment {
                         format!(
                             "chain {chain} is registered but its head is missing: the chain was \
                              deleted{}",
-                            if walk.expected_seq > 0 {
+                            if walk.held() > 0 {
                                 " (its events are left)"
                             } else {
                                 ""
@@ -2050,7 +2164,99 @@ impl Deployment {
             chains: count,
             intact: true,
             problem: None,
+            pruned: floors.values().map(|f| f.first_seq).sum(),
         })
+    }
+
+    /// Where `chain` starts (its floor, checked) and the floor record's revision.
+    async fn audit_floor(&self, mac_key: &[u8], chain: &str) -> Result<(Floor, Option<i64>)> {
+        match self
+            .store
+            .get(ns::META, &floor_key(chain))
+            .await
+            .map_err(store_error)?
+        {
+            None => Ok((Floor::genesis(chain), None)),
+            Some(r) => match parse_floor(mac_key, chain, &r.value) {
+                Ok(floor) => Ok((floor, Some(r.revision))),
+                Err(problem) => {
+                    tracing::error!(%problem, "an audit floor does not verify");
+                    Err(altered_head(chain))
+                }
+            },
+        }
+    }
+
+    /// The oldest blocks of `chain` whose every event arrived before `before_ms`, oldest first,
+    /// at most `limit`: what [`Deployment::prune_audit_blocks`] may drop next. Only a run from
+    /// the chain's start is returned (a block with a later event ends it), so a chain is only
+    /// ever cut at its start.
+    pub async fn audit_prunable(
+        &self,
+        chain: &str,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Block>> {
+        let before = format_millis(before_ms);
+        let (blocks, _) = self.chain_blocks(chain, None, limit.max(1)).await?;
+        Ok(blocks
+            .into_iter()
+            .take_while(|b| b.events.iter().all(|e| e.time < before))
+            .collect())
+    }
+
+    /// Drops `blocks` of `chain`, as [`Deployment::audit_prunable`] gave them, and moves the
+    /// chain's floor past them, in one commit carrying `ctx`'s audit event. Refused unless they
+    /// are the chain's first blocks and verify (each follows on from the one before, from the
+    /// floor, and ends on the hash its events give): pruning never drops evidence of tampering,
+    /// and never cuts a chain anywhere but at its start. The head is left as it is, so events
+    /// cut off the end are still caught.
+    pub async fn prune_audit_blocks(
+        &self,
+        ctx: &RequestContext,
+        chain: &str,
+        blocks: &[Block],
+    ) -> Result<u64> {
+        let mac_key = self.audit_mac_key().await?;
+        let (floor, revision) = self.audit_floor(&mac_key, chain).await?;
+        let mut walk = ChainWalk::new(chain, Some(&floor));
+        let mut ops = Vec::with_capacity(blocks.len() + 1);
+        for block in blocks {
+            let key = block_key(chain, block.first_seq);
+            walk.step(&key, &block.encode()).map_err(|problem| {
+                ApiError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "Chain {chain} cannot be pruned there: {problem}. Run `keyshift audit verify`."
+                    ),
+                )
+            })?;
+            ops.push(Op::Delete {
+                ns: ns::AUDIT,
+                key,
+                expect: Expect::Any,
+            });
+        }
+        if ops.is_empty() {
+            return Ok(0);
+        }
+        let next = Floor {
+            first_seq: walk.expected_seq,
+            prev: walk.last_hash,
+        };
+        ops.push(Op::Put {
+            ns: ns::META,
+            key: floor_key(chain),
+            value: to_json(&floor_record(&mac_key, chain, next))?,
+            expect: revision.map_or(Expect::Absent, Expect::Revision),
+        });
+        self.commit_as(ctx, ops).await.map_err(|e| match e {
+            StoreError::Conflict { .. } => ApiError::conflict(format!(
+                "Chain {chain} was pruned by someone else meanwhile; run the command again."
+            )),
+            other => store_error(other),
+        })?;
+        Ok(walk.held())
     }
 
     /// Who used each version of key `name` (or only `version`), for what, how often, first and

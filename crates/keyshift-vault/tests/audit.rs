@@ -896,3 +896,179 @@ async fn usage_counts_add_up_across_chains() {
     assert_eq!(alice.count, 4, "1 on node A, 3 on node B");
     assert_eq!(usage.len(), 2, "{usage:?}");
 }
+
+/// `n` refused reads, each in a block of its own, each a second after the last.
+async fn blocks_of_one(f: &Fixture, n: usize) {
+    f.events_on(&f.d, n).await;
+}
+
+async fn floor_value(f: &Fixture) -> Option<Vec<u8>> {
+    f.store
+        .get(ns::META, &format!("audit_floor/{NODE_A}"))
+        .await
+        .unwrap()
+        .map(|r| r.value)
+}
+
+async fn set_floor(f: &Fixture, value: Option<Vec<u8>>) {
+    let key = format!("audit_floor/{NODE_A}");
+    let op = match value {
+        Some(value) => Op::Put {
+            ns: ns::META,
+            key,
+            value,
+            expect: Expect::Any,
+        },
+        None => Op::Delete {
+            ns: ns::META,
+            key,
+            expect: Expect::Any,
+        },
+    };
+    f.store.commit(vec![op]).await.unwrap();
+}
+
+/// Prunes `chain` of the events before `before_ms`; how many were dropped.
+async fn prune(f: &Fixture, before_ms: i64) -> u64 {
+    let blocks = f.d.audit_prunable(NODE_A, before_ms, 256).await.unwrap();
+    f.d.prune_audit_blocks(&RequestContext::local(), NODE_A, &blocks)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pruning_drops_old_events_from_the_start_and_the_chain_still_verifies() {
+    let f = fixture().await;
+    blocks_of_one(&f, 5).await;
+    let cut = f.clock.now_millis_for_test() + 500;
+    blocks_of_one(&f, 4).await;
+
+    assert_eq!(prune(&f, cut).await, 5);
+    let v = f.d.verify_audit().await.unwrap();
+    assert!(v.intact, "{:?}", v.problem);
+    assert_eq!((v.events, v.pruned), (4, 5));
+    let left =
+        f.d.audit_events(&AuditFilter::default(), 100)
+            .await
+            .unwrap();
+    assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6, 7, 8]);
+    // Nothing more is that old; later events chain on from the floor.
+    assert_eq!(prune(&f, cut).await, 0);
+    blocks_of_one(&f, 2).await;
+    let v = f.d.verify_audit().await.unwrap();
+    assert!(v.intact, "{:?}", v.problem);
+    assert_eq!((v.events, v.pruned), (6, 5));
+    // A block holding one event too new for the cut is kept whole, and so is all after it.
+    let (_, a) = f.traced("alice", "getKey", Some("a"));
+    let (_, b) = f.traced("alice", "getKey", Some("b"));
+    f.clock.advance(10);
+    let (_, c) = f.traced("alice", "getKey", Some("c"));
+    let (x, y, z) = tokio::join!(
+        f.d.finish_trace(a.clone(), 404, 1),
+        f.d.finish_trace(b.clone(), 404, 1),
+        f.d.finish_trace(c.clone(), 404, 1)
+    );
+    x.unwrap();
+    y.unwrap();
+    z.unwrap();
+    let everything_but_c = f.clock.now_millis_for_test() - 1;
+    let pruned = prune(&f, everything_but_c).await;
+    let v = f.d.verify_audit().await.unwrap();
+    assert!(v.intact, "{:?}", v.problem);
+    assert_eq!(v.events + v.pruned, 14);
+    let left =
+        f.d.audit_events(&AuditFilter::default(), 100)
+            .await
+            .unwrap();
+    assert!(left.iter().any(|e| e.key.as_deref() == Some("c")));
+    assert_eq!(left.len() as u64, 14 - 5 - pruned);
+    // Pruning everything there is leaves a chain that still verifies against its head.
+    f.clock.advance(10);
+    prune(&f, f.clock.now_millis_for_test()).await;
+    let v = f.d.verify_audit().await.unwrap();
+    assert!(v.intact, "{:?}", v.problem);
+    assert_eq!((v.events, v.pruned), (0, 14));
+}
+
+#[tokio::test]
+async fn a_pruned_chain_tampered_with_is_caught() {
+    let f = fixture().await;
+    blocks_of_one(&f, 3).await;
+    let first_cut = f.clock.now_millis_for_test() + 500;
+    blocks_of_one(&f, 3).await;
+    let second_cut = f.clock.now_millis_for_test() + 500;
+    blocks_of_one(&f, 3).await;
+    assert_eq!(prune(&f, first_cut).await, 3);
+    let old_floor = floor_value(&f).await.unwrap();
+    assert_eq!(prune(&f, second_cut).await, 3);
+    let floor = floor_value(&f).await.unwrap();
+    assert!(f.d.verify_audit().await.unwrap().intact);
+
+    // The floor moved on by hand, to hide the events after it: its HMAC no longer holds.
+    let mut moved: serde_json::Value = serde_json::from_slice(&floor).unwrap();
+    moved["first_seq"] = 7.into();
+    set_floor(&f, Some(serde_json::to_vec(&moved).unwrap())).await;
+    let problem = f.problem().await;
+    assert!(problem.contains("was altered"), "{problem}");
+
+    // The floor deleted: the chain no longer starts where it must.
+    set_floor(&f, None).await;
+    let problem = f.problem().await;
+    assert!(problem.contains("event 0 is missing"), "{problem}");
+
+    // An older floor put back (a rollback): the events between it and the real one are gone.
+    set_floor(&f, Some(old_floor)).await;
+    let problem = f.problem().await;
+    assert!(problem.contains("event 3 is missing"), "{problem}");
+
+    // The real floor back, and the first block after it deleted.
+    set_floor(&f, Some(floor)).await;
+    assert!(f.d.verify_audit().await.unwrap().intact);
+    let (first_key, _) = f.blocks().await.into_iter().next().unwrap();
+    f.store
+        .commit(vec![Op::Delete {
+            ns: ns::AUDIT,
+            key: first_key,
+            expect: Expect::Any,
+        }])
+        .await
+        .unwrap();
+    let problem = f.problem().await;
+    assert!(problem.contains("event 6 is missing"), "{problem}");
+}
+
+#[tokio::test]
+async fn pruning_refuses_blocks_that_do_not_verify_or_do_not_start_the_chain() {
+    let f = fixture().await;
+    blocks_of_one(&f, 4).await;
+    f.clock.advance(10);
+    let cut = f.clock.now_millis_for_test();
+    let blocks = f.d.audit_prunable(NODE_A, cut, 256).await.unwrap();
+    assert_eq!(blocks.len(), 4);
+
+    // Not from the chain's start: refused.
+    let err =
+        f.d.prune_audit_blocks(&RequestContext::local(), NODE_A, &blocks[1..])
+            .await
+            .unwrap_err();
+    assert!(
+        err.message.contains("event 0 is missing"),
+        "{}",
+        err.message
+    );
+
+    // A modified event among them: refused, so the evidence stays.
+    let stored = f.blocks().await;
+    let (key, mut block) = stored[1].clone();
+    block.events[0].status = 200;
+    f.put_block(&key, &block).await;
+    let blocks = f.d.audit_prunable(NODE_A, cut, 256).await.unwrap();
+    let err =
+        f.d.prune_audit_blocks(&RequestContext::local(), NODE_A, &blocks)
+            .await
+            .unwrap_err();
+    assert!(err.message.contains("was modified"), "{}", err.message);
+    assert_eq!(f.blocks().await.len(), 4, "nothing was dropped");
+    assert!(floor_value(&f).await.is_none());
+    assert!(f.problem().await.contains("was modified"));
+}
