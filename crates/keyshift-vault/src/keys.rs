@@ -297,7 +297,12 @@ pub(crate) struct KeyType {
 
 impl KeyType {
     pub(crate) fn parse(kty: &str) -> Result<Self> {
-        let (base, hsm) = match kty.len().checked_sub(4).map(|i| kty.split_at(i)) {
+        // Untrusted text: split only at a character boundary.
+        let (base, hsm) = match kty
+            .len()
+            .checked_sub(4)
+            .and_then(|i| kty.split_at_checked(i))
+        {
             Some((base, suffix)) if suffix.eq_ignore_ascii_case("-HSM") => (base, true),
             _ => (kty, false),
         };

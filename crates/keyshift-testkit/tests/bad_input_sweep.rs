@@ -1,0 +1,459 @@
+//! A sweep of bad inputs over every keys API route, over real HTTPS: each field of a valid body
+//! replaced in turn by values of the wrong type, size or encoding, then whole bodies that are
+//! not JSON, not an object, truncated or nested too deep, then odd names and query strings.
+//! Whatever the input, the answer is never a 5xx, and every refusal is the Azure error envelope
+//! (`{"error": {"code", "message"}}`). The table in keys_api.rs says which 4xx each known case
+//! gets; this says that no case, known or not, gets past the parsers to a panic or a 500.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use keyshift_testkit::{v, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// Values that replace one field at a time.
+fn replacements() -> Vec<Value> {
+    let mut deep = json!(1);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    vec![
+        Value::Null,
+        json!(true),
+        json!(0),
+        json!(-1),
+        json!(1e308),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(""),
+        json!("x".repeat(70_000)),
+        json!("!!not base64url!!"),
+        json!("AAAA===="),
+        json!("\u{0000}\u{202e}é"),
+        json!([]),
+        json!({}),
+        json!([1, "two", null]),
+        json!({"nested": {"deeper": [1, 2, 3]}}),
+        deep,
+    ]
+}
+
+/// One route and a body for it: a valid one (`ok`), or one refused only late, after the
+/// fields were read (a ciphertext that does not decrypt, an EC key whose `d` does not match, a
+/// restore of a key that exists, a release of a key that is not exportable), so that the
+/// mutations still reach the parsers.
+struct Case {
+    method: Method,
+    path: String,
+    body: Value,
+    ok: bool,
+}
+
+fn case(method: Method, path: &str, body: Value) -> Case {
+    Case {
+        method,
+        path: v(path),
+        body,
+        ok: true,
+    }
+}
+
+fn late(method: Method, path: &str, body: Value) -> Case {
+    Case {
+        ok: false,
+        ..case(method, path, body)
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    keyshift_api::b64::encode(bytes)
+}
+
+/// Checks one answer: never a 5xx; a refusal is the Azure envelope.
+fn check(what: &str, status: StatusCode, bytes: &[u8]) {
+    assert!(
+        !status.is_server_error(),
+        "{what}: answered {status}: {}",
+        String::from_utf8_lossy(&bytes[..bytes.len().min(400)])
+    );
+    if status.is_client_error() && status != StatusCode::UNAUTHORIZED {
+        let body: Value = serde_json::from_slice(bytes).unwrap_or_else(|_| {
+            panic!(
+                "{what}: {status} without a JSON body: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(400)])
+            )
+        });
+        assert!(
+            body["error"]["code"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+                && body["error"]["message"].as_str().is_some(),
+            "{what}: {status} without the error envelope: {body}"
+        );
+    }
+}
+
+async fn send_raw(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Vec<u8>) {
+    let response = s
+        .http
+        .request(method, format!("{}{path}", s.url()))
+        .bearer_auth(s.token())
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_bad_input_gets_a_server_error() {
+    let s = TestServer::start().await;
+    for (name, body) in [
+        ("rsa", json!({"kty": "RSA", "key_size": 2048})),
+        ("ec", json!({"kty": "EC", "crv": "P-256"})),
+        ("oct", json!({"kty": "oct-HSM", "key_size": 256})),
+    ] {
+        let (st, created) = s
+            .call(
+                Method::POST,
+                &v(&format!("/keys/{name}/create")),
+                Some(body),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{created}");
+    }
+    let (_, rsa) = s.call(Method::GET, &v("/keys/rsa"), None).await;
+    let rsa_version = rsa["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (st, backup) = s.call(Method::POST, &v("/keys/ec/backup"), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let admin_id = s.deployment().administrator().unwrap();
+    let digest = b64(&[7u8; 32]);
+    let value = b64(&[9u8; 32]);
+    let cases = vec![
+        case(
+            Method::POST,
+            "/keys/new/create",
+            json!({
+                "kty": "EC",
+                "crv": "P-256",
+                "key_ops": ["sign", "verify"],
+                "attributes": {"enabled": true, "nbf": 1_700_000_000, "exp": 2_000_000_000, "exportable": false},
+                "tags": {"team": "a"},
+            }),
+        ),
+        case(
+            Method::POST,
+            "/keys/new-rsa/create",
+            json!({"kty": "RSA", "key_size": 2048, "public_exponent": 65537}),
+        ),
+        case(
+            Method::PUT,
+            "/keys/imported",
+            json!({
+                "key": {"kty": "oct", "k": b64(&[1u8; 32]), "key_ops": ["wrapKey", "unwrapKey"]},
+                "Hsm": false,
+                "attributes": {"enabled": true},
+                "tags": {},
+            }),
+        ),
+        late(
+            Method::PUT,
+            "/keys/imported-ec",
+            json!({
+                "key": {"kty": "EC", "crv": "P-256", "d": b64(&[3u8; 32]), "x": b64(&[4u8; 32]), "y": b64(&[5u8; 32])},
+            }),
+        ),
+        case(
+            Method::PATCH,
+            &format!("/keys/rsa/{rsa_version}"),
+            json!({"key_ops": ["encrypt", "decrypt"], "attributes": {"enabled": true, "exp": 2_000_000_000}, "tags": {"a": "b"}}),
+        ),
+        case(
+            Method::POST,
+            "/keys/oct//wrapkey",
+            json!({"alg": "A256KW", "value": value}),
+        ),
+        late(
+            Method::POST,
+            "/keys/oct//unwrapkey",
+            json!({"alg": "A256KW", "value": b64(&[1u8; 40])}),
+        ),
+        case(
+            Method::POST,
+            "/keys/oct//encrypt",
+            json!({"alg": "A256GCM", "value": value, "iv": b64(&[0u8; 12]), "aad": b64(b"aad")}),
+        ),
+        late(
+            Method::POST,
+            "/keys/oct//decrypt",
+            json!({"alg": "A256GCM", "value": value, "iv": b64(&[0u8; 12]), "tag": b64(&[0u8; 16])}),
+        ),
+        case(
+            Method::POST,
+            "/keys/rsa//encrypt",
+            json!({"alg": "RSA-OAEP-256", "value": value}),
+        ),
+        late(
+            Method::POST,
+            "/keys/rsa//decrypt",
+            json!({"alg": "RSA-OAEP-256", "value": b64(&[2u8; 256])}),
+        ),
+        case(
+            Method::POST,
+            "/keys/ec//sign",
+            json!({"alg": "ES256", "value": digest}),
+        ),
+        case(
+            Method::POST,
+            "/keys/ec//verify",
+            json!({"alg": "ES256", "digest": digest, "value": b64(&[1u8; 64])}),
+        ),
+        late(Method::POST, "/keys/restore", json!({"value": backup["value"]})),
+        case(
+            Method::PUT,
+            "/keys/rsa/rotationpolicy",
+            json!({
+                "lifetimeActions": [{"trigger": {"timeBeforeExpiry": "P30D"}, "action": {"type": "Rotate"}}],
+                "attributes": {"expiryTime": "P90D"},
+            }),
+        ),
+        late(
+            Method::POST,
+            "/keys/rsa/release",
+            json!({"target": "a.b.c", "nonce": "n", "enc": "CKM_RSA_AES_KEY_WRAP"}),
+        ),
+        case(Method::POST, "/rng", json!({"count": 32})),
+        // The role API (Managed HSM local RBAC) and its bodies.
+        case(
+            Method::PUT,
+            "//keys/rsa/providers/Microsoft.Authorization/roleAssignments/0b0e0c0a-0000-4000-8000-0000000000aa",
+            json!({"properties": {
+                "roleDefinitionId": "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/12338af0-0e69-4776-bea7-57ae8d297424",
+                "principalId": admin_id,
+            }}),
+        ),
+        case(
+            Method::PUT,
+            "///providers/Microsoft.Authorization/roleDefinitions/7a1d3b1e-0000-4000-8000-0000000000bb",
+            json!({"properties": {
+                "roleName": "Sweep", "description": "d", "type": "CustomRole",
+                "permissions": [{"dataActions": ["Microsoft.KeyVault/vaults/keys/read"], "notDataActions": []}],
+                "assignableScopes": ["/"],
+            }}),
+        ),
+    ];
+    let replacements = replacements();
+    let mut sent = 0usize;
+    // The admin API, at the main listener.
+    let admin_base = format!("/{}/keyshift", s.admin.tenant_id);
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .chain([
+            Case {
+                method: Method::POST,
+                path: format!("{admin_base}/principals"),
+                body: json!({"displayName": "sweep"}),
+                ok: true,
+            },
+            Case {
+                method: Method::PUT,
+                path: format!("{admin_base}/federation/issuers"),
+                body: json!({"issuer": "https://oidc.sweep.example", "jwksUrl": "https://oidc.sweep.example/keys", "algorithms": ["RS256"]}),
+                ok: true,
+            },
+        ])
+        .collect();
+    for c in &cases {
+        // The valid body first: whatever it gets, it is no 5xx.
+        let (st, body) = send_json(&s, c, &c.body).await;
+        check(&format!("{} {} (valid)", c.method, c.path), st, &body);
+        if c.ok {
+            assert!(
+                st.is_success(),
+                "{} {} (valid) answered {st}: {}",
+                c.method,
+                c.path,
+                String::from_utf8_lossy(&body)
+            );
+        }
+        sent += 1;
+        // Each field, at every depth, replaced by each value in turn.
+        for pointer in pointers(&c.body) {
+            for r in &replacements {
+                let mut body = c.body.clone();
+                *body.pointer_mut(&pointer).unwrap() = r.clone();
+                let (st, answer) = send_json(&s, c, &body).await;
+                let shown = r.to_string();
+                check(
+                    &format!(
+                        "{} {} with {pointer} = {}",
+                        c.method,
+                        c.path,
+                        &shown[..shown.len().min(60)]
+                    ),
+                    st,
+                    &answer,
+                );
+                sent += 1;
+            }
+            // The field left out.
+            let mut body = c.body.clone();
+            remove(&mut body, &pointer);
+            let (st, answer) = send_json(&s, c, &body).await;
+            check(
+                &format!("{} {} without {pointer}", c.method, c.path),
+                st,
+                &answer,
+            );
+            sent += 1;
+        }
+        // Whole bodies that are not what the route reads.
+        let valid = serde_json::to_vec(&c.body).unwrap();
+        let mut deep = "[".repeat(10_000).into_bytes();
+        deep.extend("]".repeat(10_000).into_bytes());
+        let bodies: Vec<(&str, Vec<u8>)> = vec![
+            ("application/json", Vec::new()),
+            ("application/json", b"not json".to_vec()),
+            ("application/json", valid[..valid.len() / 2].to_vec()),
+            ("application/json", b"[1,2,3]".to_vec()),
+            ("application/json", b"\"a string\"".to_vec()),
+            ("application/json", b"null".to_vec()),
+            ("application/json", deep),
+            ("application/json", vec![0xff, 0xfe, 0x00, 0x7b]),
+            ("text/plain", valid.clone()),
+            ("application/json", [&valid[..], b"trailing"].concat()),
+        ];
+        for (content_type, raw) in bodies {
+            let (st, answer) = send_raw(&s, c.method.clone(), &c.path, content_type, raw).await;
+            check(
+                &format!("{} {} with a raw {content_type} body", c.method, c.path),
+                st,
+                &answer,
+            );
+            sent += 1;
+        }
+    }
+    // Odd names, versions and queries on the read routes.
+    let long = "k".repeat(300);
+    let odd_paths = [
+        format!("/keys/{long}"),
+        format!("/keys/rsa/{long}"),
+        "/keys/%00".to_owned(),
+        "/keys/%E2%80%AE".to_owned(),
+        "/keys/..%2F..%2Fetc".to_owned(),
+        "/keys/rsa/%20".to_owned(),
+        "/keys?maxresults=0".to_owned(),
+        "/keys?maxresults=-5".to_owned(),
+        "/keys?maxresults=99999999999999999999".to_owned(),
+        "/keys?$skiptoken=%%%".to_owned(),
+        "/keys?$skiptoken=eyJub3QiOiJ5b3VycyJ9".to_owned(),
+        "/keys/rsa/versions?maxresults=abc".to_owned(),
+        "/deletedkeys?maxresults=1&$skiptoken=AAAA".to_owned(),
+        "/keys/rsa/a/b/c/d".to_owned(),
+    ];
+    for path in &odd_paths {
+        for method in [Method::GET, Method::DELETE, Method::POST] {
+            let (st, answer) = send_raw(
+                &s,
+                method.clone(),
+                &v(path),
+                "application/json",
+                b"{}".to_vec(),
+            )
+            .await;
+            check(&format!("{method} {path}"), st, &answer);
+            sent += 1;
+        }
+    }
+    // A missing, unknown or malformed api-version.
+    for query in [
+        "",
+        "?api-version=",
+        "?api-version=1999-01-01",
+        "?api-version=%FF",
+    ] {
+        let (st, answer) = send_raw(
+            &s,
+            Method::GET,
+            &format!("/keys/rsa{query}"),
+            "application/json",
+            Vec::new(),
+        )
+        .await;
+        check(&format!("GET /keys/rsa{query}"), st, &answer);
+        assert!(st.is_client_error(), "GET /keys/rsa{query}: {st}");
+        sent += 1;
+    }
+    assert!(sent > 1500, "only {sent} requests were sent");
+    // The server is still well after all of it.
+    let (st, _) = s.call(Method::GET, &v("/keys/rsa"), None).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+async fn send_json(s: &TestServer, c: &Case, body: &Value) -> (StatusCode, Vec<u8>) {
+    send_raw(
+        s,
+        c.method.clone(),
+        &c.path,
+        "application/json",
+        serde_json::to_vec(body).unwrap(),
+    )
+    .await
+}
+
+/// JSON pointers to every member and element of `value`, parents before children.
+fn pointers(value: &Value) -> Vec<String> {
+    fn walk(value: &Value, at: &str, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let p = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                    out.push(p.clone());
+                    walk(v, &p, out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    let p = format!("{at}/{i}");
+                    out.push(p.clone());
+                    walk(v, &p, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, "", &mut out);
+    out
+}
+
+/// Removes the member or element `pointer` names.
+fn remove(value: &mut Value, pointer: &str) {
+    let (parent, last) = pointer.rsplit_once('/').unwrap();
+    let last = last.replace("~1", "/").replace("~0", "~");
+    match value.pointer_mut(parent) {
+        Some(Value::Object(map)) => {
+            map.remove(&last);
+        }
+        Some(Value::Array(items)) => {
+            if let Ok(i) = last.parse::<usize>() {
+                items.remove(i);
+            }
+        }
+        _ => {}
+    }
+}
