@@ -457,3 +457,173 @@ fn remove(value: &mut Value, pointer: &str) {
         _ => {}
     }
 }
+
+/// Base64url of `text`, as a JWT segment.
+fn seg(text: &str) -> String {
+    b64(text.as_bytes())
+}
+
+/// Tokens that are not tokens, or not ours: every way the JWT parser can be fed.
+fn bad_jwts() -> Vec<String> {
+    let payload = seg(r#"{"iss":"x","aud":"y","sub":"z","exp":4000000000,"nbf":0}"#);
+    let sig = b64(&[1u8; 64]);
+    let mut out: Vec<String> = [
+        "",
+        ".",
+        "..",
+        "...",
+        "a.b.c",
+        "a.b.c.d.e",
+        "%%%.%%%.%%%",
+        "\u{0000}",
+        "eyJ.eyJ.eyJ",
+    ]
+    .iter()
+    .map(|t| (*t).to_owned())
+    .collect();
+    for header in [
+        r#"{"alg":"none"}"#,
+        r#"{"alg":"HS256","kid":"k"}"#,
+        r#"{"alg":"RS256","kid":123}"#,
+        r#"{"alg":"RS256","kid":null}"#,
+        r#"{"alg":"ES256","kid":"nope","crit":["exp"]}"#,
+        r#"{"alg":["RS256"]}"#,
+        r#"{"alg":"RS256","x5t":{"a":1}}"#,
+        r#"[]"#,
+        r#"null"#,
+        "{\"alg\":\"RS256\",\"kid\":\"\u{e9}\u{202e}\"}",
+        "not json",
+    ] {
+        out.push(format!("{}.{payload}.{sig}", seg(header)));
+        out.push(format!("{}.{payload}.", seg(header)));
+        out.push(format!("{}.{}.{sig}", seg(header), seg("[1,2]")));
+        out.push(format!("{}.{}.{sig}", seg(header), seg(&"[".repeat(5000))));
+    }
+    out.push(format!("{}.{payload}.{sig}", "A".repeat(70_000)));
+    out
+}
+
+/// The token endpoint and the bearer check are parsers of untrusted bytes: no input gets a 5xx,
+/// the token endpoint refuses in the OAuth error shape, and a bad bearer gets the 401 challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_bad_token_or_token_request_gets_a_server_error() {
+    let s = TestServer::start().await;
+    let token_url = format!("{}/{}/oauth2/v2.0/token", s.url(), s.admin.tenant_id);
+    let assertion_type = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    let secret_form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", s.admin.client_id.as_str()),
+        ("client_secret", "wrong"),
+        ("scope", "https://vault.azure.net/.default"),
+    ];
+    let mut forms: Vec<Vec<(String, String)>> = Vec::new();
+    let owned = |f: &[(&str, &str)]| -> Vec<(String, String)> {
+        f.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    // Each field of the client-secret form left out, emptied, or made huge or odd.
+    for i in 0..secret_form.len() {
+        let mut without = owned(&secret_form);
+        without.remove(i);
+        forms.push(without);
+        for odd in ["", "\u{0000}", "\u{e9}\u{202e}", &"x".repeat(70_000)] {
+            let mut f = owned(&secret_form);
+            f[i].1 = odd.to_owned();
+            forms.push(f);
+        }
+    }
+    // Client assertions that are not good ones.
+    for jwt in bad_jwts() {
+        forms.push(owned(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", s.admin.client_id.as_str()),
+            ("client_assertion_type", assertion_type),
+            ("client_assertion", &jwt),
+            ("scope", "https://vault.azure.net/.default"),
+        ]));
+    }
+    let mut sent = 0;
+    for form in &forms {
+        let response = s.http.post(&token_url).form(form).send().await.unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        let what = format!(
+            "token request {:?}",
+            form.iter()
+                .map(|(k, v)| (k.as_str(), &v[..v.len().min(40)]))
+                .collect::<Vec<_>>()
+        );
+        assert!(status.is_client_error(), "{what}: {status}");
+        let body: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("{what}: {status} without a JSON body"));
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: not the OAuth error shape: {body}"
+        );
+        sent += 1;
+    }
+    // Bodies that are not forms.
+    for (content_type, raw) in [
+        ("application/x-www-form-urlencoded", b"%%%=%%%&&&=".to_vec()),
+        (
+            "application/x-www-form-urlencoded",
+            vec![0xff, 0xfe, 0x3d, 0x00],
+        ),
+        (
+            "application/json",
+            br#"{"grant_type":"client_credentials"}"#.to_vec(),
+        ),
+        ("application/x-www-form-urlencoded", b"a=1&".repeat(40_000)),
+        ("text/plain", Vec::new()),
+    ] {
+        let response = s
+            .http
+            .post(&token_url)
+            .header("content-type", content_type)
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert!(
+            status.is_client_error(),
+            "raw {content_type} body: {status}"
+        );
+        sent += 1;
+    }
+    // Bearer tokens that are not tokens, on a keys API route and on the admin API.
+    let admin_url = format!("{}/{}/keyshift/principals", s.url(), s.admin.tenant_id);
+    for jwt in bad_jwts() {
+        for url in [format!("{}{}", s.url(), v("/keys")), admin_url.clone()] {
+            for header in [
+                format!("Bearer {jwt}"),
+                jwt.clone(),
+                format!("bearer  {jwt} x"),
+            ] {
+                let Ok(value) = reqwest::header::HeaderValue::from_str(&header) else {
+                    continue;
+                };
+                let response = s
+                    .http
+                    .get(&url)
+                    .header("authorization", value)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status();
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "GET {url} with authorization {:?}",
+                    &header[..header.len().min(60)]
+                );
+                sent += 1;
+            }
+        }
+    }
+    assert!(sent > 250, "only {sent} requests were sent");
+    // And the right secret still works.
+    let (st, _) = s.call(Method::GET, &v("/keys"), None).await;
+    assert_eq!(st, StatusCode::OK);
+}
