@@ -82,7 +82,11 @@ impl TransferWrap {
     }
 }
 
-fn encrypting_key(public: &PublicKey) -> Result<OaepPublicEncryptingKey> {
+/// Checks that `public` can be wrapped for: an RSA key of 2048 to 8192 bits whose exponent an
+/// RSA key can have (odd, at least 3, at most 256 bits as FIPS 186-5 bounds it). The key comes
+/// from outside (an attestation token, a JWK), so a bad one is the sender's error, refused
+/// before any token or library sees it.
+pub fn check_wrapping_key(public: &PublicKey) -> Result<()> {
     let PublicKey::Rsa { n, e } = public else {
         return Err(invalid_key("RSA-OAEP needs an RSA public key"));
     };
@@ -90,10 +94,22 @@ fn encrypting_key(public: &PublicKey) -> Result<OaepPublicEncryptingKey> {
     if !(2048..=8192).contains(&bit_length(n)) || e.is_empty() {
         return Err(invalid_key("RSA public key must be 2048 to 8192 bits"));
     }
+    if e.len() > 32 || e.last().is_none_or(|b| b & 1 == 0) || (e.len() == 1 && e[0] < 3) {
+        return Err(invalid_key("the RSA public exponent is not valid"));
+    }
+    Ok(())
+}
+
+fn encrypting_key(public: &PublicKey) -> Result<OaepPublicEncryptingKey> {
+    check_wrapping_key(public)?;
+    let PublicKey::Rsa { n, e } = public else {
+        return Err(invalid_key("RSA-OAEP needs an RSA public key"));
+    };
+    let (n, e) = (strip_leading_zeros(n), strip_leading_zeros(e));
     let key: PublicEncryptingKey = PublicKeyComponents { n, e }
         .try_into()
         .map_err(|_| invalid_key("not a valid RSA public key"))?;
-    OaepPublicEncryptingKey::new(key).map_err(|_| CryptoError::Internal)
+    OaepPublicEncryptingKey::new(key).map_err(|_| invalid_key("not a valid RSA public key"))
 }
 
 /// RSA-OAEP encryption (no label) under a public key given by its JWK members.

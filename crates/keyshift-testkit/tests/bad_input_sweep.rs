@@ -627,3 +627,96 @@ async fn no_bad_token_or_token_request_gets_a_server_error() {
     let (st, _) = s.call(Method::GET, &v("/keys"), None).await;
     assert_eq!(st, StatusCode::OK);
 }
+
+/// Secure key release reads attestation tokens: signed by a trusted authority, their claims are
+/// still untrusted input (the enclave's key in `x-ms-runtime`, the TEE claims the policy
+/// reads). Each claim of a valid token is replaced by each wrong value and the token signed
+/// again, so the parsers behind the signature check are reached: no 5xx, every refusal the
+/// envelope. The headers the authority signs are mutated the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_signed_but_malformed_attestation_gets_a_server_error() {
+    let s = TestServer::start().await;
+    let authority = s.start_attestation_authority().await;
+    s.trust_attestation(&authority).await;
+    let doc = json!({"version": "1.0", "anyOf": [{"authority": format!("{}/", authority.issuer()),
+        "allOf": [{"claim": "sdk-test", "equals": true}]}]});
+    let policy = json!({"data": b64(&serde_json::to_vec(&doc).unwrap()), "immutable": false});
+    let (st, created) = s
+        .call(
+            Method::POST,
+            &v("/keys/released/create"),
+            Some(json!({"kty": "RSA-HSM", "attributes": {"exportable": true}, "release_policy": policy})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{created}");
+    let path = v("/keys/released/release");
+    let good = authority.claims_for(authority.enclave());
+    let (st, answer) = s
+        .call(
+            Method::POST,
+            &path,
+            Some(json!({"target": authority.mint(&good)})),
+        )
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "the unmutated token is released: {answer}"
+    );
+
+    let replacements = replacements();
+    let mut sent = 0;
+    for pointer in pointers(&good) {
+        let mut variants: Vec<Value> = replacements
+            .iter()
+            .map(|r| {
+                let mut claims = good.clone();
+                *claims.pointer_mut(&pointer).unwrap() = r.clone();
+                claims
+            })
+            .collect();
+        let mut without = good.clone();
+        remove(&mut without, &pointer);
+        variants.push(without);
+        for claims in variants {
+            let target = authority.mint(&claims);
+            let (st, answer) = send_raw(
+                &s,
+                Method::POST,
+                &path,
+                "application/json",
+                serde_json::to_vec(&json!({"target": target})).unwrap(),
+            )
+            .await;
+            check(
+                &format!("release with claim {pointer} mutated"),
+                st,
+                &answer,
+            );
+            sent += 1;
+        }
+    }
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": "k"});
+    for pointer in pointers(&header) {
+        for r in &replacements {
+            let mut h = header.clone();
+            *h.pointer_mut(&pointer).unwrap() = r.clone();
+            let target = authority.sign_with_header(&h, &good);
+            let (st, answer) = send_raw(
+                &s,
+                Method::POST,
+                &path,
+                "application/json",
+                serde_json::to_vec(&json!({"target": target})).unwrap(),
+            )
+            .await;
+            check(
+                &format!("release with header {pointer} mutated"),
+                st,
+                &answer,
+            );
+            sent += 1;
+        }
+    }
+    assert!(sent > 300, "only {sent} releases were sent");
+}

@@ -135,7 +135,10 @@ fn enclave_key(claims: &Map<String, Value>) -> Result<(String, PublicKey)> {
             "the enclave key has {bits} bits, at least {MIN_ENCLAVE_KEY_BITS} are needed"
         )));
     }
-    Ok((kid.to_owned(), PublicKey::Rsa { n, e }))
+    let public = PublicKey::Rsa { n, e };
+    keyshift_crypto::transfer::check_wrapping_key(&public)
+        .map_err(|e| no_key(&format!("the enclave key is not usable: {e}")))?;
+    Ok((kid.to_owned(), public))
 }
 
 fn crypto_internal(e: keyshift_crypto::CryptoError) -> ApiError {
@@ -403,6 +406,16 @@ mod tests {
             no(json!({"x-ms-runtime": {"keys": [small]}})),
             Some("NoEnclaveKey")
         );
+        // Exponents no RSA key has: even, 1, longer than 256 bits.
+        for e in [vec![0x01, 0x00, 0x00], vec![0x01], vec![0xff; 33]] {
+            let mut odd = rsa_jwk(2048, json!({"kid": "e", "use": "enc"}));
+            odd["e"] = b64::encode(&e).into();
+            assert_eq!(
+                no(json!({"x-ms-runtime": {"keys": [odd]}})),
+                Some("NoEnclaveKey"),
+                "e = {e:02x?}"
+            );
+        }
     }
 
     #[test]
