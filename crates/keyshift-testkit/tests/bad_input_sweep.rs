@@ -720,3 +720,179 @@ async fn no_signed_but_malformed_attestation_gets_a_server_error() {
     }
     assert!(sent > 300, "only {sent} releases were sent");
 }
+
+/// Base64url of `doc` as JSON.
+fn encoded(doc: &Value) -> String {
+    b64(&serde_json::to_vec(doc).unwrap())
+}
+
+/// Documents carried base64url-encoded inside a body are parsed too: a BYOK transfer blob
+/// (`key_hsm`, and the key inside its ciphertext) and a release policy (`release_policy.data`).
+/// Each member of the inner document is mutated, the document encoded again, and sent: no
+/// 5xx, every refusal the envelope. The wrapped key material is varied the same way: DER that
+/// is truncated, padded, lies about its lengths, or is not DER at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_bad_encoded_document_gets_a_server_error() {
+    use keyshift_crypto::transfer::{rsa_aes_key_wrap, TransferWrap};
+    use keyshift_crypto::{KeyMaterial, PublicKey};
+    let s = TestServer::start().await;
+    let (st, kek) = s
+        .call(
+            Method::POST,
+            &v("/keys/kek/create"),
+            Some(json!({"kty": "RSA-HSM", "key_size": 2048, "key_ops": ["import"]})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{kek}");
+    let kid = kek["key"]["kid"].as_str().unwrap().to_owned();
+    let member = |k: &str| keyshift_api::b64::decode(kek["key"][k].as_str().unwrap()).unwrap();
+    let kek_public = PublicKey::Rsa {
+        n: member("n"),
+        e: member("e"),
+    };
+    let wrap = |plain: &[u8]| {
+        b64(&rsa_aes_key_wrap(&kek_public, TransferWrap::RsaAesKeyWrap.hash(), plain).unwrap())
+    };
+    let blob = |ciphertext: String| {
+        json!({"schema_version": "1.0.0",
+            "header": {"kid": kid, "alg": "dir", "enc": "CKM_RSA_AES_KEY_WRAP"},
+            "ciphertext": ciphertext,
+            "generator": "sweep"})
+    };
+    let import = |n: usize, kty: &str, key_hsm: String| {
+        let s = &s;
+        let body = json!({"key": {"kty": kty, "key_hsm": key_hsm}});
+        let path = v(&format!("/keys/byok-{n}"));
+        async move {
+            send_raw(
+                s,
+                Method::PUT,
+                &path,
+                "application/json",
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await
+        }
+    };
+    let mut n = 0;
+    let oct_blob = blob(wrap(&[5u8; 32]));
+    let (st, answer) = import(n, "oct-HSM", encoded(&oct_blob)).await;
+    assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&answer));
+    let replacements = replacements();
+    let mut sent = 1;
+    for pointer in pointers(&oct_blob) {
+        let mut docs: Vec<Value> = replacements
+            .iter()
+            .map(|r| {
+                let mut d = oct_blob.clone();
+                *d.pointer_mut(&pointer).unwrap() = r.clone();
+                d
+            })
+            .collect();
+        let mut without = oct_blob.clone();
+        remove(&mut without, &pointer);
+        docs.push(without);
+        for d in docs {
+            n += 1;
+            let (st, answer) = import(n, "oct-HSM", encoded(&d)).await;
+            check(&format!("BYOK blob with {pointer} mutated"), st, &answer);
+            sent += 1;
+        }
+    }
+    // key_hsm itself not base64url, not JSON, not an object.
+    for raw in [
+        "!!".to_owned(),
+        b64(b"not json"),
+        b64(b"[]"),
+        b64(&[0xff, 0xfe]),
+        "A".repeat(70_000),
+    ] {
+        n += 1;
+        let (st, answer) = import(n, "oct-HSM", raw).await;
+        check("BYOK key_hsm not a blob", st, &answer);
+        sent += 1;
+    }
+    // The wrapped material: what each key type's parser gets after the unwrap.
+    let rsa = KeyMaterial::generate_rsa(2048).unwrap();
+    let der = rsa.transfer_plaintext().to_vec();
+    let mut lying = der.clone();
+    lying[1] = 0x84;
+    lying[2..6].copy_from_slice(&[0x7f, 0xff, 0xff, 0xff]);
+    let mut plains: Vec<(&str, Vec<u8>)> = vec![
+        ("RSA-HSM", der.clone()),
+        ("RSA-HSM", der[..der.len() / 2].to_vec()),
+        ("RSA-HSM", [der.clone(), vec![0u8; 7]].concat()),
+        ("RSA-HSM", [der.clone(), vec![0xaa; 7]].concat()),
+        ("RSA-HSM", lying),
+        ("RSA-HSM", vec![0x30]),
+        ("RSA-HSM", vec![0x30, 0x80, 0x00, 0x00]),
+        ("RSA-HSM", vec![0u8; 64]),
+        ("EC-HSM", der.clone()),
+        ("EC-HSM", vec![0x30, 0x03, 0x02, 0x01, 0x01]),
+        ("oct-HSM", vec![1u8; 7]),
+        ("oct-HSM", vec![1u8; 4096]),
+    ];
+    plains.extend(
+        [1usize, 2, 3, 4, 10, 100]
+            .into_iter()
+            .map(|cut| ("RSA-HSM", der[..cut.min(der.len())].to_vec())),
+    );
+    for (kty, plain) in plains {
+        n += 1;
+        let (st, answer) = import(n, kty, encoded(&blob(wrap(&plain)))).await;
+        check(
+            &format!("BYOK {kty} with {} bytes of material", plain.len()),
+            st,
+            &answer,
+        );
+        sent += 1;
+    }
+
+    // Release policies: each member of a valid policy document mutated.
+    let doc = json!({"version": "1.0", "anyOf": [{"authority": "https://attest.sweep.example/",
+        "allOf": [{"claim": "x-ms-isolation-tee.x-ms-attestation-type", "equals": "sevsnpvm"},
+                  {"anyOf": [{"claim": "sdk-test", "equals": true}]}]}]});
+    let create = |n: usize, data: String| {
+        let s = &s;
+        let body = json!({"kty": "EC-HSM", "attributes": {"exportable": true},
+            "release_policy": {"data": data, "immutable": false}});
+        let path = v(&format!("/keys/released-{n}/create"));
+        async move {
+            send_raw(
+                s,
+                Method::POST,
+                &path,
+                "application/json",
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await
+        }
+    };
+    n += 1;
+    let (st, answer) = create(n, encoded(&doc)).await;
+    assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&answer));
+    for pointer in pointers(&doc) {
+        let mut docs: Vec<Value> = replacements
+            .iter()
+            .map(|r| {
+                let mut d = doc.clone();
+                *d.pointer_mut(&pointer).unwrap() = r.clone();
+                d
+            })
+            .collect();
+        let mut without = doc.clone();
+        remove(&mut without, &pointer);
+        docs.push(without);
+        for d in docs {
+            n += 1;
+            let (st, answer) = create(n, encoded(&d)).await;
+            check(
+                &format!("release policy with {pointer} mutated"),
+                st,
+                &answer,
+            );
+            sent += 1;
+        }
+    }
+    assert!(sent > 350, "only {sent} requests were sent");
+}
