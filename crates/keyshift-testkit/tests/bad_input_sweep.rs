@@ -38,6 +38,25 @@ fn replacements() -> Vec<Value> {
     ]
 }
 
+/// Every variant of `doc` with one member or element, at any depth, replaced by each of
+/// [`replacements`] or left out; each with a description of what changed.
+fn mutations(doc: &Value) -> Vec<(String, Value)> {
+    let replacements = replacements();
+    let mut out = Vec::new();
+    for pointer in pointers(doc) {
+        for r in &replacements {
+            let mut d = doc.clone();
+            *d.pointer_mut(&pointer).unwrap() = r.clone();
+            let shown: String = r.to_string().chars().take(60).collect();
+            out.push((format!("{pointer} = {shown}"), d));
+        }
+        let mut d = doc.clone();
+        remove(&mut d, &pointer);
+        out.push((format!("without {pointer}"), d));
+    }
+    out
+}
+
 /// One route and a body for it: a valid one (`ok`), or one refused only late, after the
 /// fields were read (a ciphertext that does not decrypt, an EC key whose `d` does not match, a
 /// restore of a key that exists, a release of a key that is not exportable), so that the
@@ -256,7 +275,6 @@ async fn no_bad_input_gets_a_server_error() {
             }}),
         ),
     ];
-    let replacements = replacements();
     let mut sent = 0usize;
     // The admin API, at the main listener.
     let admin_base = format!("/{}/keyshift", s.admin.tenant_id);
@@ -291,34 +309,9 @@ async fn no_bad_input_gets_a_server_error() {
             );
         }
         sent += 1;
-        // Each field, at every depth, replaced by each value in turn.
-        for pointer in pointers(&c.body) {
-            for r in &replacements {
-                let mut body = c.body.clone();
-                *body.pointer_mut(&pointer).unwrap() = r.clone();
-                let (st, answer) = send_json(&s, c, &body).await;
-                let shown = r.to_string();
-                check(
-                    &format!(
-                        "{} {} with {pointer} = {}",
-                        c.method,
-                        c.path,
-                        &shown[..shown.len().min(60)]
-                    ),
-                    st,
-                    &answer,
-                );
-                sent += 1;
-            }
-            // The field left out.
-            let mut body = c.body.clone();
-            remove(&mut body, &pointer);
+        for (what, body) in mutations(&c.body) {
             let (st, answer) = send_json(&s, c, &body).await;
-            check(
-                &format!("{} {} without {pointer}", c.method, c.path),
-                st,
-                &answer,
-            );
+            check(&format!("{} {} with {what}", c.method, c.path), st, &answer);
             sent += 1;
         }
         // Whole bodies that are not what the route reads.
@@ -664,59 +657,28 @@ async fn no_signed_but_malformed_attestation_gets_a_server_error() {
         "the unmutated token is released: {answer}"
     );
 
-    let replacements = replacements();
-    let mut sent = 0;
-    for pointer in pointers(&good) {
-        let mut variants: Vec<Value> = replacements
-            .iter()
-            .map(|r| {
-                let mut claims = good.clone();
-                *claims.pointer_mut(&pointer).unwrap() = r.clone();
-                claims
-            })
-            .collect();
-        let mut without = good.clone();
-        remove(&mut without, &pointer);
-        variants.push(without);
-        for claims in variants {
-            let target = authority.mint(&claims);
-            let (st, answer) = send_raw(
-                &s,
-                Method::POST,
-                &path,
-                "application/json",
-                serde_json::to_vec(&json!({"target": target})).unwrap(),
-            )
-            .await;
-            check(
-                &format!("release with claim {pointer} mutated"),
-                st,
-                &answer,
-            );
-            sent += 1;
-        }
-    }
     let header = json!({"alg": "RS256", "typ": "JWT", "kid": "k"});
-    for pointer in pointers(&header) {
-        for r in &replacements {
-            let mut h = header.clone();
-            *h.pointer_mut(&pointer).unwrap() = r.clone();
-            let target = authority.sign_with_header(&h, &good);
-            let (st, answer) = send_raw(
-                &s,
-                Method::POST,
-                &path,
-                "application/json",
-                serde_json::to_vec(&json!({"target": target})).unwrap(),
+    let targets = mutations(&good)
+        .into_iter()
+        .map(|(what, claims)| (format!("claim {what}"), authority.mint(&claims)))
+        .chain(mutations(&header).into_iter().map(|(what, h)| {
+            (
+                format!("header {what}"),
+                authority.sign_with_header(&h, &good),
             )
-            .await;
-            check(
-                &format!("release with header {pointer} mutated"),
-                st,
-                &answer,
-            );
-            sent += 1;
-        }
+        }));
+    let mut sent = 0;
+    for (what, target) in targets {
+        let (st, answer) = send_raw(
+            &s,
+            Method::POST,
+            &path,
+            "application/json",
+            serde_json::to_vec(&json!({"target": target})).unwrap(),
+        )
+        .await;
+        check(&format!("release with {what}"), st, &answer);
+        sent += 1;
     }
     assert!(sent > 300, "only {sent} releases were sent");
 }
@@ -778,26 +740,12 @@ async fn no_bad_encoded_document_gets_a_server_error() {
     let oct_blob = blob(wrap(&[5u8; 32]));
     let (st, answer) = import(n, "oct-HSM", encoded(&oct_blob)).await;
     assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&answer));
-    let replacements = replacements();
     let mut sent = 1;
-    for pointer in pointers(&oct_blob) {
-        let mut docs: Vec<Value> = replacements
-            .iter()
-            .map(|r| {
-                let mut d = oct_blob.clone();
-                *d.pointer_mut(&pointer).unwrap() = r.clone();
-                d
-            })
-            .collect();
-        let mut without = oct_blob.clone();
-        remove(&mut without, &pointer);
-        docs.push(without);
-        for d in docs {
-            n += 1;
-            let (st, answer) = import(n, "oct-HSM", encoded(&d)).await;
-            check(&format!("BYOK blob with {pointer} mutated"), st, &answer);
-            sent += 1;
-        }
+    for (what, d) in mutations(&oct_blob) {
+        n += 1;
+        let (st, answer) = import(n, "oct-HSM", encoded(&d)).await;
+        check(&format!("BYOK blob with {what}"), st, &answer);
+        sent += 1;
     }
     // key_hsm itself not base64url, not JSON, not an object.
     for raw in [
@@ -871,28 +819,11 @@ async fn no_bad_encoded_document_gets_a_server_error() {
     n += 1;
     let (st, answer) = create(n, encoded(&doc)).await;
     assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&answer));
-    for pointer in pointers(&doc) {
-        let mut docs: Vec<Value> = replacements
-            .iter()
-            .map(|r| {
-                let mut d = doc.clone();
-                *d.pointer_mut(&pointer).unwrap() = r.clone();
-                d
-            })
-            .collect();
-        let mut without = doc.clone();
-        remove(&mut without, &pointer);
-        docs.push(without);
-        for d in docs {
-            n += 1;
-            let (st, answer) = create(n, encoded(&d)).await;
-            check(
-                &format!("release policy with {pointer} mutated"),
-                st,
-                &answer,
-            );
-            sent += 1;
-        }
+    for (what, d) in mutations(&doc) {
+        n += 1;
+        let (st, answer) = create(n, encoded(&d)).await;
+        check(&format!("release policy with {what}"), st, &answer);
+        sent += 1;
     }
     assert!(sent > 350, "only {sent} requests were sent");
 }
