@@ -1,9 +1,13 @@
-//! A sweep of bad inputs over every keys API route, over real HTTPS: each field of a valid body
-//! replaced in turn by values of the wrong type, size or encoding, then whole bodies that are
-//! not JSON, not an object, truncated or nested too deep, then odd names and query strings.
-//! Whatever the input, the answer is never a 5xx, and every refusal is the Azure error envelope
-//! (`{"error": {"code", "message"}}`). The table in keys_api.rs says which 4xx each known case
-//! gets; this says that no case, known or not, gets past the parsers to a panic or a 500.
+//! A sweep of bad inputs over real HTTPS: each member of a valid body replaced in turn by
+//! values of the wrong type, size or encoding or left out, then whole bodies that are not JSON,
+//! not an object, truncated or nested too deep, then odd names and query strings. It covers
+//! every keys API route, the role and admin APIs, the token endpoint and bearer tokens, signed
+//! attestation tokens with malformed claims, BYOK blobs and the key material inside them,
+//! release policies, and the security domain's download and upload. Whatever the input, the
+//! answer is never a 5xx, and every refusal is the Azure error envelope (`{"error": {"code",
+//! "message"}}`; the OAuth error shape at the token endpoint). The table in keys_api.rs says
+//! which 4xx each known case gets; this says that no case, known or not, gets past the parsers
+//! to a panic or a 500. It found two: a multi-byte `kty`, and an enclave key's exponent.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -826,4 +830,106 @@ async fn no_bad_encoded_document_gets_a_server_error() {
         sent += 1;
     }
     assert!(sent > 350, "only {sent} requests were sent");
+}
+
+/// The security domain's download request and upload document come from custodians' tools:
+/// each member of a valid download request and of a valid upload (made with the real
+/// custodian keys and the target's transfer key) is mutated and sent. No 5xx, every refusal
+/// the envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_bad_security_domain_document_gets_a_server_error() {
+    use keyshift_vault::backup::{recombine, upload_for, SecurityDomainFile, TransferKey};
+    let tmp = tempfile::tempdir().unwrap();
+    let a = TestServer::start().await;
+    let b = TestServer::start().await;
+    let custodians: Vec<_> = ["ann", "bob", "cho"]
+        .iter()
+        .map(|n| keyshift_testkit::custodian(tmp.path(), n))
+        .collect();
+    let certificates: Vec<Value> = custodians
+        .iter()
+        .map(|(cert, _)| {
+            let der = keyshift_crypto::x509::pem_certificates(&std::fs::read(cert).unwrap())
+                .into_iter()
+                .next()
+                .unwrap();
+            json!({"kty": "RSA", "x5c": [keyshift_api::b64::encode_standard(&der)]})
+        })
+        .collect();
+    let download = json!({"certificates": certificates, "required": 2});
+    let path = v("/securitydomain/download");
+    let mut sent = 0;
+    // Mutated requests first, on B (whose domain is not needed afterwards).
+    for (what, body) in mutations(&download) {
+        let (st, answer) = send_raw(
+            &b,
+            Method::POST,
+            &path,
+            "application/json",
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+        check(
+            &format!("security domain download with {what}"),
+            st,
+            &answer,
+        );
+        sent += 1;
+    }
+    let (st, answer) = a.call(Method::POST, &path, Some(download.clone())).await;
+    assert!(st.is_success(), "{st} {answer}");
+    let sd: SecurityDomainFile = serde_json::from_str(answer["value"].as_str().unwrap()).unwrap();
+    let keys: Vec<_> = custodians
+        .iter()
+        .map(|(_, key)| {
+            let pem = std::fs::read_to_string(key).unwrap();
+            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            keyshift_crypto::KeyMaterial::from_pkcs8_der(&keyshift_api::b64::decode(&body).unwrap())
+                .unwrap()
+        })
+        .collect();
+    let key = recombine(&sd, &keys[..2]).unwrap();
+    let (st, transfer) = b
+        .call(Method::GET, &v("/securitydomain/upload"), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{transfer}");
+    let transfer: TransferKey = serde_json::from_value(transfer).unwrap();
+    let upload = serde_json::to_value(upload_for(&sd, &key, &transfer).unwrap()).unwrap();
+    let upload_path = v("/securitydomain/upload");
+    for (what, doc) in mutations(&upload) {
+        let body = json!({"value": serde_json::to_string(&doc).unwrap()});
+        let (st, answer) = send_raw(
+            &b,
+            Method::POST,
+            &upload_path,
+            "application/json",
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+        check(&format!("security domain upload with {what}"), st, &answer);
+        sent += 1;
+    }
+    // The value not JSON, or JSON of the wrong shape.
+    for value in [json!("not json"), json!("[]"), json!(7), json!({"a": 1})] {
+        let (st, answer) = send_raw(
+            &b,
+            Method::POST,
+            &upload_path,
+            "application/json",
+            serde_json::to_vec(&json!({"value": value})).unwrap(),
+        )
+        .await;
+        check("security domain upload of a bad value", st, &answer);
+        sent += 1;
+    }
+    // And the unmutated upload still goes in.
+    let (st, answer) = b
+        .call(
+            Method::POST,
+            &upload_path,
+            Some(json!({"value": serde_json::to_string(&upload).unwrap()})),
+        )
+        .await;
+    assert!(st.is_success(), "{st} {answer}");
+    assert!(sent > 100, "only {sent} requests were sent");
 }
