@@ -138,6 +138,10 @@ pub struct Settings {
     pub extra_hosts: Vec<String>,
     /// Root key file.
     pub root_key_file: PathBuf,
+    /// Shares of a split root, to open the data directory with (`--root-share`).
+    pub root_shares: Vec<PathBuf>,
+    /// Keys that decrypt encrypted shares (`--root-share-key`).
+    pub root_share_keys: Vec<PathBuf>,
     /// Default vault retention.
     pub default_retention_days: u32,
     /// Default vault name.
@@ -200,6 +204,14 @@ pub struct CommonArgs {
     /// File holding the PostgreSQL password (mode 0600).
     #[arg(long, env = "KEYSHIFT_STORE_PASSWORD_FILE", global = true)]
     pub store_password_file: Option<PathBuf>,
+    /// A share of a split root (file), so that a command that opens the data directory itself
+    /// can: repeat up to the threshold. The root is recombined in this process, for as long as it
+    /// runs. Not for `serve`, which starts sealed and takes shares from `keyshift unseal`.
+    #[arg(long = "root-share", global = true)]
+    pub root_shares: Vec<PathBuf>,
+    /// A custodian's private key (PKCS#8 PEM) that decrypts an encrypted --root-share; repeatable.
+    #[arg(long = "root-share-key", global = true)]
+    pub root_share_keys: Vec<PathBuf>,
 }
 
 /// Flags of `serve`.
@@ -328,6 +340,8 @@ impl Settings {
                 .or(file.extra_hosts)
                 .unwrap_or_default(),
             root_key_file,
+            root_shares: common.root_shares.clone(),
+            root_share_keys: common.root_share_keys.clone(),
             default_retention_days: serve
                 .default_retention_days
                 .or(file.default_retention_days)

@@ -218,12 +218,22 @@ pub async fn open(settings: &Settings) -> Result<DataDir> {
     }
     let root: RootKey = match crate::seal_cmd::read_root_mode(&path)? {
         None => load_or_create_root_key(&settings.root_key_file)?.into(),
-        Some(crate::seal_cmd::RootMode::Shamir(_)) => bail!(
-            "the root key of {} is split into shares (root.json): `keyshift serve` starts sealed \
-             and opens it after `keyshift unseal`; commands that open the data directory \
-             themselves cannot",
-            path.display()
-        ),
+        Some(crate::seal_cmd::RootMode::Shamir(manifest)) => {
+            if settings.root_shares.is_empty() {
+                bail!(
+                    "the root key of {} is split into shares (root.json): give this command a \
+                     threshold of them with --root-share (and --root-share-key for encrypted \
+                     ones), or use the admin API of the unsealed server",
+                    path.display()
+                );
+            }
+            crate::seal_cmd::recombine_root(
+                &manifest,
+                &settings.root_shares,
+                &settings.root_share_keys,
+            )?
+            .into()
+        }
         Some(crate::seal_cmd::RootMode::Pkcs11(token_root)) => {
             crate::seal_cmd::open_token_root(&token_root, settings.hsm.as_ref())?
         }

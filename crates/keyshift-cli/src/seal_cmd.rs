@@ -291,6 +291,27 @@ pub(crate) fn read_custodian_key(path: &Path) -> Result<KeyMaterial> {
 }
 
 /// Reads a share file, decrypting it with the first of `keys` that opens it.
+/// The root `manifest` describes, recombined from the share files `shares` (encrypted ones
+/// opened with one of the custodian keys `keys`).
+pub(crate) fn recombine_root(
+    manifest: &RootManifest,
+    shares: &[PathBuf],
+    keys: &[PathBuf],
+) -> Result<SealingKey> {
+    let keys = keys
+        .iter()
+        .map(|p| read_custodian_key(p))
+        .collect::<Result<Vec<_>>>()?;
+    let texts = shares
+        .iter()
+        .map(|p| read_share(p, &keys))
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
+    manifest
+        .recombine(&refs)
+        .map_err(|e| anyhow!("cannot recombine the root: {e}"))
+}
+
 fn read_share(path: &Path, keys: &[KeyMaterial]) -> Result<Zeroizing<String>> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
@@ -301,7 +322,7 @@ fn read_share(path: &Path, keys: &[KeyMaterial]) -> Result<Zeroizing<String>> {
     }
     if keys.is_empty() {
         bail!(
-            "{} is encrypted to a custodian's certificate: give the custodian's key with --custodian-key",
+            "{} is encrypted to a custodian's certificate: give the custodian's key (--custodian-key, or --root-share-key for a command that opens the data directory)",
             path.display()
         );
     }
@@ -347,20 +368,7 @@ pub fn run_init(common: &CommonArgs, args: InitArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let (root, root_id, generation) = if args.reshare {
         let manifest = read_manifest(dir)?;
-        let keys = args
-            .custodian_keys
-            .iter()
-            .map(|p| read_custodian_key(p))
-            .collect::<Result<Vec<_>>>()?;
-        let texts = args
-            .current_shares
-            .iter()
-            .map(|p| read_share(p, &keys))
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
-        let root = manifest
-            .recombine(&refs)
-            .map_err(|e| anyhow!("cannot recombine the root: {e}"))?;
+        let root = recombine_root(&manifest, &args.current_shares, &args.custodian_keys)?;
         (root, manifest.root_id, manifest.generation + 1)
     } else {
         refuse_existing_root(&settings)?;

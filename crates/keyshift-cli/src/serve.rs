@@ -74,6 +74,12 @@ pub(crate) fn init_logging(filter: &str) {
 pub async fn run(common: &CommonArgs, args: &ServeArgs) -> Result<()> {
     let settings = Settings::resolve(common, args)?;
     init_logging(&settings.log);
+    if !settings.root_shares.is_empty() {
+        anyhow::bail!(
+            "`serve` takes no --root-share: a split root's server starts sealed and is given the \
+             shares with `keyshift unseal`"
+        );
+    }
     if let Some(crate::seal_cmd::RootMode::Shamir(_)) =
         crate::seal_cmd::read_root_mode(&settings.data_dir)?
     {

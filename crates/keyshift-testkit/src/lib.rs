@@ -46,6 +46,8 @@ pub fn settings(data_dir: &Path) -> Settings {
         token_lifetime_seconds: 3600,
         extra_hosts: vec![],
         root_key_file: data_dir.join("root.key"),
+        root_shares: vec![],
+        root_share_keys: vec![],
         default_retention_days: 90,
         default_vault_name: "default".into(),
         maintenance_interval_seconds: 3600,

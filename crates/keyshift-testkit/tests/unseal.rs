@@ -452,3 +452,59 @@ async fn shamir_unseal_seal_and_reshare() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// Commands that open a split-root data directory themselves (vaults, principals, roles, the
+/// audit log) take a threshold of shares with --root-share; fewer are refused, and so is
+/// `serve`, which starts sealed instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_open_a_split_root_with_a_threshold_of_shares() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let shares = tmp.path().join("shares");
+    let s = |p: &Path| p.display().to_string();
+    ok(
+        &data,
+        &[
+            "init",
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--out",
+            &s(&shares),
+        ],
+    )
+    .await;
+    let (one, three) = (s(&share(&shares, 1)), s(&share(&shares, 3)));
+
+    let (success, text) = run(&data, &["principal", "list"]).await;
+    assert!(!success && text.contains("--root-share"), "{text}");
+    let (success, text) = run(&data, &["--root-share", &one, "principal", "list"]).await;
+    assert!(!success && text.contains("cannot recombine"), "{text}");
+    let (success, text) = run(&data, &["--root-share", &one, "serve"]).await;
+    assert!(!success && text.contains("takes no --root-share"), "{text}");
+
+    let both = ["--root-share", one.as_str(), "--root-share", three.as_str()];
+    fn with<'a>(both: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
+        [both, args].concat()
+    }
+    let out = ok(&data, &with(&both, &["vault", "create", "payments"])).await;
+    assert!(out.contains("created vault payments"), "{out}");
+    // The change is in the audit log, read with the same shares.
+    let out = ok(
+        &data,
+        &with(&both, &["audit", "list", "--operation", "VaultCreate"]),
+    )
+    .await;
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("{out}"));
+    let event: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(
+        (&event["vault"], &event["principal"]),
+        (&json!("payments"), &json!("local"))
+    );
+    let out = ok(&data, &with(&both, &["audit", "verify"])).await;
+    assert!(out.contains("\"intact\": true"), "{out}");
+}
