@@ -335,10 +335,16 @@ pub async fn ensure_defaults(
     public_url: &str,
 ) -> Result<Option<AdminCredentials>> {
     let d = &dir.deployment;
+    // Each default is an audit event (principal `local`), on the server's chain when its
+    // writer already runs.
+    let local = crate::local_audit::Local::from(dir);
     if d.default_vault().is_none() {
+        let change = local
+            .change("VaultCreate", &settings.default_vault_name, None)
+            .await?;
         let created = d
             .create_vault(
-                &keyshift_vault::RequestContext::local(),
+                &change.ctx,
                 VaultSpec {
                     name: settings.default_vault_name.clone(),
                     kind: VaultKind::Vault,
@@ -350,7 +356,7 @@ pub async fn ensure_defaults(
                 },
             )
             .await;
-        if let Err(e) = created {
+        if let Err(e) = change.record(created).await? {
             // Another node starting on the same new database may have created it first.
             d.refresh_vaults()
                 .await
@@ -376,25 +382,30 @@ pub async fn ensure_defaults(
                     .await
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?
                 {
-                    d.set_administrator(&p.id)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                    let change = local.change("AdministratorSet", "", Some(&p.id)).await?;
+                    let set = d.set_administrator(&change.ctx, &p.id).await;
+                    change.finish(set).await?;
                 }
             }
         }
         return Ok(None);
     }
-    let admin = d
-        .create_principal_with(
-            &keyshift_vault::RequestContext::local(),
-            "keyshift-admin",
-            true,
-        )
+    let change = local.change("PrincipalCreate", "", None).await?;
+    let made = d
+        .create_principal_with(&change.ctx, "keyshift-admin", true)
+        .await;
+    let admin = change
+        .finish(made)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot create the administrator: {}", e.message))?;
-    d.set_administrator(&admin.principal.id)
+        .map_err(|e| anyhow::anyhow!("cannot create the administrator: {e}"))?;
+    let change = local
+        .change("AdministratorSet", "", Some(&admin.principal.id))
+        .await?;
+    let set = d.set_administrator(&change.ctx, &admin.principal.id).await;
+    change
+        .finish(set)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot give the administrator its role: {}", e.message))?;
+        .map_err(|e| anyhow::anyhow!("cannot give the administrator its role: {e}"))?;
     let creds = AdminCredentials {
         tenant_id: d.tenant_id().to_owned(),
         client_id: admin.principal.client_id.clone(),

@@ -102,6 +102,17 @@ impl Change {
     /// Chains the change's event, with `result`'s status, and returns once it is durable; then
     /// `result`, its error as the command's.
     pub(crate) async fn finish<T>(self, result: Result<T, ApiError>) -> Result<T> {
+        self.record(result)
+            .await?
+            .map_err(|e| anyhow!("{}", e.message))
+    }
+
+    /// As [`Change::finish`], but hands back a refusal as it is, for a caller that goes on
+    /// after one.
+    pub(crate) async fn record<T>(
+        self,
+        result: Result<T, ApiError>,
+    ) -> Result<Result<T, ApiError>> {
         let status = match &result {
             Ok(_) => 200,
             Err(e) => e.code.status(),
@@ -112,7 +123,7 @@ impl Change {
             .finish_trace(self.trace, status, latency.max(1))
             .await
             .map_err(|e| anyhow!("the change's audit event was not written: {}", e.message))?;
-        result.map_err(|e| anyhow!("{}", e.message))
+        Ok(result)
     }
 }
 

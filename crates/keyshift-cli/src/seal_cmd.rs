@@ -694,6 +694,11 @@ async fn open_behind(
     {
         let data_dir = datadir::open_with_root(settings, root).await?;
         datadir::use_audit_chain(&data_dir)?;
+        data_dir
+            .deployment
+            .start_audit()
+            .await
+            .map_err(|e| anyhow!("the audit log cannot start: {}", e.message))?;
         // The defaults first, as in `serve`: nothing behind the gate answers before them.
         if let Some(admin) =
             datadir::ensure_defaults(&data_dir, settings, gate.public_url()).await?

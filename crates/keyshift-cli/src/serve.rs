@@ -21,6 +21,12 @@ pub struct Started {
 pub async fn start(settings: &Settings) -> Result<Started> {
     let data_dir = datadir::open(settings).await?;
     datadir::use_audit_chain(&data_dir)?;
+    // The audit writer first: the defaults a first start makes are events on this node's chain.
+    data_dir
+        .deployment
+        .start_audit()
+        .await
+        .map_err(|e| anyhow::anyhow!("the audit log cannot start: {}", e.message))?;
     let config = server_config(settings, data_dir.ca.clone());
     // Bound first, serving last: on a first start the default vault, the administrator and
     // admin.json exist before anything is answered, so whoever sees `/health` answer finds them.

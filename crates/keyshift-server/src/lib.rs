@@ -241,11 +241,14 @@ async fn start_with(
              built with the feature unsecured-bench-baseline, for measuring their cost only"
         );
     }
-    // Nothing is answered before the audit log takes events (and chains what a crash left).
-    deployment
-        .start_audit()
-        .await
-        .map_err(|e| ServerError::Audit(e.message))?;
+    // Nothing is answered before the audit log takes events (and chains what a crash left);
+    // `keyshift serve` starts it earlier, before it makes the first start's defaults.
+    if deployment.audit_chain().is_none() {
+        deployment
+            .start_audit()
+            .await
+            .map_err(|e| ServerError::Audit(e.message))?;
+    }
     let (main, gate, local_addr, public_url) = match main {
         Main::Gate(gate) => (
             None,

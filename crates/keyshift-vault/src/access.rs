@@ -260,12 +260,11 @@ impl Deployment {
     }
 
     /// Records the deployment's administrator and gives it the Administrator role at `/` of every
-    /// vault where it holds no assignment yet (and of every vault created later).
-    pub async fn set_administrator(&self, principal_id: &str) -> Result<()> {
-        self.record_administrator(principal_id).await?;
+    /// vault where it holds no assignment yet (and of every vault created later), for `ctx`.
+    pub async fn set_administrator(&self, ctx: &RequestContext, principal_id: &str) -> Result<()> {
+        self.record_administrator(ctx, principal_id).await?;
         for vault in self.vaults() {
-            self.grant_administrator(&RequestContext::local(), &vault)
-                .await?;
+            self.grant_administrator(ctx, &vault).await?;
         }
         Ok(())
     }

@@ -555,7 +555,11 @@ impl Deployment {
             .clone()
     }
 
-    pub(crate) async fn record_administrator(&self, principal_id: &str) -> Result<()> {
+    pub(crate) async fn record_administrator(
+        &self,
+        ctx: &RequestContext,
+        principal_id: &str,
+    ) -> Result<()> {
         for _ in 0..8 {
             let r = self
                 .store
@@ -569,13 +573,15 @@ impl Deployment {
             }
             record.administrator = Some(principal_id.to_owned());
             match self
-                .store
-                .commit(vec![Op::Put {
-                    ns: ns::META,
-                    key: DEPLOYMENT_KEY.into(),
-                    value: to_json(&record)?,
-                    expect: Expect::Revision(r.revision),
-                }])
+                .commit_as(
+                    ctx,
+                    vec![Op::Put {
+                        ns: ns::META,
+                        key: DEPLOYMENT_KEY.into(),
+                        value: to_json(&record)?,
+                        expect: Expect::Revision(r.revision),
+                    }],
+                )
                 .await
             {
                 Ok(()) => break,
