@@ -1,7 +1,7 @@
 //! A sweep of bad inputs over real HTTPS: each member of a valid body replaced in turn by
 //! values of the wrong type, size or encoding or left out, then whole bodies that are not JSON,
 //! not an object, truncated or nested too deep, then odd names and query strings. It covers
-//! every keys API route, the role and admin APIs, the token endpoint and bearer tokens, signed
+//! every keys API route, the role, admin and backup APIs, the token endpoint and bearer tokens, signed
 //! attestation tokens with malformed claims, BYOK blobs and the key material inside them,
 //! release policies, and the security domain's download and upload. Whatever the input, the
 //! answer is never a 5xx, and every refusal is the Azure error envelope (`{"error": {"code",
@@ -280,23 +280,79 @@ async fn no_bad_input_gets_a_server_error() {
         ),
     ];
     let mut sent = 0usize;
-    // The admin API, at the main listener.
+    // The admin API, at the main listener, about a principal of its own.
     let admin_base = format!("/{}/keyshift", s.admin.tenant_id);
+    let target = s
+        .deployment()
+        .create_principal("sweep-target")
+        .await
+        .unwrap();
+    let principal = format!("{admin_base}/principals/{}", target.principal.client_id);
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, _) = keyshift_testkit::custodian(tmp.path(), "sweep");
+    let pem = std::fs::read_to_string(cert).unwrap();
+    let admin_case = |method: Method, path: String, body: Value| Case {
+        method,
+        path,
+        body,
+        ok: true,
+    };
+    // The MHSM backup API: a backup to take, and the folder it makes to restore from.
+    let sas = json!({"storageResourceUri": "file:///sweep", "token": ""});
+    let (st, backup) = s.call(Method::POST, &v("/backup"), Some(sas.clone())).await;
+    assert!(st.is_success(), "{st} {backup}");
+    let folder = backup["azureStorageBlobContainerUri"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
     let cases: Vec<Case> = cases
         .into_iter()
         .chain([
-            Case {
-                method: Method::POST,
-                path: format!("{admin_base}/principals"),
-                body: json!({"displayName": "sweep"}),
-                ok: true,
-            },
-            Case {
-                method: Method::PUT,
-                path: format!("{admin_base}/federation/issuers"),
-                body: json!({"issuer": "https://oidc.sweep.example", "jwksUrl": "https://oidc.sweep.example/keys", "algorithms": ["RS256"]}),
-                ok: true,
-            },
+            admin_case(
+                Method::POST,
+                format!("{admin_base}/principals"),
+                json!({"displayName": "sweep"}),
+            ),
+            admin_case(
+                Method::PUT,
+                format!("{admin_base}/federation/issuers"),
+                json!({"issuer": "https://oidc.sweep.example", "jwksUrl": "https://oidc.sweep.example/keys", "algorithms": ["RS256"]}),
+            ),
+            admin_case(
+                Method::PATCH,
+                principal.clone(),
+                json!({"enabled": true}),
+            ),
+            admin_case(
+                Method::POST,
+                format!("{principal}/certificates"),
+                json!({"pem": pem}),
+            ),
+            admin_case(
+                Method::POST,
+                format!("{principal}/federatedCredentials"),
+                json!({"name": "sweep-a", "issuer": "https://oidc.sweep.example",
+                       "subject": "system:serviceaccount:sweep:api", "audiences": ["api://AzureADTokenExchange"]}),
+            ),
+            admin_case(
+                Method::PUT,
+                format!("{admin_base}/attestation/authorities"),
+                json!({"issuer": "https://attest.sweep.example", "jwksUrl": "https://attest.sweep.example/certs"}),
+            ),
+            case(Method::POST, "/backup", sas.clone()),
+            case(
+                Method::PUT,
+                "/restore",
+                json!({"sasTokenParameters": sas, "folderToRestore": folder}),
+            ),
+            case(
+                Method::PUT,
+                "/keys/rsa/restore",
+                json!({"sasTokenParameters": sas, "folder": folder}),
+            ),
         ])
         .collect();
     for c in &cases {
