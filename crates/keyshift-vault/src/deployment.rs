@@ -299,6 +299,42 @@ impl Deployment {
     /// `ctx`'s audit event is committed with the new key.
     pub async fn rotate_token_signing_key(&self, ctx: &RequestContext) -> Result<()> {
         let now = self.clock.now();
+        let record = self
+            .update_deployment_record(ctx, |record| {
+                let old = TokenKeys::open(&self.root, record)?;
+                let (x, y) = old.current.public_xy();
+                record
+                    .retired_token_keys
+                    .retain(|k| now - k.retired_at < RETIRED_TOKEN_KEY_SECONDS);
+                record
+                    .retired_token_keys
+                    .push(crate::records::RetiredTokenKey {
+                        x,
+                        y,
+                        retired_at: now,
+                    });
+                let fresh = TokenSigningKey::generate().map_err(crypto_internal)?;
+                record.token_signing_key = self
+                    .root
+                    .seal(TOKEN_KEY_AAD, &fresh.to_bytes())
+                    .map_err(crypto_internal)?;
+                Ok(true)
+            })
+            .await?
+            .ok_or_else(ApiError::internal)?;
+        *self.token_keys.write().unwrap_or_else(|p| p.into_inner()) =
+            TokenKeys::open(&self.root, &record)?;
+        Ok(())
+    }
+
+    /// Changes the deployment record with `change` (read, changed, compare-and-set, and again
+    /// on a lost race), committed with `ctx`'s audit event: the record as committed, or `None`
+    /// when `change` found nothing to do (it returned `false`).
+    async fn update_deployment_record(
+        &self,
+        ctx: &RequestContext,
+        mut change: impl FnMut(&mut DeploymentRecord) -> Result<bool>,
+    ) -> Result<Option<DeploymentRecord>> {
         for _ in 0..8 {
             let r = self
                 .store
@@ -307,23 +343,9 @@ impl Deployment {
                 .map_err(store_error)?
                 .ok_or_else(ApiError::internal)?;
             let mut record: DeploymentRecord = from_json(&r.value)?;
-            let old = TokenKeys::open(&self.root, &record)?;
-            let (x, y) = old.current.public_xy();
-            record
-                .retired_token_keys
-                .retain(|k| now - k.retired_at < RETIRED_TOKEN_KEY_SECONDS);
-            record
-                .retired_token_keys
-                .push(crate::records::RetiredTokenKey {
-                    x,
-                    y,
-                    retired_at: now,
-                });
-            let fresh = TokenSigningKey::generate().map_err(crypto_internal)?;
-            record.token_signing_key = self
-                .root
-                .seal(TOKEN_KEY_AAD, &fresh.to_bytes())
-                .map_err(crypto_internal)?;
+            if !change(&mut record)? {
+                return Ok(None);
+            }
             match self
                 .commit_as(
                     ctx,
@@ -336,11 +358,7 @@ impl Deployment {
                 )
                 .await
             {
-                Ok(()) => {
-                    *self.token_keys.write().unwrap_or_else(|p| p.into_inner()) =
-                        TokenKeys::open(&self.root, &record)?;
-                    return Ok(());
-                }
+                Ok(()) => return Ok(Some(record)),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_error(e)),
             }
@@ -560,35 +578,14 @@ impl Deployment {
         ctx: &RequestContext,
         principal_id: &str,
     ) -> Result<()> {
-        for _ in 0..8 {
-            let r = self
-                .store
-                .get(ns::META, DEPLOYMENT_KEY)
-                .await
-                .map_err(store_error)?
-                .ok_or_else(ApiError::internal)?;
-            let mut record: DeploymentRecord = from_json(&r.value)?;
+        self.update_deployment_record(ctx, |record| {
             if record.administrator.as_deref() == Some(principal_id) {
-                break;
+                return Ok(false);
             }
             record.administrator = Some(principal_id.to_owned());
-            match self
-                .commit_as(
-                    ctx,
-                    vec![Op::Put {
-                        ns: ns::META,
-                        key: DEPLOYMENT_KEY.into(),
-                        value: to_json(&record)?,
-                        expect: Expect::Revision(r.revision),
-                    }],
-                )
-                .await
-            {
-                Ok(()) => break,
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(store_error(e)),
-            }
-        }
+            Ok(true)
+        })
+        .await?;
         *self
             .administrator
             .write()
