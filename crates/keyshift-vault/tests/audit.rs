@@ -1072,3 +1072,36 @@ async fn pruning_refuses_blocks_that_do_not_verify_or_do_not_start_the_chain() {
     assert!(floor_value(&f).await.is_none());
     assert!(f.problem().await.contains("was modified"));
 }
+
+/// `verify` while a prune moves the floor: the walk's reads are not one snapshot, so a break
+/// seen while a floor moved is checked again, and a log that is intact is reported intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_during_a_prune_reports_the_log_intact() {
+    let f = fixture().await;
+    blocks_of_one(&f, 120).await;
+    let start = f.clock.now_millis_for_test() - 120_000;
+    let f = Arc::new(f);
+    let pruner = {
+        let f = f.clone();
+        tokio::spawn(async move {
+            // Ten events at a time, a little apart.
+            for step in 1..=10 {
+                let cut = start + step * 10_000 + 500;
+                let blocks = f.d.audit_prunable(NODE_A, cut, 256).await.unwrap();
+                f.d.prune_audit_blocks(&RequestContext::local(), NODE_A, &blocks)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            }
+        })
+    };
+    let mut checks = 0;
+    while !pruner.is_finished() {
+        let v = f.d.verify_audit().await.unwrap();
+        assert!(v.intact, "{:?}", v.problem);
+        assert_eq!(v.events + v.pruned, 120);
+        checks += 1;
+    }
+    pruner.await.unwrap();
+    assert!(checks > 3, "only {checks} checks ran during the prune");
+}
