@@ -64,7 +64,9 @@ pub struct Deployment {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) root: crate::root::RootKey,
     record: DeploymentRecord,
-    token_keys: RwLock<TokenKeys>,
+    /// The token keys, and the revision of the deployment record they were read from: a reload
+    /// that read an older record never replaces keys a rotation installed.
+    token_keys: RwLock<(i64, TokenKeys)>,
     vaults: RwLock<HashMap<String, Arc<VaultRecord>>>,
     sd_keys: RwLock<HashMap<String, Arc<SealingKey>>>,
     pub(crate) cache: KeyCache,
@@ -178,7 +180,7 @@ impl Deployment {
             clock,
             root,
             record,
-            token_keys: RwLock::new(token_keys),
+            token_keys: RwLock::new((0, token_keys)),
             vaults: RwLock::new(HashMap::new()),
             sd_keys: RwLock::new(HashMap::new()),
             cache: KeyCache::default(),
@@ -276,6 +278,7 @@ impl Deployment {
         self.token_keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .1
             .current
             .clone()
     }
@@ -283,7 +286,8 @@ impl Deployment {
     /// Public points of every key whose tokens may still be valid: the current one first, then
     /// those retired within the last `RETIRED_TOKEN_KEY_SECONDS`.
     pub fn token_verification_keys(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let keys = self.token_keys.read().unwrap_or_else(|p| p.into_inner());
+        let guard = self.token_keys.read().unwrap_or_else(|p| p.into_inner());
+        let keys = &guard.1;
         let now = self.clock.now();
         let mut out = vec![keys.current.public_xy()];
         out.extend(
@@ -299,7 +303,7 @@ impl Deployment {
     /// `ctx`'s audit event is committed with the new key.
     pub async fn rotate_token_signing_key(&self, ctx: &RequestContext) -> Result<()> {
         let now = self.clock.now();
-        let record = self
+        let (record, revision) = self
             .update_deployment_record(ctx, |record| {
                 let old = TokenKeys::open(&self.root, record)?;
                 let (x, y) = old.current.public_xy();
@@ -322,19 +326,26 @@ impl Deployment {
             })
             .await?
             .ok_or_else(ApiError::internal)?;
-        *self.token_keys.write().unwrap_or_else(|p| p.into_inner()) =
-            TokenKeys::open(&self.root, &record)?;
+        self.install_token_keys(revision, TokenKeys::open(&self.root, &record)?);
         Ok(())
+    }
+
+    /// Installs the token keys of the deployment record at `revision`, unless newer ones are in.
+    fn install_token_keys(&self, revision: i64, keys: TokenKeys) {
+        let mut slot = self.token_keys.write().unwrap_or_else(|p| p.into_inner());
+        if revision >= slot.0 {
+            *slot = (revision, keys);
+        }
     }
 
     /// Changes the deployment record with `change` (read, changed, compare-and-set, and again
     /// on a lost race), committed with `ctx`'s audit event: the record as committed, or `None`
-    /// when `change` found nothing to do (it returned `false`).
+    /// when `change` found nothing to do (it returned `false`), with its revision.
     async fn update_deployment_record(
         &self,
         ctx: &RequestContext,
         mut change: impl FnMut(&mut DeploymentRecord) -> Result<bool>,
-    ) -> Result<Option<DeploymentRecord>> {
+    ) -> Result<Option<(DeploymentRecord, i64)>> {
         for _ in 0..8 {
             let r = self
                 .store
@@ -358,7 +369,8 @@ impl Deployment {
                 )
                 .await
             {
-                Ok(()) => return Ok(Some(record)),
+                // Revisions grow by one on every write.
+                Ok(()) => return Ok(Some((record, r.revision + 1))),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_error(e)),
             }
@@ -377,8 +389,7 @@ impl Deployment {
             .map_err(store_error)?
             .ok_or_else(ApiError::internal)?;
         let record: DeploymentRecord = from_json(&r.value)?;
-        let keys = TokenKeys::open(&self.root, &record)?;
-        *self.token_keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        self.install_token_keys(r.revision, TokenKeys::open(&self.root, &record)?);
         if record.administrator.is_some() {
             *self
                 .administrator
