@@ -137,6 +137,10 @@ impl Journal {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
+            // No idle or lifetime reaping: sqlx 0.8.6's reaper can spin forever once its idle
+            // count underflows (launchbadge/sqlx#3645), hanging the runtime's shutdown.
+            .idle_timeout(None)
+            .max_lifetime(None)
             .max_connections(1)
             .connect_with(options)
             .await

@@ -47,6 +47,10 @@ impl Schema {
     pub async fn create(url: &str, prefix: &str) -> Schema {
         let name = format!("{prefix}_{:08x}", fastrand::u32(..));
         let pool = PgPoolOptions::new()
+            // No idle or lifetime reaping: sqlx 0.8.6's reaper can spin forever once its idle
+            // count underflows (launchbadge/sqlx#3645), hanging the runtime's shutdown.
+            .idle_timeout(None)
+            .max_lifetime(None)
             .max_connections(1)
             .connect(url)
             .await
@@ -96,6 +100,10 @@ impl Drop for Schema {
                 .unwrap();
             runtime.block_on(async {
                 let pool = PgPoolOptions::new()
+                    // No idle or lifetime reaping: sqlx 0.8.6's reaper can spin forever once its idle
+                    // count underflows (launchbadge/sqlx#3645), hanging the runtime's shutdown.
+                    .idle_timeout(None)
+                    .max_lifetime(None)
                     .max_connections(1)
                     .connect(&url)
                     .await

@@ -60,6 +60,10 @@ fn database_url() -> Option<String> {
 /// A pool on the test database, with a fresh schema of the test's own.
 async fn database(url: &str, schema: &str) -> PgPool {
     let pool = PgPoolOptions::new()
+        // No idle or lifetime reaping: sqlx 0.8.6's reaper can spin forever once its idle
+        // count underflows (launchbadge/sqlx#3645), hanging the runtime's shutdown.
+        .idle_timeout(None)
+        .max_lifetime(None)
         .max_connections(4)
         .connect(url)
         .await

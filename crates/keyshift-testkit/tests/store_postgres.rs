@@ -100,6 +100,10 @@ async fn restart_scenario(url: &str, schema: &str) {
 /// Checks that `ns` holds `count` records in the schema's `records` table.
 async fn assert_records_in(url: &str, schema: &str, ns: &str, count: i64) {
     let pool = PgPoolOptions::new()
+        // No idle or lifetime reaping: sqlx 0.8.6's reaper can spin forever once its idle
+        // count underflows (launchbadge/sqlx#3645), hanging the runtime's shutdown.
+        .idle_timeout(None)
+        .max_lifetime(None)
         .max_connections(1)
         .connect(url)
         .await

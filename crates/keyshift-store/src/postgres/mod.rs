@@ -260,6 +260,10 @@ impl PostgresStore {
             );
         }
         let pool = PgPoolOptions::new()
+            // No idle or lifetime reaping: sqlx 0.8.6's reaper can spin forever once its idle
+            // count underflows (launchbadge/sqlx#3645), hanging the runtime's shutdown.
+            .idle_timeout(None)
+            .max_lifetime(None)
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(options.connect)

@@ -54,6 +54,10 @@ where
     };
     let schema = format!("ks_store_{test}_{:08x}", fastrand::u32(..));
     let admin = PgPoolOptions::new()
+        // No idle or lifetime reaping: sqlx 0.8.6's reaper can spin forever once its idle
+        // count underflows (launchbadge/sqlx#3645), hanging the runtime's shutdown.
+        .idle_timeout(None)
+        .max_lifetime(None)
         .max_connections(1)
         .connect(&url)
         .await
@@ -67,6 +71,10 @@ where
         .schema(&schema)
         .max_connections(4);
     let raw = PgPoolOptions::new()
+        // No idle or lifetime reaping: sqlx 0.8.6's reaper can spin forever once its idle
+        // count underflows (launchbadge/sqlx#3645), hanging the runtime's shutdown.
+        .idle_timeout(None)
+        .max_lifetime(None)
         .max_connections(2)
         .connect_with(options.connect.clone())
         .await

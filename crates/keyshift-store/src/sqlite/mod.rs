@@ -50,6 +50,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
+            // No idle or lifetime reaping: sqlx 0.8.6's reaper can spin forever once its idle
+            // count underflows (launchbadge/sqlx#3645), hanging the runtime's shutdown.
+            .idle_timeout(None)
+            .max_lifetime(None)
             .max_connections(8)
             .min_connections(1)
             .connect_with(options)

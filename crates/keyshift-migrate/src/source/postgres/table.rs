@@ -300,6 +300,10 @@ impl Table {
             );
         }
         PgPoolOptions::new()
+            // No idle or lifetime reaping: sqlx 0.8.6's reaper can spin forever once its idle
+            // count underflows (launchbadge/sqlx#3645), hanging the runtime's shutdown.
+            .idle_timeout(None)
+            .max_lifetime(None)
             .max_connections(2)
             .acquire_timeout(std::time::Duration::from_secs(30))
             .connect_with(options)
