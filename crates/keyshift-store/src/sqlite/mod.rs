@@ -55,7 +55,9 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .max_connections(8)
-            .min_connections(1)
+            // No min_connections either: without reaping, sqlx opens those at once on a task of
+            // its own, racing `migrate` below for a fresh file's first write lock (SQLITE_BUSY).
+            // Connections opened on use stay open, so the pool stays warm all the same.
             .connect_with(options)
             .await
             .map_err(backend)?;
