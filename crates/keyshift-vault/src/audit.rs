@@ -1960,21 +1960,12 @@ impl Deployment {
 
     /// Each floor record's key and revision.
     async fn floor_revisions(&self) -> Result<Vec<(String, i64)>> {
-        let prefix = format!("{FLOOR_KEY}/");
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .list(ns::META, &prefix, after.as_deref(), 256)
-                .await
-                .map_err(store_error)?;
-            let Some(last) = page.last() else {
-                return Ok(out);
-            };
-            after = Some(last.key.clone());
-            out.extend(page.into_iter().map(|r| (r.key, r.revision)));
-        }
+        Ok(self
+            .list_records(ns::META, &format!("{FLOOR_KEY}/"))
+            .await?
+            .into_iter()
+            .map(|r| (r.key, r.revision))
+            .collect())
     }
 
     async fn verify_audit_once(&self) -> Result<AuditVerification> {
@@ -2019,24 +2010,14 @@ impl Deployment {
         };
         // Where pruned chains start.
         let mut floors: std::collections::BTreeMap<String, Floor> = Default::default();
-        let mut after: Option<String> = None;
         let floor_prefix = format!("{FLOOR_KEY}/");
-        loop {
-            let page = self
-                .store
-                .list(ns::META, &floor_prefix, after.as_deref(), 256)
-                .await
-                .map_err(store_error)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for r in page {
-                let chain = &r.key[floor_prefix.len()..];
-                match parse_floor(&mac_key, chain, &r.value) {
-                    Ok(floor) => {
-                        floors.insert(chain.to_owned(), floor);
-                    }
-                    Err(problem) => return Ok(broken(0, 0, problem)),
+        for r in self.list_records(ns::META, &floor_prefix).await? {
+            let chain = &r.key[floor_prefix.len()..];
+            match parse_floor(&mac_key, chain, &r.value) {
+                Ok(floor) => {
+                    floors.insert(chain.to_owned(), floor);
                 }
+                Err(problem) => return Ok(broken(0, 0, problem)),
             }
         }
         // Every chain's blocks, in key order: chain by chain, each in sequence order.
@@ -2074,21 +2055,13 @@ impl Deployment {
             walked.insert(w.chain.clone(), w);
         }
         // The heads.
-        let mut heads: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
-        let mut after: Option<String> = None;
         let head_prefix = format!("{HEAD_KEY}/");
-        loop {
-            let page = self
-                .store
-                .list(ns::META, &head_prefix, after.as_deref(), 256)
-                .await
-                .map_err(store_error)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for r in page {
-                heads.insert(r.key[head_prefix.len()..].to_owned(), r.value);
-            }
-        }
+        let mut heads: std::collections::BTreeMap<String, Vec<u8>> = self
+            .list_records(ns::META, &head_prefix)
+            .await?
+            .into_iter()
+            .map(|r| (r.key[head_prefix.len()..].to_owned(), r.value))
+            .collect();
         if let Some(r) = self
             .store
             .get(ns::META, HEAD_KEY)
