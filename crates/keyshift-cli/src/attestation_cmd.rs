@@ -3,7 +3,8 @@
 //! authority that signs anything, for trying release without confidential hardware.
 
 use crate::config::CommonArgs;
-use crate::identity_cmd::{absolute, msg, open};
+use crate::identity_cmd::{absolute, msg};
+use crate::local_audit::Local;
 use anyhow::{anyhow, Result};
 use keyshift_server::test_authority::TestAuthority;
 use keyshift_vault::records::JwksSource;
@@ -47,7 +48,7 @@ pub enum AttestationCommand {
 
 /// Runs an attestation command.
 pub async fn run(common: &CommonArgs, cmd: AttestationCommand) -> Result<()> {
-    let local = open(common).await?;
+    let local = Local::open(common).await?;
     let d = &local.d;
     match cmd {
         AttestationCommand::Trust {

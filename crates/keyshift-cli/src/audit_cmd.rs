@@ -1,8 +1,7 @@
 //! `keyshift audit ...` (read and verify the audit log) and `keyshift key usage` (who still uses a
 //! key version). They read the data directory directly, beside a running server.
 
-use crate::config::{CommonArgs, ServeArgs, Settings};
-use crate::datadir;
+use crate::config::CommonArgs;
 use crate::local_audit::Local;
 use anyhow::{anyhow, bail, Context, Result};
 use keyshift_api::ErrorCode;
@@ -118,12 +117,6 @@ pub enum KeyCommand {
     },
 }
 
-async fn open(common: &CommonArgs) -> Result<(Arc<Deployment>, std::path::PathBuf)> {
-    let settings = Settings::resolve(common, &ServeArgs::default())?;
-    let dir = datadir::open(&settings).await?;
-    Ok((dir.deployment, dir.path))
-}
-
 fn msg(e: keyshift_vault::ApiError) -> anyhow::Error {
     anyhow!("{}", e.message)
 }
@@ -232,30 +225,31 @@ async fn prune(
 
 /// Runs an audit command.
 pub async fn run_audit(common: &CommonArgs, cmd: AuditCommand) -> Result<()> {
-    let (d, path) = open(common).await?;
+    let local = Local::open(common).await?;
+    let d = &local.d;
     match cmd {
         AuditCommand::List { filter: f, limit } => {
-            let f = filter(&d, f).await?;
+            let f = filter(d, f).await?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            write_events(&d, &f, limit, &mut out).await?;
+            write_events(d, &f, limit, &mut out).await?;
             out.flush()?;
         }
         AuditCommand::Export { filter: f, out } => {
-            let f = filter(&d, f).await?;
+            let f = filter(d, f).await?;
             match out {
                 Some(path) => {
                     let file = std::fs::File::create(&path)
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     let mut w = std::io::BufWriter::new(file);
-                    let n = write_events(&d, &f, None, &mut w).await?;
+                    let n = write_events(d, &f, None, &mut w).await?;
                     w.flush()?;
                     eprintln!("{n} events written to {}", path.display());
                 }
                 None => {
                     let stdout = std::io::stdout();
                     let mut w = std::io::BufWriter::new(stdout.lock());
-                    write_events(&d, &f, None, &mut w).await?;
+                    write_events(d, &f, None, &mut w).await?;
                     w.flush()?;
                 }
             }
@@ -282,9 +276,8 @@ pub async fn run_audit(common: &CommonArgs, cmd: AuditCommand) -> Result<()> {
                 )),
                 None => None,
             };
-            let local = Local::new(d.clone(), path);
             let change = local.change("AuditPrune", "", None).await?;
-            let pruned = prune(&d, &change.ctx, before_ms, file.as_mut()).await;
+            let pruned = prune(d, &change.ctx, before_ms, file.as_mut()).await;
             let pruned = change.finish(pruned).await?;
             println!(
                 "{}",
@@ -374,8 +367,9 @@ fn parse_kid(
 pub async fn run_key(common: &CommonArgs, cmd: KeyCommand) -> Result<()> {
     match cmd {
         KeyCommand::Usage { kid, vault } => {
-            let (d, path) = open(common).await?;
-            let (v, name, version, base) = parse_kid(&d, &kid, vault.as_deref(), &path)?;
+            let local = Local::open(common).await?;
+            let d = &local.d;
+            let (v, name, version, base) = parse_kid(d, &kid, vault.as_deref(), &local.path)?;
             let report = d
                 .key_usage(&RequestContext::system(base), &v, &name, version.as_deref())
                 .await

@@ -152,10 +152,6 @@ pub(crate) fn msg(e: ApiError) -> anyhow::Error {
     anyhow!("{}", e.message)
 }
 
-pub(crate) async fn open(common: &CommonArgs) -> Result<Local> {
-    Local::open(common).await
-}
-
 /// The object id of the principal `client_id` names (a client id or an object id), to name in
 /// an audit event; `client_id` itself when there is none.
 async fn subject_of(d: &Deployment, client_id: &str) -> String {
@@ -176,7 +172,7 @@ fn vault(d: &Deployment, name: Option<&str>) -> Result<Arc<VaultRecord>> {
 
 /// Runs a principal command.
 pub async fn run_principal(common: &CommonArgs, cmd: PrincipalCommand) -> Result<()> {
-    let local = open(common).await?;
+    let local = Local::open(common).await?;
     let d = &local.d;
     match cmd {
         PrincipalCommand::Create {
@@ -327,7 +323,7 @@ pub(crate) fn absolute(path: &std::path::Path) -> Result<String> {
 
 /// Runs a federation command.
 pub async fn run_federation(common: &CommonArgs, cmd: FederationCommand) -> Result<()> {
-    let local = open(common).await?;
+    let local = Local::open(common).await?;
     let d = &local.d;
     match cmd {
         FederationCommand::Trust {
@@ -379,7 +375,7 @@ pub async fn run_federation(common: &CommonArgs, cmd: FederationCommand) -> Resu
 
 /// Runs a role command.
 pub async fn run_role(common: &CommonArgs, cmd: RoleCommand) -> Result<()> {
-    let local = open(common).await?;
+    let local = Local::open(common).await?;
     let d = &local.d;
     match cmd {
         RoleCommand::Assign {
@@ -456,7 +452,7 @@ pub enum TokenCommand {
 
 /// Runs a token command.
 pub async fn run_token(common: &CommonArgs, cmd: TokenCommand) -> Result<()> {
-    let local = open(common).await?;
+    let local = Local::open(common).await?;
     let d = &local.d;
     match cmd {
         TokenCommand::RotateSigningKey => {

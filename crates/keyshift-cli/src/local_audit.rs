@@ -25,7 +25,8 @@ pub const LOCAL_PRINCIPAL: &str = "local";
 pub(crate) struct Local {
     /// The deployment.
     pub(crate) d: Arc<Deployment>,
-    path: PathBuf,
+    /// Where the data directory is.
+    pub(crate) path: PathBuf,
 }
 
 impl Local {
@@ -41,12 +42,10 @@ impl Local {
 
     /// The data directory `dir`, already open.
     pub(crate) fn from(dir: &datadir::DataDir) -> Local {
-        Local::new(dir.deployment.clone(), dir.path.clone())
-    }
-
-    /// The deployment `d`, opened from the data directory at `path`.
-    pub(crate) fn new(d: Arc<Deployment>, path: PathBuf) -> Local {
-        Local { d, path }
+        Local {
+            d: dir.deployment.clone(),
+            path: dir.path.clone(),
+        }
     }
 
     /// Starts the audit of one change: `operation` (as the admin API names it), on `vault`
