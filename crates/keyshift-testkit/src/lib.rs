@@ -366,6 +366,22 @@ pub fn custodian(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::Path
     (cert_path, key_path)
 }
 
+/// The DER of the (first) certificate in the PEM file `pem_path`, as [`custodian`] writes it.
+pub fn certificate_der(pem_path: &Path) -> Vec<u8> {
+    keyshift_crypto::x509::pem_certificates(&std::fs::read(pem_path).unwrap())
+        .into_iter()
+        .next()
+        .unwrap()
+}
+
+/// The private key in the PKCS#8 PEM file `path`, as [`custodian`] writes it.
+pub fn private_key(path: &Path) -> keyshift_crypto::KeyMaterial {
+    let pem = std::fs::read_to_string(path).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    keyshift_crypto::KeyMaterial::from_pkcs8_der(&keyshift_api::b64::decode(&body).unwrap())
+        .unwrap()
+}
+
 /// Runs the `keyshift` command with `args` in this process (on a thread of its own, with its own
 /// runtime); whether it succeeded.
 pub fn keyshift(args: &[&str]) -> bool {

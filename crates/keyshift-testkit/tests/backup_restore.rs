@@ -10,7 +10,9 @@
 
 use keyshift_api::b64;
 use keyshift_client::{KeyClient, VaultUrl};
-use keyshift_testkit::{custodian, keyshift, v, TestServer};
+use keyshift_testkit::{
+    certificate_der as der_of, custodian, keyshift, private_key, v, TestServer,
+};
 use keyshift_vault::backup::{recombine, upload_for, SecurityDomainFile, TransferKey};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -18,19 +20,6 @@ use std::path::{Path, PathBuf};
 
 fn inner(body: &Value) -> &str {
     body["error"]["innererror"]["code"].as_str().unwrap_or("")
-}
-
-fn der_of(pem_path: &Path) -> Vec<u8> {
-    keyshift_crypto::x509::pem_certificates(&std::fs::read(pem_path).unwrap())
-        .into_iter()
-        .next()
-        .unwrap()
-}
-
-fn private_key(path: &Path) -> keyshift_crypto::KeyMaterial {
-    let pem = std::fs::read_to_string(path).unwrap();
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    keyshift_crypto::KeyMaterial::from_pkcs8_der(&b64::decode(&body).unwrap()).unwrap()
 }
 
 fn client(s: &TestServer) -> KeyClient {

@@ -905,10 +905,7 @@ async fn no_bad_security_domain_document_gets_a_server_error() {
     let certificates: Vec<Value> = custodians
         .iter()
         .map(|(cert, _)| {
-            let der = keyshift_crypto::x509::pem_certificates(&std::fs::read(cert).unwrap())
-                .into_iter()
-                .next()
-                .unwrap();
+            let der = keyshift_testkit::certificate_der(cert);
             json!({"kty": "RSA", "x5c": [keyshift_api::b64::encode_standard(&der)]})
         })
         .collect();
@@ -937,12 +934,7 @@ async fn no_bad_security_domain_document_gets_a_server_error() {
     let sd: SecurityDomainFile = serde_json::from_str(answer["value"].as_str().unwrap()).unwrap();
     let keys: Vec<_> = custodians
         .iter()
-        .map(|(_, key)| {
-            let pem = std::fs::read_to_string(key).unwrap();
-            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-            keyshift_crypto::KeyMaterial::from_pkcs8_der(&keyshift_api::b64::decode(&body).unwrap())
-                .unwrap()
-        })
+        .map(|(_, key)| keyshift_testkit::private_key(key))
         .collect();
     let key = recombine(&sd, &keys[..2]).unwrap();
     let (st, transfer) = b
